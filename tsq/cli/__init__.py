@@ -1,0 +1,1 @@
+"""The `tsq` command line (Typer)."""

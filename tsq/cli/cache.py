@@ -1,0 +1,5 @@
+"""`tsq cache` commands."""
+
+import typer
+
+app = typer.Typer(help="cache commands", no_args_is_help=True)

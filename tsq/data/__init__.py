@@ -1,0 +1,1 @@
+"""Problems, traces and grading."""

@@ -1,0 +1,1 @@
+"""Generation backends (HF `generate`, vLLM) behind one interface."""

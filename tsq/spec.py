@@ -1,0 +1,169 @@
+"""The sweep spec (`sweeps/*.yaml`): validated with pydantic; errors name the field.
+
+One spec drives everything: `tsq baseline`, `tsq trial run` and `tsq sweep launch`. Sections:
+model, data, sampling (self-samples for training), evaluation, selection (α acts there), refinement (ε),
+training (λ, η, β), params (the default trial point), and the study sections (search, objectives, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tsq.errors import UserError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Section):
+    # "tiny" is the built-in tiny reasoning model (built by `tsq model build-tiny`); anything else is an
+    # HF hub id or a local model directory.
+    path: str = "tiny"
+    tiny_variant: Literal["default", "test"] = "default"
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class SplitSpec(_Section):
+    split: str | None = None  # dataset split name (HF sources); the tiny world uses train/eval
+    n: Annotated[int, Field(gt=0)] | None = None  # subset size (seeded); None = all
+    ids: list[str] | None = None  # explicit problem ids
+
+
+class DataSpec(_Section):
+    source: str = "tiny"  # "tiny", an HF hub id, or a local .json/.jsonl/.parquet file
+    format: Literal["auto", "tiny", "math500", "gsm8k", "aime"] = "auto"
+    train: SplitSpec = SplitSpec(n=400)
+    eval: SplitSpec = SplitSpec(n=100)
+    seed: int = 0
+    # tiny world only: difficulty range (number of dependent steps)
+    min_steps: Annotated[int, Field(ge=1)] = 1
+    max_steps: Annotated[int, Field(ge=1)] = 5
+
+
+class SamplingSpec(_Section):
+    backend: Literal["hf", "vllm"] = "hf"
+    n: Annotated[int, Field(gt=0)] = 8
+    temperature: Annotated[float, Field(ge=0)] = 0.6
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    max_new_tokens: Annotated[int, Field(gt=0)] = 256
+    batch_size: Annotated[int, Field(gt=0)] = 64
+    seed: int = 0
+
+
+class EvaluationSpec(_Section):
+    n: Annotated[int, Field(gt=0)] = 8  # samples per eval problem (paper: 16)
+    temperature: Annotated[float, Field(ge=0)] = 0.6
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    max_new_tokens: Annotated[int, Field(gt=0)] = 256
+    budget: Annotated[int, Field(gt=0)] = 128  # token budget B of the budgeted AUC
+    seed: int = 1234
+    bootstrap: Annotated[int, Field(gt=0)] = 2000  # resamples for the accuracy-delta CI
+
+
+class SelectionSpec(_Section):
+    variant: Literal["shortest", "q-fix", "q-dyn", "q-dyn-extra-neg"] = "q-dyn"
+    max_pairs: Annotated[int, Field(gt=0)] = 64  # M: pairs per problem
+    extra_neg_ratio: Annotated[float, Field(gt=1)] = 1.5
+
+
+class RefinementSpec(_Section):
+    enabled: bool = True
+    k: Annotated[int, Field(gt=0)] = 8  # candidates per step (paper: 64)
+    window: Annotated[int, Field(gt=0)] = 32  # L: KL window in tokens (paper: 512)
+    temperature: Annotated[float, Field(gt=0)] = 1.0
+    max_step_tokens: Annotated[int, Field(gt=0)] = 48
+    batch_size: Annotated[int, Field(gt=0)] = 64
+    seed: int = 0
+
+
+class LoraSpec(_Section):
+    r: Annotated[int, Field(gt=0)] = 16
+    alpha: Annotated[int, Field(gt=0)] = 32
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    target_modules: list[str] | str = "all-linear"
+
+
+class TrainingSpec(_Section):
+    loss: Literal["dpo", "sft", "dpo+sft", "dpo-l+sft"] = "dpo-l+sft"
+    beta: Annotated[float, Field(gt=0)] = 0.1
+    learning_rate: Annotated[float, Field(gt=0)] = 2e-4
+    max_steps: Annotated[int, Field(gt=0)] = 100
+    batch_size: Annotated[int, Field(gt=0)] = 32
+    max_length: Annotated[int, Field(gt=0)] = 512
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    lora: LoraSpec = LoraSpec()
+
+
+class TrialParams(_Section):
+    """One point of the search space: the four TokenSqueeze knobs."""
+
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.2
+    epsilon: Annotated[float, Field(gt=0)] = 0.005
+    lam: Annotated[float, Field(ge=0, alias="lambda")] = 1.0
+    eta: Annotated[float, Field(ge=0)] = 0.5
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Spec(_Section):
+    name: str = "tsq"
+    model: ModelSpec = ModelSpec()
+    data: DataSpec = DataSpec()
+    sampling: SamplingSpec = SamplingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    selection: SelectionSpec = SelectionSpec()
+    refinement: RefinementSpec = RefinementSpec()
+    training: TrainingSpec = TrainingSpec()
+    params: TrialParams = TrialParams()
+    cache_dir: str | None = None  # default: $TSQ_HOME/cache
+    # The study sections (search space, objectives, sampler, budgets) are validated by tsq.study.space.
+    study: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Spec:
+        if self.data.min_steps > self.data.max_steps:
+            raise ValueError("data.min_steps must be <= data.max_steps")
+        return self
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line: the first bad field as a dotted path and what is wrong with it."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{extra}"
+
+
+def load_spec(path: Path | str) -> Spec:
+    """Read and validate a spec file; raises UserError with one line naming the file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: spec file not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read spec file ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: malformed YAML{where}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the spec must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, str(path))) from None
