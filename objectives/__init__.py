@@ -1,0 +1,1 @@
+"""Trial programs: what one trial computes and returns. `tokensqueeze` is the default."""
