@@ -70,6 +70,8 @@ class SelectionSpec(_Section):
     variant: Literal["shortest", "q-fix", "q-dyn", "q-dyn-extra-neg"] = "q-dyn"
     max_pairs: Annotated[int, Field(gt=0)] = 64  # M: pairs per problem
     extra_neg_ratio: Annotated[float, Field(gt=1)] = 1.5
+    # (our reading) k = max(min_positives, ceil(q*c)) when 1 <= c < N; binds only at alpha = 0. 0 = literal
+    min_positives: Annotated[int, Field(ge=0)] = 1
 
 
 class RefinementSpec(_Section):

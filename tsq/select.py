@@ -1,0 +1,141 @@
+"""Adaptive reasoning-depth selection (PAPER.md section 1): the one place where α acts.
+
+For one problem with N graded self-samples, c of them correct (p = c/N), the positives are the k shortest
+correct responses and each positive is paired with LONGER incorrect responses of the same problem.
+
+- `q-dyn` (default): q = α·(1 − p), k = ⌈q·c⌉.
+- `q-fix`: q = α, k = ⌈q·c⌉.
+- `shortest`: k = 1.
+- `q-dyn-extra-neg`: q-dyn, plus correct responses longer than `extra_neg_ratio` × the positive as extra
+  negatives (the paper's ablation shows this hurts accuracy).
+
+(our reading) k is floored at `min_positives` (default 1) when 1 ≤ c < N; `min_positives=0` is the
+paper's formula taken literally. Since ⌈q·c⌉ ≥ 1 whenever q > 0, the floor only binds at q = 0 (α = 0),
+where it makes q-dyn/q-fix fall back to `shortest` instead of producing no pairs at all.
+
+Deterministic choices (ours, the paper leaves them open):
+- "Longer" is strict: ℓ(rejected) > ℓ(chosen) in tokens; equal lengths never pair.
+- Ties in length are broken by response index (lower index counts as shorter).
+- Each positive's negatives are ordered longest first (the largest length gap first, ties by index);
+  with `q-dyn-extra-neg` the incorrect negatives come before the extra correct ones.
+- When a problem has more than `max_pairs` candidate pairs, pairs are taken round-robin over the
+  positives (shortest positive first), each positive contributing its next negative in the order above,
+  so every positive gets pairs before any positive gets many.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from tsq.data.traces import Response
+from tsq.spec import SelectionSpec
+
+VARIANTS = ("shortest", "q-fix", "q-dyn", "q-dyn-extra-neg")
+
+
+def adaptive_quantile(p: float, alpha: float) -> float:
+    """The dynamic quantile q = α·(1 − p) for correctness rate p."""
+    return alpha * (1.0 - p)
+
+
+def n_positives(c: int, n: int, alpha: float, variant: str, min_positives: int = 1) -> int:
+    """How many of the c shortest correct responses (out of n) are positives; 0 when c = 0 or c = n."""
+    if variant not in VARIANTS:
+        raise ValueError(f"selection.variant: unknown variant {variant!r}; expected one of {VARIANTS}")
+    if c == 0 or c == n:
+        return 0
+    if variant == "shortest":
+        return 1
+    q = alpha if variant == "q-fix" else adaptive_quantile(c / n, alpha)
+    # round() first guards against float noise such as 0.1 * 30 = 3.0000000000000004 -> 4
+    k = math.ceil(round(q * c, 9))
+    return min(c, max(min_positives, k))
+
+
+def select_pairs(
+    lengths: Sequence[int],
+    correct: Sequence[bool],
+    alpha: float,
+    variant: str = "q-dyn",
+    max_pairs: int = 64,
+    extra_neg_ratio: float = 1.5,
+    min_positives: int = 1,
+) -> list[tuple[int, int]]:
+    """(chosen index, rejected index) pairs for one problem's responses; see the module docstring."""
+    if len(lengths) != len(correct):
+        raise ValueError(f"lengths ({len(lengths)}) and correct ({len(correct)}) differ in length")
+    n = len(lengths)
+    correct_idx = sorted((i for i in range(n) if correct[i]), key=lambda i: (lengths[i], i))
+    k = n_positives(len(correct_idx), n, alpha, variant, min_positives)
+    if k == 0 or max_pairs <= 0:
+        return []
+
+    def longest_first(idx: list[int]) -> list[int]:
+        return sorted(idx, key=lambda i: (-lengths[i], i))
+
+    incorrect_idx = [i for i in range(n) if not correct[i]]
+    negatives: list[list[int]] = []
+    for pos in correct_idx[:k]:
+        negs = longest_first([j for j in incorrect_idx if lengths[j] > lengths[pos]])
+        if variant == "q-dyn-extra-neg":
+            negs += longest_first([j for j in correct_idx if lengths[j] > extra_neg_ratio * lengths[pos]])
+        negatives.append(negs)
+
+    pairs: list[tuple[int, int]] = []
+    for rank in range(max((len(negs) for negs in negatives), default=0)):
+        for pos, negs in zip(correct_idx[:k], negatives, strict=True):
+            if rank < len(negs):
+                pairs.append((pos, negs[rank]))
+                if len(pairs) == max_pairs:
+                    return pairs
+    return pairs
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One preference pair: the chosen (short, correct) and rejected (longer) responses to a prompt."""
+
+    problem_id: str
+    prompt: str  # the formatted prompt the responses continue
+    chosen: str
+    rejected: str
+    chosen_tokens: int
+    rejected_tokens: int
+
+
+def build_pairs(
+    samples: Mapping[str, Sequence[Response]],
+    prompts: Mapping[str, str],
+    alpha: float,
+    selection_spec: SelectionSpec,
+) -> list[Pair]:
+    """All pairs over problems (sorted by problem id, so the result does not depend on dict order)."""
+    pairs: list[Pair] = []
+    for problem_id in sorted(samples):
+        responses = samples[problem_id]
+        if problem_id not in prompts:
+            raise KeyError(f"no prompt for problem {problem_id!r}")
+        chosen_rejected = select_pairs(
+            [r.n_tokens for r in responses],
+            [r.correct for r in responses],
+            alpha,
+            variant=selection_spec.variant,
+            max_pairs=selection_spec.max_pairs,
+            extra_neg_ratio=selection_spec.extra_neg_ratio,
+            min_positives=selection_spec.min_positives,
+        )
+        for ci, ri in chosen_rejected:
+            chosen, rejected = responses[ci], responses[ri]
+            pairs.append(
+                Pair(
+                    problem_id=problem_id,
+                    prompt=prompts[problem_id],
+                    chosen=chosen.text,
+                    rejected=rejected.text,
+                    chosen_tokens=chosen.n_tokens,
+                    rejected_tokens=rejected.n_tokens,
+                )
+            )
+    return pairs
