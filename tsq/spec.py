@@ -30,7 +30,9 @@ class ModelSpec(_Section):
 
 
 class SplitSpec(_Section):
-    split: str | None = None  # dataset split name (HF sources); the tiny world uses train/eval
+    # HF sources: a split name of data.source, or a local .json/.jsonl/.parquet file holding this split;
+    # unset: "train" / "test" for hub ids, the file itself for a local source. The tiny world uses train/eval.
+    split: str | None = None
     n: Annotated[int, Field(gt=0)] | None = None  # subset size (seeded); None = all
     ids: list[str] | None = None  # explicit problem ids
 
@@ -38,6 +40,7 @@ class SplitSpec(_Section):
 class DataSpec(_Section):
     source: str = "tiny"  # "tiny", an HF hub id, or a local .json/.jsonl/.parquet file
     format: Literal["auto", "tiny", "math500", "gsm8k", "aime"] = "auto"
+    config: str | None = None  # HF dataset config name (e.g. "main" for openai/gsm8k)
     train: SplitSpec = SplitSpec(n=400)
     eval: SplitSpec = SplitSpec(n=100)
     seed: int = 0
