@@ -1,0 +1,204 @@
+"""The tiny reasoning world: chain arithmetic mod 20, and the verbose, sometimes wrong traces the tiny model
+is pre-trained on.
+
+A problem with k steps defines a start value and k dependent updates, e.g. (k = 2)
+"a = 7 , b = a + 5 , c = b - 3 . what is c ?"; the answer is c, computed mod 20 so every value is one of the
+vocabulary's numbers 0..19.
+
+Traces vary along the two axes TokenSqueeze compresses:
+- depth: optional restatements and re-check steps. A re-check recomputes a step and fixes it when it was a
+  slip, so on hard problems longer traces are right more often (style matters, as in real reasoning models);
+- expression: the same step said in a long or a short phrasing ("now we work out b : b is a + 5 , that is
+  7 + 5 , which gives 12" vs "b = 7 + 5 = 12").
+Each computing step slips (states a wrong value) with a small probability, so traces are sometimes wrong.
+
+Every text is in canonical form: words separated by single spaces, steps separated by " \\n\\n " (a blank
+line as its own word), so the tiny model's word-level tokenizer round-trips it exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from tsq.data.problems import Problem, ProblemSet
+from tsq.data.traces import STEP_SEPARATOR
+from tsq.errors import UserError
+
+MODULUS = 20
+VARIABLES = "abcdefghijk"
+MAX_STEPS = len(VARIABLES) - 1
+OPS = ("+", "-")
+# Every word a tiny-world text can contain (the tokenizer's vocabulary, special tokens aside).
+WORDS: tuple[str, ...] = (
+    *(str(v) for v in range(MODULUS)),
+    *VARIABLES,
+    *OPS,
+    STEP_SEPARATOR,
+    *"=,.:?",
+    *("what", "is", "we", "have", "and", "want", "now", "work", "out", "that", "which", "gives", "next"),
+    *("check", "again", "correct", "not", "so", "the", "answer", "first", "start", "with"),
+)
+
+Split = Literal["train", "eval"]
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """Start value and the (op, operand) updates; variable i+1 = variable i op operand (mod 20)."""
+
+    start: int
+    updates: tuple[tuple[str, int], ...]
+
+    @property
+    def steps(self) -> int:
+        return len(self.updates)
+
+    def values(self) -> list[int]:
+        vals = [self.start]
+        for op, operand in self.updates:
+            vals.append(apply_op(vals[-1], op, operand))
+        return vals
+
+    def answer(self) -> int:
+        return self.values()[-1]
+
+    def question(self) -> str:
+        parts = [f"a = {self.start}"]
+        for i, (op, operand) in enumerate(self.updates):
+            parts.append(f", {VARIABLES[i + 1]} = {VARIABLES[i]} {op} {operand}")
+        return " ".join(parts) + f" . what is {VARIABLES[self.steps]} ?"
+
+
+def apply_op(value: int, op: str, operand: int) -> int:
+    return (value + operand if op == "+" else value - operand) % MODULUS
+
+
+def random_problem(rng: random.Random, steps: int) -> ChainProblem:
+    if not 1 <= steps <= MAX_STEPS:
+        raise UserError(f"data.max_steps: the tiny world supports 1..{MAX_STEPS} steps, got {steps}")
+    updates = tuple((rng.choice(OPS), rng.randrange(1, MODULUS)) for _ in range(steps))
+    return ChainProblem(start=rng.randrange(MODULUS), updates=updates)
+
+
+def split_of(question: str) -> Split:
+    """The split a question belongs to, by a hash of its text: so train and eval are disjoint."""
+    return "eval" if hashlib.sha256(question.encode()).digest()[0] % 4 == 0 else "train"
+
+
+def sample_split_problem(rng: random.Random, split: Split, steps: int) -> ChainProblem:
+    """A random problem with `steps` steps whose question hashes into `split`."""
+    while True:
+        problem = random_problem(rng, steps)
+        if split_of(problem.question()) == split:
+            return problem
+
+
+def tiny_problem_set(
+    split: Split, n: int, seed: int = 0, min_steps: int = 1, max_steps: int = 5
+) -> ProblemSet:
+    """`n` distinct problems of `split`, difficulties cycling evenly through min_steps..max_steps."""
+    if split not in ("train", "eval"):
+        raise UserError(f"data.split: the tiny world has splits 'train' and 'eval', got {split!r}")
+    if min_steps > max_steps:
+        raise UserError("data.min_steps: must be <= data.max_steps")
+    rng = random.Random(f"tiny-world/{split}/{seed}")
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    levels = range(min_steps, max_steps + 1)
+    for i in range(n):
+        steps = levels[i % len(levels)]
+        for _ in range(10_000):
+            chain = sample_split_problem(rng, split, steps)
+            question = chain.question()
+            if question not in seen:
+                break
+        else:
+            raise UserError(f"data.{split}.n: only {len(seen)} distinct tiny problems fit; ask for fewer")
+        seen.add(question)
+        digest = hashlib.sha256(question.encode()).hexdigest()[:12]
+        problems.append(
+            Problem(id=f"tiny-{digest}", question=question, answer=str(chain.answer()), difficulty=steps)
+        )
+    return ProblemSet(name=f"tiny-{split}", problems=tuple(problems), grader="exact")
+
+
+@dataclass(frozen=True)
+class TraceStyle:
+    """How verbose one trace is: drawn once per trace, so a model learns to commit to a style."""
+
+    p_long: float  # probability that a step uses a long phrasing (expression)
+    p_check: float  # probability of a re-check after each computing step (depth)
+    restate: bool  # open with a restatement of the question (depth)
+
+
+def random_style(rng: random.Random) -> TraceStyle:
+    return TraceStyle(
+        p_long=rng.choice((0.0, 0.0, 0.5, 1.0)),
+        p_check=rng.choice((0.0, 0.0, 0.3, 0.6, 1.0)),
+        restate=rng.random() < 0.4,
+    )
+
+
+def _compute_step(
+    rng: random.Random, long: bool, var: str, prev: str, x: int, op: str, y: int, v: int
+) -> str:
+    if not long:
+        return f"{var} = {x} {op} {y} = {v}"
+    return rng.choice(
+        (
+            f"now we work out {var} : {var} is {prev} {op} {y} , that is {x} {op} {y} , which gives {v}",
+            f"next we want {var} : {var} = {prev} {op} {y} , so {var} is {x} {op} {y} , which is {v}",
+        )
+    )
+
+
+def _check_step(rng: random.Random, long: bool, var: str, x: int, op: str, y: int, v: int, said: int) -> str:
+    verdict = "correct" if said == v else f"not {said} , so {var} = {v}"
+    if not long:
+        return f"check {var} : {x} {op} {y} = {v} , {verdict}"
+    return f"now we check {var} again : {x} {op} {y} is {v} , so {var} is {v} , {verdict}"
+
+
+def generate_trace(problem: ChainProblem, rng: random.Random, slip_rate: float, style: TraceStyle) -> str:
+    """One reasoning trace in canonical form, ending with "answer : <value>".
+
+    A computing step slips with probability `slip_rate` (states a wrong value); a re-check after it
+    recomputes from the same inputs and fixes the slip. Later steps build on the value as stated, so an
+    unchecked slip makes the final answer wrong.
+    """
+    last = VARIABLES[problem.steps]
+    steps: list[str] = []
+    if style.restate:
+        if rng.random() < style.p_long:
+            steps.append(f"first we have a = {problem.start} , and we want {last}")
+        else:
+            steps.append(f"start with a = {problem.start}")
+    value = problem.start
+    for i, (op, operand) in enumerate(problem.updates):
+        var, prev = VARIABLES[i + 1], VARIABLES[i]
+        right = apply_op(value, op, operand)
+        said = right
+        if rng.random() < slip_rate:
+            said = (right + rng.choice((-3, -2, -1, 1, 2, 3))) % MODULUS
+        long = rng.random() < style.p_long
+        steps.append(_compute_step(rng, long, var, prev, value, op, operand, said))
+        if rng.random() < style.p_check:
+            steps.append(_check_step(rng, rng.random() < style.p_long, var, value, op, operand, right, said))
+            said = right
+        value = said
+    if rng.random() < style.p_long:
+        steps.append(f"so {last} is {value} , and the answer is {value}")
+    else:
+        steps.append(f"answer : {value}")
+    return f" {STEP_SEPARATOR} ".join(steps)
+
+
+def random_training_example(
+    rng: random.Random, min_steps: int, max_steps: int, slip_rate: float
+) -> tuple[str, str]:
+    """(question, trace) for pre-training, drawn only from the train side of the split hash."""
+    problem = sample_split_problem(rng, "train", rng.randint(min_steps, max_steps))
+    return problem.question(), generate_trace(problem, rng, slip_rate, random_style(rng))

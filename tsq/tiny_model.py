@@ -1,0 +1,276 @@
+"""Build the embedded default model: a tiny Qwen2 causal LM pre-trained on CPU on the tiny world's traces.
+
+The result is an ordinary HF model directory (config, safetensors weights, a `tokenizers` word-level
+tokenizer with a chat template, generation config), so every later stage (generate, PEFT, TRL, vLLM) runs
+the same code path as for a real model. Builds are deterministic for their settings, cached under
+`tsq.paths.tiny_model_dir(variant)` with the settings and their hash in `tsq_build.json`, and written
+atomically (built in a temp dir, renamed into place) so a killed build never leaves a half model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from filelock import FileLock
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from tsq.data.tiny_world import MAX_STEPS, WORDS, random_training_example
+from tsq.paths import tiny_model_dir
+
+log = logging.getLogger(__name__)
+
+Variant = Literal["default", "test"]
+BUILD_INFO = "tsq_build.json"
+# Bump when the world's text format, the tokenizer or the training code changes meaning: old builds rebuild.
+BUILD_FORMAT = 1
+
+PAD, BOS, EOS, UNK, USER, ASSISTANT = "<pad>", "<s>", "</s>", "<unk>", "<user>", "<assistant>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, USER, ASSISTANT)
+# One user turn, then the assistant's trace and eos. Texts are space-separated words, so the template puts
+# single spaces around the message; the word-level tokenizer ignores spaces anyway.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '<user> ' + message['content'] + ' ' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<assistant> ' + message['content'] + ' ' + eos_token }}"
+    "{% else %}{{ raise_exception('the tiny model knows only user and assistant turns') }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<assistant>' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyBuildSettings:
+    """Everything that determines the built model; its hash names the build."""
+
+    variant: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int  # head_dim = hidden_size / num_heads = 64: a size vLLM's CPU attention supports
+    intermediate_size: int
+    train_steps: int
+    batch_size: int
+    learning_rate: float
+    warmup_steps: int
+    slip_rate: float  # probability that a computing step of a training trace states a wrong value
+    min_steps: int  # difficulty range of the pre-training problems
+    max_steps: int
+    seed: int
+    max_positions: int = 1024
+    build_format: int = BUILD_FORMAT
+
+    def digest(self) -> str:
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+VARIANTS: dict[str, TinyBuildSettings] = {
+    "default": TinyBuildSettings(
+        variant="default",
+        hidden_size=128,
+        num_layers=4,
+        num_heads=2,
+        intermediate_size=512,
+        train_steps=1500,
+        batch_size=48,
+        learning_rate=3e-3,
+        warmup_steps=100,
+        slip_rate=0.05,
+        min_steps=1,
+        max_steps=6,
+        seed=0,
+    ),
+    # For the test suite: same architecture and world, far fewer steps (less accurate, builds in seconds).
+    "test": TinyBuildSettings(
+        variant="test",
+        hidden_size=128,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=256,
+        train_steps=120,
+        batch_size=24,
+        learning_rate=3e-3,
+        warmup_steps=20,
+        slip_rate=0.05,
+        min_steps=1,
+        max_steps=5,
+        seed=0,
+    ),
+}
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over the tiny world's words; the blank line between steps is a word of its own.
+
+    Text is split into "\\n\\n" and maximal runs of non-space characters (other whitespace is dropped), and
+    decoding joins tokens with single spaces, so decode(encode(t)) == t for every canonical tiny-world text.
+    """
+    vocab = {tok: i for i, tok in enumerate((*SPECIAL_TOKENS, *WORDS))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"\n\n|[^\s]+"), behavior="removed", invert=True)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        additional_special_tokens=[USER, ASSISTANT],
+        clean_up_tokenization_spaces=False,
+        model_max_length=1024,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def _model_config(s: TinyBuildSettings, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
+    return Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=s.hidden_size,
+        intermediate_size=s.intermediate_size,
+        num_hidden_layers=s.num_layers,
+        num_attention_heads=s.num_heads,
+        num_key_value_heads=s.num_heads,
+        max_position_embeddings=s.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _batch(
+    rng: random.Random, tokenizer: PreTrainedTokenizerFast, s: TinyBuildSettings
+) -> dict[str, torch.Tensor]:
+    """Right-padded input ids with labels on the assistant part (trace + eos) only."""
+    rows: list[tuple[list[int], int]] = []
+    for _ in range(s.batch_size):
+        question, trace = random_training_example(rng, s.min_steps, s.max_steps, s.slip_rate)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+        prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+        trace_ids = tokenizer.encode(trace, add_special_tokens=False)
+        rows.append((prompt_ids + trace_ids + [tokenizer.eos_token_id], len(prompt_ids)))
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, n_prompt) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+        mask[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def _lr_factor(step: int, s: TinyBuildSettings) -> float:
+    """Linear warmup, then cosine decay to 10% of the peak rate."""
+    if step < s.warmup_steps:
+        return (step + 1) / s.warmup_steps
+    progress = (step - s.warmup_steps) / max(1, s.train_steps - s.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _pretrain(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, s: TinyBuildSettings) -> float:
+    """Plain torch loop on freshly generated traces; returns the final smoothed loss."""
+    rng = random.Random(f"tiny-pretrain/{s.seed}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=s.learning_rate, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, s))
+    model.train()
+    smoothed = float("nan")
+    bar = tqdm(range(s.train_steps), desc=f"pre-training tiny-{s.variant}", unit="step")
+    for _ in bar:
+        loss = model(**_batch(rng, tokenizer, s)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        smoothed = loss.item() if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{smoothed:.3f}")
+    model.eval()
+    return smoothed
+
+
+def _is_built(path: Path, digest: str) -> bool:
+    try:
+        return json.loads((path / BUILD_INFO).read_text())["digest"] == digest
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def build_tiny(variant: Variant = "default", force: bool = False) -> Path:
+    """The tiny model's directory, building it first when missing, stale (other settings) or `force`d."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown tiny variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    settings = VARIANTS[variant]
+    if settings.max_steps > MAX_STEPS:
+        raise ValueError(f"tiny variant {variant!r} asks for more steps than the world supports")
+    target = tiny_model_dir(variant)
+    digest = settings.digest()
+    if not force and _is_built(target, digest):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time (parallel sweep workers, test sessions); the others then find it built.
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if not force and _is_built(target, digest):
+            return target
+        log.info("building the tiny model %r (a few minutes on CPU) into %s", variant, target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            _build_into(tmp, settings)
+            if target.exists():
+                old = target.with_name(f".{target.name}-old-{os.getpid()}")
+                target.rename(old)
+                shutil.rmtree(old)
+            tmp.rename(target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    return target
+
+
+def _build_into(out: Path, s: TinyBuildSettings) -> None:
+    start = time.monotonic()
+    threads = torch.get_num_threads()
+    # Small matrices: more than a few threads only adds overhead.
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    try:
+        torch.manual_seed(s.seed)
+        tokenizer = build_tokenizer()
+        model = Qwen2ForCausalLM(_model_config(s, tokenizer))
+        final_loss = _pretrain(model, tokenizer, s)
+    finally:
+        torch.set_num_threads(threads)
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    info = {
+        "digest": s.digest(),
+        "settings": dataclasses.asdict(s),
+        "final_loss": round(final_loss, 4),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "build_seconds": round(time.monotonic() - start, 1),
+    }
+    (out / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def build_info(path: Path) -> dict:
+    """The `tsq_build.json` record of a built tiny model."""
+    return json.loads((path / BUILD_INFO).read_text())
