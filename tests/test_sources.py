@@ -80,7 +80,7 @@ def test_format_detection() -> None:
     assert detect_format(["question", "answer"]) == "gsm8k"
     assert detect_format(["id", "problem", "solution", "answer", "url", "year"]) == "aime"
     assert detect_format(["ID", "Problem", "Solution", "Answer"]) == "aime"
-    with pytest.raises(UserError, match="data.format"):
+    with pytest.raises(UserError, match=r"data.format"):
         detect_format(["text", "label"])
 
 
@@ -120,13 +120,13 @@ def test_id_lists_keep_their_order_and_are_checked() -> None:
     with pytest.raises(UserError, match=r"data.eval.ids: unknown problem ids \['nope'\]"):
         hf_problem_set(spec(FIXTURES / "math500.jsonl", eval={"ids": ["nope"]}), "eval")
     clash = spec(FIXTURES / "math500.jsonl", eval={"ids": ids}, train={"ids": ids[:1]})
-    with pytest.raises(UserError, match="data.train.ids"):
+    with pytest.raises(UserError, match=r"data.train.ids"):
         hf_problem_set(clash, "train")
 
 
 def test_eval_taking_everything_leaves_no_train() -> None:
     data = spec(FIXTURES / "gsm8k.jsonl", eval={"n": None})
-    with pytest.raises(UserError, match="data.train: no problems left"):
+    with pytest.raises(UserError, match=r"data.train: no problems left"):
         hf_problem_set(data, "train")
 
 
@@ -140,20 +140,20 @@ def test_split_resolution() -> None:
     gsm = spec("openai/gsm8k", config="main")
     assert resolve_split(gsm, "train") == DataRef("openai/gsm8k", "main", "train", local=False)
     assert resolve_split(gsm, "eval").split == "test"
-    with pytest.raises(UserError, match="data.eval.split"):
+    with pytest.raises(UserError, match=r"data.eval.split"):
         resolve_split(spec(FIXTURES / "gsm8k.jsonl", eval={"split": "test"}), "eval")
-    with pytest.raises(UserError, match="data.source: .*missing.jsonl: file not found"):
+    with pytest.raises(UserError, match=r"data.source: .*missing.jsonl: file not found"):
         resolve_split(spec(FIXTURES / "missing.jsonl"), "eval")
 
 
 def test_bad_files_are_user_errors(tmp_path: Path) -> None:
     broken = tmp_path / "broken.jsonl"
     broken.write_text("{not json\n")
-    with pytest.raises(UserError, match="data.source: cannot load"):
+    with pytest.raises(UserError, match=r"data.source: cannot load"):
         hf_problem_set(spec(broken), "eval")
     no_answer = tmp_path / "no_answer.jsonl"
     no_answer.write_text(json.dumps({"problem": "x", "level": 1, "solution": "no box"}) + "\n")
-    with pytest.raises(UserError, match="no_answer-0 has no math500 question/answer"):
+    with pytest.raises(UserError, match=r"no_answer-0 has no math500 question/answer"):
         hf_problem_set(spec(no_answer), "eval")
-    with pytest.raises(UserError, match="data.format"):
+    with pytest.raises(UserError, match=r"data.format"):
         hf_problem_set(spec(FIXTURES / "gsm8k.jsonl", format="tiny"), "eval")
