@@ -1,0 +1,60 @@
+"""Device and dtype selection: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from tsq.errors import UserError
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def pick_device(preferred: str | None = None) -> torch.device:
+    """`preferred` ("cpu", "cuda", "cuda:1", "mps") if given, else the first CUDA GPU, else MPS, else CPU."""
+    if preferred is not None:
+        device = torch.device(preferred)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device: {preferred!r} requested but CUDA is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def supports_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        # Ampere (sm_80) and newer do bf16 natively; torch's check also rejects emulated bf16
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu"  # CPU kernels exist (slow on most CPUs); MPS support varies by OS version
+
+
+def pick_dtype(spec_dtype: str, device: torch.device | str) -> torch.dtype:
+    """The dtype for `model.dtype` on `device`.
+
+    "auto": bfloat16 on a GPU that supports it (the dtype R1-distilled models ship in), float16 on older
+    GPUs and MPS, float32 on CPU (half precision on CPU is slow and, for training, unstable). An explicit
+    choice is honoured unless the device cannot run it.
+    """
+    device = torch.device(device)
+    if spec_dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if supports_bf16(device) else torch.float16
+        return torch.float16 if device.type == "mps" else torch.float32
+    if spec_dtype not in DTYPES:
+        raise UserError(f"model.dtype: unknown dtype {spec_dtype!r}; use auto, {', '.join(DTYPES)}")
+    dtype = DTYPES[spec_dtype]
+    if dtype == torch.bfloat16 and device.type == "cuda" and not supports_bf16(device):
+        name = torch.cuda.get_device_name(device)
+        raise UserError(f"model.dtype: bfloat16 is not supported on {name}; use float16 or auto")
+    return dtype
+
+
+def mixed_precision_flags(dtype: torch.dtype) -> dict[str, bool]:
+    """`bf16`/`fp16` for transformers/TRL TrainingArguments matching the model dtype."""
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
