@@ -1,1 +1,24 @@
 """Generation backends (HF `generate`, vLLM) behind one interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from tsq.generation.base import Backend
+
+
+def get_backend(name: Literal["hf", "vllm"], model_path: Path, **kwargs: Any) -> Backend:
+    """A backend for `model_path`; keyword arguments go to the backend's constructor.
+
+    Imports are deferred so that using the HF backend never imports vLLM (slow, spawns processes).
+    """
+    if name == "hf":
+        from tsq.generation.hf import HFBackend
+
+        return HFBackend(model_path, **kwargs)
+    if name == "vllm":
+        from tsq.generation.vllm import VLLMBackend
+
+        return VLLMBackend(model_path, **kwargs)
+    raise ValueError(f"unknown generation backend {name!r} (expected 'hf' or 'vllm')")
