@@ -8,12 +8,13 @@ training (λ, η, β), params (the default trial point), and the study sections 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tsq.errors import UserError
+from tsq.study.space import StudySpec
 
 
 class _Section(BaseModel):
@@ -128,8 +129,8 @@ class Spec(_Section):
     training: TrainingSpec = TrainingSpec()
     params: TrialParams = TrialParams()
     cache_dir: str | None = None  # default: $TSQ_HOME/cache
-    # The study sections (search space, objectives, sampler, budgets) are validated by tsq.study.space.
-    study: dict[str, Any] = Field(default_factory=dict)
+    # The study section (search space, objectives, sampler, budgets): schema in tsq.study.space.
+    study: StudySpec = Field(default_factory=StudySpec)
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Spec:

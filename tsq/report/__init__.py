@@ -1,0 +1,1 @@
+"""Reports exported from a study (the Pareto front)."""

@@ -1,0 +1,1 @@
+"""Study glue: the search-space schema, storage URLs, and the optimize loop (runner)."""

@@ -1,0 +1,314 @@
+"""The spec's `study:` section: search space, objectives, constraint, sampler, budgets, heartbeats.
+
+Validated with pydantic (extra keys forbidden). Errors carry the full field path, e.g.
+`study.search.alpha.high: Input should be less than or equal to 1`: every value a range can produce (low,
+high, each choice, a fixed value) is checked by applying it to a default spec, so the bounds live in one
+place (tsq/spec.py) and are never copied here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+# Searchable parameter name -> where it lives in the spec (section path, field).
+SEARCHABLE: dict[str, tuple[str, ...]] = {
+    "alpha": ("params", "alpha"),
+    "epsilon": ("params", "epsilon"),
+    "lambda": ("params", "lam"),
+    "eta": ("params", "eta"),
+    "beta": ("training", "beta"),
+    "lr": ("training", "learning_rate"),
+    "lora_r": ("training", "lora", "r"),
+    "selection_variant": ("selection", "variant"),
+}
+INT_PARAMS = frozenset({"lora_r"})
+CATEGORICAL_ONLY = frozenset({"selection_variant"})
+
+# Metrics a trial reports (TrialResult.metrics) that can be objectives, with their natural direction.
+METRIC_DIRECTIONS: dict[str, str] = {
+    "accuracy": "maximize",
+    "len_all": "minimize",
+    "len_correct": "minimize",
+    "auc": "maximize",
+    "token_reduction": "maximize",
+    "accuracy_delta": "maximize",
+    "steps_per_response": "minimize",
+    "tokens_per_step": "minimize",
+}
+
+# The paper's default point (λ comes from spec.params), enqueued as trial 0 when inside the space.
+PAPER_DEFAULTS: dict[str, float] = {"alpha": 0.2, "epsilon": 0.005, "eta": 0.5}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatRange(_Model):
+    type: Literal["float"] = "float"
+    low: float
+    high: float
+    log: bool = False
+    step: Annotated[float, Field(gt=0)] | None = None
+
+
+class IntRange(_Model):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: Annotated[int, Field(gt=0)] = 1
+
+
+class Categorical(_Model):
+    type: Literal["categorical"]
+    choices: Annotated[list[float | int | str], Field(min_length=1)]
+
+
+Range = FloatRange | IntRange | Categorical
+# A search entry is a range, or a plain value that stays fixed for every trial.
+SearchEntry = Range | float | int | str
+_RANGE_TYPES: dict[str, type[BaseModel]] = {"float": FloatRange, "int": IntRange, "categorical": Categorical}
+
+
+def _parse_entry(name: str, raw: Any) -> Any:
+    """A mapping becomes the range named by its `type` (float when omitted); errors keep the plain path
+    `search.<name>.<key>` (a pydantic union would add the member's tag to it)."""
+    if not isinstance(raw, dict):
+        return raw
+    kind = raw.get("type", "float")
+    cls = _RANGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        known = ", ".join(_RANGE_TYPES)
+        raise ValidationError.from_exception_data(
+            "StudySpec", [_error((name, "type"), f"unknown range type (one of: {known})", kind)]
+        )
+    try:
+        return cls.model_validate({"type": kind, **raw})
+    except ValidationError as err:
+        raise ValidationError.from_exception_data(
+            "StudySpec", [_reloc(e, name) for e in err.errors()]
+        ) from None
+
+
+def _reloc(error: Any, name: str) -> InitErrorDetails:
+    details = InitErrorDetails(type=error["type"], loc=(name, *error["loc"]), input=error["input"])
+    if "ctx" in error:
+        details["ctx"] = error["ctx"]
+    return details
+
+
+class Objective(_Model):
+    metric: str
+    direction: Literal["maximize", "minimize"] | None = None  # default: the metric's natural direction
+
+    @property
+    def resolved_direction(self) -> str:
+        return self.direction or METRIC_DIRECTIONS[self.metric]
+
+
+class Constraint(_Model):
+    # Feasible trials keep accuracy >= baseline accuracy - max_accuracy_drop (fractions, 0.02 = 2 points).
+    max_accuracy_drop: Annotated[float, Field(ge=0)]
+
+
+class SamplerSpec(_Model):
+    name: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
+    seed: int | None = 0
+    n_startup_trials: Annotated[int, Field(ge=0)] | None = None  # tpe/gp: random trials before modelling
+    population_size: Annotated[int, Field(ge=2)] | None = None  # nsga2
+
+
+class HeartbeatSpec(_Model):
+    # A RUNNING trial without a heartbeat for grace_period seconds is failed and re-queued (max_retry times).
+    interval: Annotated[int, Field(gt=0)] = 30
+    grace_period: Annotated[int, Field(gt=0)] = 90
+    max_retry: Annotated[int, Field(ge=0)] = 3
+
+
+class WandbSpec(_Model):
+    project: str = "tsq"
+    entity: str | None = None
+
+
+def _default_search() -> dict[str, SearchEntry]:
+    return {
+        "alpha": FloatRange(low=0.05, high=0.5),
+        "epsilon": FloatRange(low=1e-4, high=0.05, log=True),
+        "lambda": FloatRange(low=0.0, high=2.0),
+        "eta": FloatRange(low=0.0, high=1.0),
+    }
+
+
+def _default_objectives() -> list[Objective]:
+    return [Objective(metric="accuracy"), Objective(metric="len_all")]
+
+
+class StudySpec(_Model):
+    name: str | None = None  # default: the spec's name
+    storage: str | None = None  # default: SQLite under $TSQ_HOME (see tsq.study.storage)
+    search: dict[str, SearchEntry] = Field(default_factory=_default_search)
+    objectives: Annotated[list[Objective], Field(min_length=1)] = Field(default_factory=_default_objectives)
+    constraint: Constraint | None = None
+    sampler: SamplerSpec = SamplerSpec()
+    # Target number of COMPLETE trials in the study (a relaunch continues up to it, it does not add more).
+    n_trials: Annotated[int, Field(gt=0)] | None = 20
+    timeout: Annotated[float, Field(gt=0)] | None = None  # seconds per launch
+    program: str = "objectives.tokensqueeze:run_trial"  # the trial program, module:function
+    enqueue_defaults: bool = True
+    max_consecutive_failures: Annotated[int, Field(gt=0)] = 5  # a worker stops after this many in a row
+    heartbeat: HeartbeatSpec = HeartbeatSpec()
+    wandb: WandbSpec = WandbSpec()
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _parse_search(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        return {name: _parse_entry(name, value) for name, value in raw.items()}
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        errors: list[InitErrorDetails] = []
+        for name, entry in self.search.items():
+            errors.extend(_check_entry(name, entry))
+        for i, obj in enumerate(self.objectives):
+            if obj.metric not in METRIC_DIRECTIONS:
+                known = ", ".join(METRIC_DIRECTIONS)
+                errors.append(
+                    _error(("objectives", i, "metric"), f"unknown metric (one of: {known})", obj.metric)
+                )
+        metrics = [o.metric for o in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            errors.append(_error(("objectives",), "each metric may appear once", metrics))
+        if self.sampler.name == "grid":
+            errors.extend(_check_grid(self.search))
+        if self.n_trials is None and self.timeout is None and self.sampler.name != "grid":
+            errors.append(_error(("n_trials",), "set n_trials or timeout (or both)", None))
+        if self.heartbeat.grace_period <= self.heartbeat.interval:
+            errors.append(
+                _error(("heartbeat", "grace_period"), "must be larger than heartbeat.interval", None)
+            )
+        if errors:
+            raise ValidationError.from_exception_data("StudySpec", errors)
+        return self
+
+    # -- derived views ---------------------------------------------------------------------------
+    @property
+    def searched(self) -> dict[str, Range]:
+        return {k: v for k, v in self.search.items() if isinstance(v, FloatRange | IntRange | Categorical)}
+
+    @property
+    def fixed(self) -> dict[str, float | int | str]:
+        return {
+            k: v for k, v in self.search.items() if not isinstance(v, FloatRange | IntRange | Categorical)
+        }
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.resolved_direction for o in self.objectives]
+
+    @property
+    def metrics(self) -> list[str]:
+        return [o.metric for o in self.objectives]
+
+
+def _error(loc: tuple[str | int, ...], msg: str, value: Any) -> InitErrorDetails:
+    # "{msg}" template: the message is ours, pydantic must not reinterpret braces in it.
+    return InitErrorDetails(type=PydanticCustomError("study", "{msg}", {"msg": msg}), loc=loc, input=value)
+
+
+def _value_error(name: str, value: Any) -> str | None:
+    """Why `value` is not a valid setting of parameter `name` (None when it is)."""
+    from tsq.spec import Spec  # deferred: tsq.spec imports this module
+
+    head, *rest = SEARCHABLE[name]
+    section = Spec.model_fields[head].annotation
+    assert isinstance(section, type) and issubclass(section, BaseModel)
+    data: Any = value
+    for key in reversed(rest):
+        data = {key: data}
+    try:
+        section.model_validate(data)
+    except ValidationError as err:
+        return err.errors()[0]["msg"]
+    return None
+
+
+def _check_entry(name: str, entry: SearchEntry) -> list[InitErrorDetails]:
+    loc: tuple[str, ...] = ("search", name)
+    if name not in SEARCHABLE:
+        return [_error(loc, f"not a searchable parameter (one of: {', '.join(SEARCHABLE)})", name)]
+    if name in CATEGORICAL_ONLY and isinstance(entry, FloatRange | IntRange):
+        return [
+            _error((*loc, "type"), "this parameter takes categorical choices or a fixed value", entry.type)
+        ]
+    if name in INT_PARAMS and isinstance(entry, FloatRange):
+        return [_error((*loc, "type"), "this parameter is an integer: use type: int", "float")]
+    errors: list[InitErrorDetails] = []
+    if isinstance(entry, FloatRange | IntRange):
+        if entry.low > entry.high:
+            errors.append(_error((*loc, "low"), "must be <= high", entry.low))
+        if entry.log and entry.low <= 0:
+            errors.append(_error((*loc, "low"), "a log range needs low > 0", entry.low))
+        if entry.log and isinstance(entry, FloatRange) and entry.step is not None:
+            errors.append(_error((*loc, "step"), "step cannot be combined with log", entry.step))
+        values: list[tuple[tuple[str | int, ...], Any]] = [
+            ((*loc, "low"), entry.low),
+            ((*loc, "high"), entry.high),
+        ]
+    elif isinstance(entry, Categorical):
+        values = [((*loc, "choices", i), c) for i, c in enumerate(entry.choices)]
+        if len(set(map(str, entry.choices))) != len(entry.choices):
+            errors.append(_error((*loc, "choices"), "choices must be distinct", entry.choices))
+    else:
+        values = [(loc, entry)]
+    for where, value in values:
+        reason = _value_error(name, value)
+        if reason is not None:
+            errors.append(_error(where, reason, value))
+    return errors
+
+
+def _check_grid(search: dict[str, SearchEntry]) -> list[InitErrorDetails]:
+    def gridable(entry: SearchEntry) -> bool:
+        if isinstance(entry, FloatRange | IntRange):
+            return entry.step is not None and not entry.log
+        return True
+
+    return [
+        _error(
+            ("search", name),
+            "the grid sampler needs categorical choices or a range with a step (no log)",
+            None,
+        )
+        for name, entry in search.items()
+        if not gridable(entry)
+    ]
+
+
+def grid_values(entry: Range) -> list[float | int | str]:
+    """Every value of a range for the grid sampler (a categorical's choices, or low..high by step)."""
+    if isinstance(entry, Categorical):
+        return list(entry.choices)
+    assert entry.step is not None
+    count = math.floor((entry.high - entry.low) / entry.step + 1e-9) + 1
+    if isinstance(entry, IntRange):
+        return [entry.low + i * entry.step for i in range(count)]
+    return [round(entry.low + i * entry.step, 12) for i in range(count)]
+
+
+def contains(entry: Range, value: float | int | str) -> bool:
+    """Whether `value` can be sampled from `entry` (used to decide whether a default point is enqueued)."""
+    if isinstance(entry, Categorical):
+        return value in entry.choices
+    if isinstance(value, str) or not entry.low <= value <= entry.high:
+        return False
+    if entry.step is None or entry.log:
+        return True
+    k = (value - entry.low) / entry.step
+    return abs(k - round(k)) < 1e-9
