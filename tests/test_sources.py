@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tsq.data.problems import load_problem_set
 from tsq.data.sources import (
     MATH_INSTRUCTION,
     DataRef,
@@ -16,6 +17,7 @@ from tsq.data.sources import (
     hf_problem_set,
     resolve_split,
 )
+from tsq.data.tiny_world import tiny_problem_set
 from tsq.errors import UserError
 from tsq.grading import grade_math
 from tsq.spec import DataSpec
@@ -157,3 +159,13 @@ def test_bad_files_are_user_errors(tmp_path: Path) -> None:
         hf_problem_set(spec(no_answer), "eval")
     with pytest.raises(UserError, match=r"data.format"):
         hf_problem_set(spec(FIXTURES / "gsm8k.jsonl", format="tiny"), "eval")
+
+
+def test_load_problem_set_dispatches_on_source() -> None:
+    hf = load_problem_set(spec(FIXTURES / "gsm8k.jsonl", eval={"n": 2}), "eval")
+    assert hf.grader == "math" and len(hf) == 2
+    tiny = load_problem_set(DataSpec(eval={"n": 5}), "eval")
+    assert tiny.grader == "exact" and len(tiny) == 5
+    assert tiny.problems == tiny_problem_set("eval", 5, 0, 1, 5).problems
+    with pytest.raises(UserError, match=r"data\.train: the tiny world takes a count n"):
+        load_problem_set(DataSpec(train={"ids": ["tiny-x"]}), "train")
