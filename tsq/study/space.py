@@ -24,9 +24,12 @@ SEARCHABLE: dict[str, tuple[str, ...]] = {
     "lr": ("training", "learning_rate"),
     "lora_r": ("training", "lora", "r"),
     "selection_variant": ("selection", "variant"),
+    # ablation switches (paper Tables 3 and 4): refinement on/off ("on"/"off"), the training objective
+    "refinement": ("refinement", "enabled"),
+    "loss": ("training", "loss"),
 }
 INT_PARAMS = frozenset({"lora_r"})
-CATEGORICAL_ONLY = frozenset({"selection_variant"})
+CATEGORICAL_ONLY = frozenset({"selection_variant", "refinement", "loss"})
 
 # Metrics a trial reports (TrialResult.metrics) that can be objectives, with their natural direction.
 METRIC_DIRECTIONS: dict[str, str] = {
