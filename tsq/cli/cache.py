@@ -1,5 +1,73 @@
-"""`tsq cache` commands."""
+"""`tsq cache ls|clear`: what the content-addressed cache holds, per stage, and removing it."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-app = typer.Typer(help="cache commands", no_args_is_help=True)
+from tsq.cache import Cache
+from tsq.paths import default_cache_dir
+
+app = typer.Typer(help="Inspect or clear the stage cache (samples, step candidates, reference log-probs).")
+
+_CACHE_DIR = typer.Option(None, "--cache-dir", help="cache root (default: $TSQ_HOME/cache)")
+_STAGE = typer.Option(None, "--stage", help="only this stage")
+
+
+def _cache(cache_dir: Path | None) -> Cache:
+    return Cache(cache_dir if cache_dir is not None else default_cache_dir())
+
+
+@app.command("ls")
+def ls(stage: str | None = _STAGE, cache_dir: Path | None = _CACHE_DIR) -> None:
+    """Entries and size per stage."""
+    cache = _cache(cache_dir)
+    totals: dict[str, list[int]] = {}
+    for entry in cache.entries(stage):
+        count_size = totals.setdefault(entry.stage, [0, 0])
+        count_size[0] += 1
+        count_size[1] += entry.size
+    table = Table(title=f"cache {cache.root}")
+    table.add_column("stage")
+    table.add_column("entries", justify="right")
+    table.add_column("size", justify="right")
+    for name, (count, size) in sorted(totals.items()):
+        table.add_row(name, str(count), human_size(size))
+    if len(totals) > 1:
+        table.add_row(
+            "total",
+            str(sum(c for c, _ in totals.values())),
+            human_size(sum(s for _, s in totals.values())),
+            end_section=True,
+        )
+    Console().print(table if totals else f"cache {cache.root}: empty")
+
+
+@app.command("clear")
+def clear(
+    stage: str | None = _STAGE,
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+    cache_dir: Path | None = _CACHE_DIR,
+) -> None:
+    """Delete cached entries (all stages, or one)."""
+    cache = _cache(cache_dir)
+    what = f"stage {stage!r}" if stage else "all stages"
+    n = sum(1 for _ in cache.entries(stage))
+    if n and not yes:
+        typer.confirm(f"delete {n} entries of {what} under {cache.root}?", abort=True)
+    removed = cache.clear(stage)
+    typer.echo(f"removed {removed} entries ({what}) from {cache.root}")
+
+
+def human_size(n_bytes: int) -> str:
+    if n_bytes < 1024:
+        return f"{n_bytes} B"
+    size = n_bytes / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
