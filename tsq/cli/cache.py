@@ -43,7 +43,10 @@ def ls(stage: str | None = _STAGE, cache_dir: Path | None = _CACHE_DIR) -> None:
             human_size(sum(s for _, s in totals.values())),
             end_section=True,
         )
-    Console().print(table if totals else f"cache {cache.root}: empty")
+    if totals:
+        Console().print(table)
+    else:
+        typer.echo(f"cache {cache.root}: empty")
 
 
 @app.command("clear")
