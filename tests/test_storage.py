@@ -1,0 +1,93 @@
+"""Storage URLs: parsing, masking, clear one-line errors, and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from pg import PASSWORD, PgServer, postgres_server  # noqa: F401  (session fixture)
+
+from tsq.errors import UserError
+from tsq.study.storage import load_study, mask_url, open_storage, parse_storage_url, scrub_argv
+
+
+def test_default_is_sqlite_under_tsq_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TSQ_HOME", str(tmp_path))
+    storage = parse_storage_url(None)
+    assert storage.kind == "sqlite" and storage.path == tmp_path / "studies.db"
+    open_storage(storage)
+    assert (tmp_path / "studies.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("sqlite:////tmp/x.db", "sqlite"),
+        ("study.db", "sqlite"),
+        ("journal:///tmp/s.log", "journal"),
+        ("runs/s.log", "journal"),
+        ("postgresql://u:pw@db.example:5432/optuna", "rdb"),
+        ("postgres://u:pw@db.example/optuna", "rdb"),
+    ],
+)
+def test_kinds(url: str, kind: str) -> None:
+    assert parse_storage_url(url).kind == kind
+
+
+def test_postgres_urls_use_psycopg2_and_hide_the_password() -> None:
+    storage = parse_storage_url("postgres://alice:hunter22@db.example:5432/optuna")
+    assert storage.url == "postgresql+psycopg2://alice:hunter22@db.example:5432/optuna"
+    assert storage.masked == "postgresql+psycopg2://alice:***@db.example:5432/optuna"
+    assert storage.mask_in('auth failed for "alice" with hunter22') == 'auth failed for "alice" with ***'
+    assert mask_url("mysql+pymysql://u:pw@h/db") == "mysql+pymysql://u:***@h/db"
+    argv = ["tsq", "sweep", "status", "--storage", "postgresql://alice:hunter22@h/db"]
+    scrub_argv(argv)
+    assert "hunter22" not in " ".join(argv)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nonsense", "storage nonsense: not a storage URL"),
+        ("sqlite://", "storage sqlite://: SQLite storage needs a file"),
+        ("journal:", "storage journal:: a journal URL needs a file path"),
+        (
+            "postgresql://bob:pw123@127.0.0.1:1/db",
+            "storage postgresql+psycopg2://bob:***@127.0.0.1:1/db: cannot open",
+        ),
+    ],
+)
+def test_bad_urls_give_one_line(url: str, message: str) -> None:
+    with pytest.raises(UserError) as err:
+        open_storage(parse_storage_url(url))
+    text = str(err.value)
+    assert text.startswith(message) and "\n" not in text and "pw123" not in text
+
+
+def test_journal_storage_holds_a_study(tmp_path: Path) -> None:
+    storage = parse_storage_url(str(tmp_path / "j.log"))
+    study = optuna.create_study(study_name="j", storage=open_storage(storage))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert len(load_study(str(tmp_path / "j.log"), None).trials) == 2
+
+
+def test_load_study_names_what_exists(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    for name in ("a", "b"):
+        optuna.create_study(study_name=name, storage=url)
+    with pytest.raises(UserError, match="holds 2 studies"):
+        load_study(url, None)
+    with pytest.raises(UserError, match=r"no such study .* \(studies: a, b\)"):
+        load_study(url, "c")
+    assert load_study(url, "b").study_name == "b"
+
+
+@pytest.mark.postgres
+def test_postgres_server_wrong_password_is_masked(postgres_server: PgServer) -> None:  # noqa: F811
+    bad = postgres_server.url().replace(PASSWORD, "wrong-pw-123")
+    with pytest.raises(UserError) as err:
+        open_storage(parse_storage_url(bad))
+    assert "cannot open" in str(err.value) and "wrong-pw-123" not in str(err.value)
+    good = open_storage(parse_storage_url(postgres_server.new_database()))
+    assert optuna.create_study(storage=good).study_name
