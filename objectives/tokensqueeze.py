@@ -7,13 +7,31 @@ costs one short training run plus one evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tsq.models import load_tokenizer, model_fingerprint, resolve_model
+
 from tsq.cache import Cache
-from tsq.spec import Spec, TrialParams
+from tsq.data.formatting import format_prompt
+from tsq.data.problems import load_problem_set
+from tsq.errors import TrialFailed
+from tsq.evaluate import EvalResult, baseline, compare, evaluate
+from tsq.fileio import write_atomic
+from tsq.generation import backend_from_spec
+from tsq.generation.base import SamplingSettings
+from tsq.metrics import budget_curve
+from tsq.refine import compute_candidates, refine_trace
+from tsq.sample import sample_responses
+from tsq.select import Pair, build_pairs
+from tsq.spec import SamplingSpec, Spec, TrialParams
+from tsq.train import train_lora
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,7 +45,9 @@ class TrialContext:
 @dataclass
 class TrialResult:
     params: dict[str, float]
-    metrics: dict[str, Any]  # accuracy, len_all, len_correct, auc, steps_per_response, tokens_per_step, deltas
+    metrics: dict[
+        str, Any
+    ]  # accuracy, len_all, len_correct, auc, steps_per_response, tokens_per_step, deltas
     baseline: dict[str, Any]  # the same keys for the base model
     budget_curve: list[tuple[int, float]]  # (budget, accuracy within budget) for the trial
     baseline_budget_curve: list[tuple[int, float]]
@@ -38,4 +58,112 @@ class TrialResult:
 
 
 def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
-    raise NotImplementedError("being wired by the lead")
+    """Run one trial; raises TrialFailed when it cannot produce a meaningful result."""
+    model_path = resolve_model(spec.model)
+    backend = backend_from_spec(spec, model_path)
+    tokenizer = load_tokenizer(model_path, trust_remote_code=spec.model.trust_remote_code)
+
+    # 1. self-samples on the train split and the baseline on the eval split (both cached once per sweep)
+    train_set = load_problem_set(spec.data, "train")
+    prompts = {p.id: format_prompt(tokenizer, p) for p in train_set.problems}
+    samples = sample_responses(backend, model_path, train_set, sampling_settings(spec.sampling), ctx.cache)
+    base = baseline(spec, ctx.cache, backend=backend)
+
+    # 2. adaptive depth selection: α
+    pairs = build_pairs(samples, prompts, params.alpha, spec.selection)
+    if not pairs:
+        raise TrialFailed(f"selection produced no pairs (alpha={params.alpha}, {spec.selection.variant})")
+
+    # 3. KL-constrained step refinement: ε (candidates and their KL are cached per trace)
+    pairs, refinement = refine_pairs(spec, params.epsilon, model_path, backend, pairs, ctx.cache)
+
+    # 4. LoRA DPO-L + SFT: λ, η (reference log-probs cached per pair)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    trained = train_lora(
+        model_path, pairs, spec.training, params.lam, params.eta, ctx.out_dir, ctx.cache, on_log=ctx.on_log
+    )
+
+    # 5. evaluation of model + adapter vs the baseline
+    result = evaluate(spec, model_path, ctx.cache, adapter=trained.adapter_dir, backend=backend)
+    if all(r.n_tokens == 0 for rs in result.responses.values() for r in rs):
+        raise TrialFailed("the trained adapter produces empty outputs")
+    metrics = {**result.summary, **compare(base, result, spec.evaluation)}
+    metrics["token_reduction"] = metrics["len_all_reduction"]
+
+    trial = TrialResult(
+        params={"alpha": params.alpha, "epsilon": params.epsilon, "lambda": params.lam, "eta": params.eta},
+        metrics=metrics,
+        baseline=base.summary,
+        budget_curve=_curve(result, spec.evaluation.budget),
+        baseline_budget_curve=_curve(base, spec.evaluation.budget),
+        adapter_dir=trained.adapter_dir,
+        cache_keys={"model": model_fingerprint(model_path), "train_problems": train_set.fingerprint()},
+        seeds={
+            "sampling": spec.sampling.seed,
+            "refinement": spec.refinement.seed,
+            "training": spec.training.seed,
+            "evaluation": spec.evaluation.seed,
+        },
+        stats={
+            "pairs": len(pairs),
+            "problems_with_pairs": len({p.problem_id for p in pairs}),
+            "refinement": refinement,
+            "training": {
+                "steps": trained.n_steps,
+                "pairs_trained": trained.n_pairs,
+                "final_loss": trained.final_loss,
+                "mean_loss": trained.mean_loss,
+                "ref_logps_computed": trained.n_ref_computed,
+            },
+            "cache": {stage: dict(c) for stage, c in ctx.cache.stage_stats.items()},
+        },
+    )
+    write_atomic(ctx.out_dir / "metrics.json", json.dumps(trial_to_json(trial), indent=2, default=str))
+    log.info("trial done: cache use by stage %s", trial.stats["cache"])
+    return trial
+
+
+def sampling_settings(sampling: SamplingSpec) -> SamplingSettings:
+    return SamplingSettings(
+        n=sampling.n,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_new_tokens=sampling.max_new_tokens,
+        seed=sampling.seed,
+    )
+
+
+def refine_pairs(
+    spec: Spec, epsilon: float, model_path: Path, backend: Any, pairs: Sequence[Pair], cache: Cache
+) -> tuple[list[Pair], dict[str, Any]]:
+    """Replace each chosen response by its refined trace; the rejected side is left as sampled."""
+    if not spec.refinement.enabled:
+        return list(pairs), {"enabled": False}
+    traces = sorted({(p.prompt, p.chosen) for p in pairs})
+    candidates = compute_candidates(model_path, backend, traces, spec.refinement, cache)
+    refined = {t: refine_trace(c, epsilon) for t, c in zip(traces, candidates, strict=True)}
+    out = []
+    for p in pairs:
+        r = refined[p.prompt, p.chosen]
+        saved = sum(r.tokens_before) - sum(r.tokens_after)
+        out.append(replace(p, chosen=r.text, chosen_tokens=p.chosen_tokens - saved))
+    before = [n for r in refined.values() for n in r.tokens_before]
+    after = [n for r in refined.values() for n in r.tokens_after]
+    stats = {
+        "enabled": True,
+        "traces": len(refined),
+        "steps_per_trace": len(before) / max(1, len(refined)),
+        "steps_rewritten": sum(r.n_rewritten for r in refined.values()),
+        "tokens_per_step_before": sum(before) / max(1, len(before)),
+        "tokens_per_step_after": sum(after) / max(1, len(after)),
+    }
+    return out, stats
+
+
+def _curve(result: EvalResult, budget: int) -> list[tuple[int, float]]:
+    responses = [r for rs in result.responses.values() for r in rs]
+    return budget_curve([r.n_tokens for r in responses], [r.correct for r in responses], budget)
+
+
+def trial_to_json(trial: TrialResult) -> dict[str, Any]:
+    return {**asdict(trial), "adapter_dir": str(trial.adapter_dir)}

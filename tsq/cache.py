@@ -18,12 +18,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from filelock import FileLock
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+
+if TYPE_CHECKING:  # torch loads lazily: the CLI's error paths and `tsq --help` must not wait for it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class Cache:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).expanduser()
         self.stats = {"hits": 0, "misses": 0, "corrupt": 0}
+        self.stage_stats: dict[str, dict[str, int]] = {}  # per stage: hits, misses (trial logs show them)
 
     def _path(self, stage: str, key: str) -> Path:
         return self.root / stage / f"{key}.entry"
@@ -101,11 +102,20 @@ class Cache:
     def get_or_compute_tensors(
         self, stage: str, key: str, compute: Callable[[], dict[str, torch.Tensor]]
     ) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load as st_load
+        from safetensors.torch import save as st_save
+
         return self._get_or_compute(stage, key, compute, lambda t: st_save(_contiguous(t)), st_load)
 
     def get_json(self, stage: str, key: str) -> Any | None:
         payload = self.read_bytes(stage, key)
+        self._count(stage, "misses" if payload is None else "hits")
         return None if payload is None else json.loads(payload)
+
+    def _count(self, stage: str, outcome: str) -> None:
+        self.stats[outcome] += 1
+        counts = self.stage_stats.setdefault(stage, {"hits": 0, "misses": 0})
+        counts[outcome] += 1
 
     def _get_or_compute(self, stage, key, compute, encode, decode):
         payload = self.read_bytes(stage, key)
@@ -113,11 +123,11 @@ class Cache:
             with self.lock(stage, key):
                 payload = self.read_bytes(stage, key)  # another worker may have written it meanwhile
                 if payload is None:
-                    self.stats["misses"] += 1
+                    self._count(stage, "misses")
                     value = compute()
                     self.write_bytes(stage, key, encode(value))
                     return value
-        self.stats["hits"] += 1
+        self._count(stage, "hits")
         return decode(payload)
 
     # -- management (tsq cache ls / clear) -----------------------------------------------------------

@@ -119,3 +119,16 @@ def paired_bootstrap_delta(
     resampled = diffs[draws].mean(axis=1)
     lo, hi = np.percentile(resampled, [2.5, 97.5])
     return float(diffs.mean()), float(lo), float(hi)
+
+
+def budget_curve(
+    lengths: Sequence[int], correct: Sequence[bool], budget: int, points: int = 33
+) -> list[tuple[int, float]]:
+    """accuracy(b) at `points` evenly spaced budgets b in [0, B]: the curve whose area `budget_auc` is."""
+    if len(lengths) != len(correct) or not lengths:
+        raise ValueError("budget_curve needs one correctness flag per length, and at least one response")
+    budgets = sorted({round(budget * i / (points - 1)) for i in range(points)})
+    n = len(lengths)
+    return [
+        (b, sum(1 for ell, ok in zip(lengths, correct, strict=True) if ok and ell <= b) / n) for b in budgets
+    ]
