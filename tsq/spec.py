@@ -84,6 +84,8 @@ class RefinementSpec(_Section):
     window: Annotated[int, Field(gt=0)] = 32  # L: KL window in tokens (paper: 512)
     temperature: Annotated[float, Field(gt=0)] = 1.0
     max_step_tokens: Annotated[int, Field(gt=0)] = 48
+    # (our reading) KL averaged over the window ("mean", so ε is per token) or summed as written ("sum")
+    kl_reduction: Literal["mean", "sum"] = "mean"
     batch_size: Annotated[int, Field(gt=0)] = 64
     seed: int = 0
 
