@@ -19,16 +19,18 @@ from tsq.models import load_tokenizer, model_fingerprint, resolve_model
 from tsq.cache import Cache
 from tsq.data.formatting import format_prompt
 from tsq.data.problems import load_problem_set
+from tsq.data.traces import Response
 from tsq.errors import TrialFailed
 from tsq.evaluate import EvalResult, baseline, compare, evaluate
 from tsq.fileio import write_atomic
 from tsq.generation import backend_from_spec
 from tsq.generation.base import SamplingSettings
 from tsq.metrics import budget_curve
-from tsq.refine import compute_candidates, refine_trace
+from tsq.refine import TraceCandidates, compute_candidates, refine_trace
 from tsq.sample import sample_responses
 from tsq.select import Pair, build_pairs
 from tsq.spec import SamplingSpec, Spec, TrialParams
+from tsq.study.space import Categorical, FloatRange
 from tsq.train import train_lora
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,11 @@ def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult
         raise TrialFailed(f"selection produced no pairs (alpha={params.alpha}, {spec.selection.variant})")
 
     # 3. KL-constrained step refinement: ε (candidates and their KL are cached per trace)
-    pairs, refinement = refine_pairs(spec, params.epsilon, model_path, backend, pairs, ctx.cache)
+    refinement: dict[str, Any] = {"enabled": False}
+    if spec.refinement.enabled:
+        cover = sorted({(p.prompt, p.chosen) for p in covering_pairs(spec, samples, prompts, params.alpha)})
+        candidates = compute_candidates(model_path, backend, cover, spec.refinement, ctx.cache)
+        pairs, refinement = refine_pairs(pairs, dict(zip(cover, candidates, strict=True)), params.epsilon)
 
     # 4. LoRA DPO-L + SFT: λ, η (reference log-probs cached per pair)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,15 +139,47 @@ def sampling_settings(sampling: SamplingSpec) -> SamplingSettings:
     )
 
 
+def covering_pairs(
+    spec: Spec, samples: dict[str, list[Response]], prompts: dict[str, str], alpha: float
+) -> list[Pair]:
+    """Pairs at the largest α (and every selection variant) the study can propose.
+
+    Positives only grow with α (same length order, k non-decreasing) and shortest ⊆ q-dyn ⊆ q-fix, so
+    step candidates computed for these chosen traces serve every later trial: a trial thresholds cached
+    candidates at its own ε and never generates new ones.
+    """
+    search = spec.study.search
+    bound = _upper(search.get("alpha"), alpha)
+    variants = {spec.selection.variant}
+    entry = search.get("selection_variant")
+    if isinstance(entry, Categorical):
+        variants |= {str(c) for c in entry.choices}
+    elif isinstance(entry, str):
+        variants.add(entry)
+    return [
+        pair
+        for variant in sorted(variants)
+        for pair in build_pairs(
+            samples, prompts, bound, spec.selection.model_copy(update={"variant": variant})
+        )
+    ]
+
+
+def _upper(entry: Any, alpha: float) -> float:
+    if isinstance(entry, FloatRange):
+        return max(alpha, entry.high)
+    if isinstance(entry, Categorical):
+        return max([alpha, *(float(c) for c in entry.choices)])
+    if isinstance(entry, int | float):
+        return max(alpha, float(entry))
+    return alpha
+
+
 def refine_pairs(
-    spec: Spec, epsilon: float, model_path: Path, backend: Any, pairs: Sequence[Pair], cache: Cache
+    pairs: Sequence[Pair], candidates: dict[tuple[str, str], TraceCandidates], epsilon: float
 ) -> tuple[list[Pair], dict[str, Any]]:
-    """Replace each chosen response by its refined trace; the rejected side is left as sampled."""
-    if not spec.refinement.enabled:
-        return list(pairs), {"enabled": False}
-    traces = sorted({(p.prompt, p.chosen) for p in pairs})
-    candidates = compute_candidates(model_path, backend, traces, spec.refinement, cache)
-    refined = {t: refine_trace(c, epsilon) for t, c in zip(traces, candidates, strict=True)}
+    """Replace each chosen response by its refined trace at ε; the rejected side stays as sampled."""
+    refined = {(p.prompt, p.chosen): refine_trace(candidates[p.prompt, p.chosen], epsilon) for p in pairs}
     out = []
     for p in pairs:
         r = refined[p.prompt, p.chosen]
@@ -152,6 +190,7 @@ def refine_pairs(
     stats = {
         "enabled": True,
         "traces": len(refined),
+        "traces_with_candidates": len(candidates),
         "steps_per_trace": len(before) / max(1, len(refined)),
         "steps_rewritten": sum(r.n_rewritten for r in refined.values()),
         "tokens_per_step_before": sum(before) / max(1, len(before)),

@@ -1,0 +1,58 @@
+"""One trial end to end on the tiny test model, through the CLI and in-process.
+
+The second trial (other α, ε, λ, η) must reuse every parameter-independent stage: no self-sampling, no
+candidate generation, no reference log-prob pass. Only the trial's own evaluation samples anew.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from objectives.tokensqueeze import TrialContext, run_trial
+from tsq.cache import Cache
+from tsq.spec import TrialParams, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def smoke_spec(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    raw = yaml.safe_load((ROOT / "sweeps" / "smoke.yaml").read_text())
+    raw["cache_dir"] = str(tmp_path / "cache")
+    path = tmp_path / "smoke.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.slow
+def test_trial_cli_then_warm_trial_reuses_caches(smoke_spec: Path, tmp_path: Path) -> None:
+    out = tmp_path / "trial1"
+    cmd = [sys.executable, "-m", "tsq", "trial", "run", str(smoke_spec), "--alpha", "0.2", "--epsilon",
+           "0.01", "--lambda", "1.0", "--eta", "0.5", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "baseline" in proc.stdout and "trial" in proc.stdout and "95% CI" in proc.stdout
+    first = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy", "len_all", "len_correct", "auc", "accuracy_delta", "token_reduction"):
+        assert key in first["metrics"]
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    assert first["stats"]["training"]["ref_logps_computed"] > 0
+
+    spec = load_spec(smoke_spec)
+    cache = Cache(spec.cache_dir)
+    params = TrialParams(alpha=0.4, epsilon=0.02, lam=0.5, eta=0.2)
+    second = run_trial(spec, params, TrialContext(cache=cache, out_dir=tmp_path / "trial2"))
+    stages = cache.stage_stats
+    # self-samples and baseline are hits; the only sampling miss is this trial's own evaluation
+    assert stages["samples"] == {"hits": 2, "misses": 1}
+    assert stages["candidates"]["misses"] == 0
+    assert second.stats["training"]["ref_logps_computed"] == 0
+    assert second.params == {"alpha": 0.4, "epsilon": 0.02, "lambda": 0.5, "eta": 0.2}
+    assert second.baseline == first["baseline"]
