@@ -161,6 +161,8 @@ def load_spec(path: Path | str) -> Spec:
         raise UserError(f"{path}: spec file not found") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read spec file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file; a spec is YAML text") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

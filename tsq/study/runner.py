@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import json
 import logging
 import math
 import os
@@ -246,24 +247,67 @@ def study_name_of(spec: Spec, override: str | None = None) -> str:
     return override or spec.study.name or spec.name
 
 
-def create_or_load(spec: Spec, storage: StorageURL, name: str) -> optuna.Study:
-    """Create the study (or load it, on a relaunch), check it matches the spec, enqueue the default point."""
-    study = optuna.create_study(
-        study_name=name,
-        storage=open_storage(storage, spec.study.heartbeat),
-        sampler=build_sampler(spec.study),
-        directions=spec.study.directions,
-        load_if_exists=True,
+def search_space_record(study: StudySpec) -> dict[str, Any]:
+    """The search space as JSON (each range's settings, each fixed value), as stored with the study."""
+    return json.loads(
+        json.dumps(
+            {
+                name: entry.model_dump(mode="json") if name in study.searched else {"fixed": entry}
+                for name, entry in sorted(study.search.items())
+            }
+        )
     )
-    recorded = study.user_attrs.get("objectives")
+
+
+def check_compatible(spec: Spec, storage: optuna.storages.BaseStorage, name: str) -> None:
+    """An existing study of this name must optimise the same objectives, in the same directions, over the
+    same search space; checked before anything is written, so a refused launch leaves the storage as it was.
+    """
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return  # a new study
+    attrs = storage.get_study_user_attrs(study_id)
+    recorded = attrs.get("objectives")
     if recorded is not None and list(recorded) != spec.study.metrics:
         raise UserError(
             f"study {name}: it optimises {recorded}, the spec asks for {spec.study.metrics}; "
             "use another study name (--study) or the original objectives"
         )
-    if recorded is None:
+    directions = [d.name.lower() for d in storage.get_study_directions(study_id)]
+    if directions != spec.study.directions:
+        raise UserError(
+            f"study {name}: its directions are {directions}, the spec asks for {spec.study.directions}; "
+            "use another study name (--study) or the original directions"
+        )
+    space, wanted = attrs.get("search_space"), search_space_record(spec.study)
+    if space is None and "searched" in attrs:  # a study recorded before search_space was: names only
+        space, wanted = sorted(attrs["searched"]), sorted(spec.study.searched)
+    if space is not None and space != wanted:
+        differ = sorted(
+            k for k in {*space, *wanted} if not isinstance(space, dict) or space.get(k) != wanted.get(k)
+        )
+        raise UserError(
+            f"study {name}: the spec's search space differs from the study's (in {', '.join(differ)}); "
+            "use another study name (--study) or the original search space"
+        )
+
+
+def create_or_load(spec: Spec, storage: StorageURL, name: str) -> optuna.Study:
+    """Create the study (or load it, on a relaunch), check it matches the spec, enqueue the default point."""
+    opened = open_storage(storage, spec.study.heartbeat)
+    check_compatible(spec, opened, name)
+    study = optuna.create_study(
+        study_name=name,
+        storage=opened,
+        sampler=build_sampler(spec.study),
+        directions=spec.study.directions,
+        load_if_exists=True,
+    )
+    if study.user_attrs.get("objectives") is None:
         study.set_user_attr("objectives", spec.study.metrics)
         study.set_user_attr("searched", sorted(spec.study.searched))
+        study.set_user_attr("search_space", search_space_record(spec.study))
         study.set_user_attr("spec_name", spec.name)
     if spec.study.enqueue_defaults and not study.get_trials(deepcopy=False):
         point = default_point(spec)
