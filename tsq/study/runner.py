@@ -57,8 +57,12 @@ _POLL_S = 2.0
 
 
 # -- sampler, search space ---------------------------------------------------------------------------
-def build_sampler(study: StudySpec) -> optuna.samplers.BaseSampler:
-    cfg = study.sampler
+def build_sampler(study: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler. `seed_offset` keeps parallel workers and relaunches from proposing the very same
+    points (equal seeds give equal proposals); it is derived from the worker index and the study's size."""
+    cfg = study.sampler.model_copy(
+        update={"seed": None if study.sampler.seed is None else study.sampler.seed + seed_offset}
+    )
     if cfg.name == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)
     if cfg.name == "grid":
@@ -147,11 +151,13 @@ def _json_safe(value: Any) -> Any:
 
 
 # -- the objective -----------------------------------------------------------------------------------
-def load_program(path: str) -> Callable[..., Any]:
-    """`module:function`, e.g. `objectives.tokensqueeze:run_trial`."""
+def load_program(path: str) -> tuple[Callable[..., Any], type]:
+    """`module:function`, e.g. `objectives.tokensqueeze:run_trial`; the module also provides the
+    `TrialContext` class the function takes (its own, or imported from objectives.tokensqueeze)."""
     module_name, _, func_name = path.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), func_name)
+        module = importlib.import_module(module_name)
+        return getattr(module, func_name), module.TrialContext
     except (ImportError, AttributeError) as exc:
         raise UserError(f"study.program: cannot load {path} ({exc})") from None
 
@@ -160,13 +166,10 @@ class TrialObjective:
     """Optuna objective: sample → apply to the spec → run the trial program → record and return values."""
 
     def __init__(self, spec: Spec, tracker: Tracker, storage_masked: str) -> None:
-        from objectives.tokensqueeze import TrialContext
-
         self.spec = spec
         self.tracker = tracker
         self.storage_masked = storage_masked
-        self.program = load_program(spec.study.program)
-        self.context_cls = TrialContext
+        self.program, self.context_cls = load_program(spec.study.program)
         self.cache = Cache(spec.cache_dir or default_cache_dir())
         self.provenance = provenance()
 
@@ -293,17 +296,17 @@ def check_compatible(spec: Spec, storage: optuna.storages.BaseStorage, name: str
         )
 
 
-def create_or_load(spec: Spec, storage: StorageURL, name: str) -> optuna.Study:
+def create_or_load(spec: Spec, storage: StorageURL, name: str, worker_index: int = 0) -> optuna.Study:
     """Create the study (or load it, on a relaunch), check it matches the spec, enqueue the default point."""
     opened = open_storage(storage, spec.study.heartbeat)
     check_compatible(spec, opened, name)
     study = optuna.create_study(
         study_name=name,
         storage=opened,
-        sampler=build_sampler(spec.study),
         directions=spec.study.directions,
         load_if_exists=True,
     )
+    study.sampler = build_sampler(spec.study, 1000 * worker_index + len(study.get_trials(deepcopy=False)))
     if study.user_attrs.get("objectives") is None:
         study.set_user_attr("objectives", spec.study.metrics)
         study.set_user_attr("searched", sorted(spec.study.searched))
@@ -344,7 +347,7 @@ def run_worker(
     too many trials fail in a row. Safe to run in many processes at once against one storage."""
     from tqdm import tqdm
 
-    study = create_or_load(spec, storage, name)
+    study = create_or_load(spec, storage, name, int(os.environ.get("TSQ_WORKER_INDEX", "0")))
     tracker = Tracker(tracker_kind, name, spec.study.wandb.project, spec.study.wandb.entity)
     objective = TrialObjective(spec, tracker, storage.masked)
     report = WorkerReport()
@@ -413,7 +416,7 @@ def launch(
         report = run_worker(spec, storage, name, target, spec.study.timeout, tracker_kind, progress)
         return optuna.load_study(study_name=name, storage=open_storage(storage)), [report]
     create_or_load(spec, storage, name)  # once, before the workers race to do it
-    procs = [_spawn_worker(spec_path, storage, name, target, tracker_kind) for _ in range(workers)]
+    procs = [_spawn_worker(spec_path, storage, name, target, tracker_kind, i) for i in range(workers)]
     codes = _wait_all(procs, storage, name, target)
     if any(code != 0 for code in codes):
         raise UserError(f"study {name}: worker exit codes {codes}; see the messages above")
@@ -421,14 +424,24 @@ def launch(
 
 
 def _spawn_worker(
-    spec_path: Path, storage: StorageURL, name: str, n_trials: int | None, tracker_kind: TrackerKind
+    spec_path: Path,
+    storage: StorageURL,
+    name: str,
+    n_trials: int | None,
+    tracker_kind: TrackerKind,
+    index: int,
 ) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-c", "from tsq.cli.main import run; run()", "sweep", "launch", str(spec_path)]
     args += ["--study", name, "--workers", "1", "--tracker", tracker_kind, "--no-summary"]
     if n_trials is not None:
         args += ["--n-trials", str(n_trials)]
     # The URL travels in the environment, not argv: `ps` and W&B's metadata never see a password.
-    env = {**os.environ, "TSQ_STORAGE": storage.url, "TSQ_NO_PROGRESS": "1"}
+    env = {
+        **os.environ,
+        "TSQ_STORAGE": storage.url,
+        "TSQ_NO_PROGRESS": "1",
+        "TSQ_WORKER_INDEX": str(index + 1),
+    }
     return subprocess.Popen(args, env=env)
 
 
