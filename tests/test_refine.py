@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tsq.cache import Cache
+from tsq.data.tiny_world import ChainProblem
 from tsq.refine import (
     Candidate,
     StepCandidates,
@@ -115,7 +116,8 @@ def tiny(tiny_model_dir: Path):
     return model, AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def _prompt(tokenizer, question: str) -> str:
+def _prompt(tokenizer) -> str:
+    question = ChainProblem(start=9, updates=(("-", 4), ("+", 1))).question()  # a = 9 , b = a - 4 , ...
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
     )
@@ -127,18 +129,21 @@ def test_batched_scoring_equals_one_at_a_time(tiny) -> None:
     def enc(text: str) -> list[int]:
         return tok.encode(text, add_special_tokens=False)
 
-    context = enc(_prompt(tok, "a is 9 . b is a - 4 . c is b + 1 . what is c ?"))
-    original = enc("a is 9 , so we note a = 9")
-    candidates = [enc("a = 9"), original, enc("we know that a is 9 and a = 9 holds"), enc("a is 7")]
-    future = enc("b = 9 - 4 = 5 \n\n c = 5 + 1 = 6 \n\n answer : 6")
+    context = enc(_prompt(tok))
+    original = enc("now we work out b : b is a - 4 , that is 9 - 4 , which gives 5")
+    candidates = [
+        enc("b = 9 - 4 = 5"),
+        original,
+        enc("next we want b : b = a - 4 , so b is 9 - 4 , which is 5"),
+    ]
+    candidates.append(enc("b = 9 - 4 = 7"))  # other content (a slip)
+    future = enc("c = 5 + 1 = 6 \n\n answer : 6")
     args = (model, context, original, candidates, enc("\n\n"), future)
     batched = score_step(*args, window=8, batch_size=64)
     single = score_step(*args, window=8, batch_size=1)
     assert batched == pytest.approx(single, abs=1e-5)
     assert batched[1] == pytest.approx(0.0, abs=1e-6)  # the original against itself, left-padded in a batch
     assert min(batched[0], batched[2], batched[3]) > 0
-    # a step with other content changes the future more than a rewording of the same content
-    assert batched[3] > batched[0]
     # the window is capped by the tokens left
     assert score_step(*args, window=1000, batch_size=3) == pytest.approx(
         score_step(*args, window=len(future), batch_size=3), abs=1e-6
@@ -153,10 +158,10 @@ def test_candidates_on_the_tiny_model_are_cached(
 
     monkeypatch.setenv("TSQ_HOME", str(tmp_path / "home"))
     model, tok = tiny
-    prompt = _prompt(tok, "a is 9 . b is a - 4 . c is b + 1 . what is c ?")
+    prompt = _prompt(tok)
     trace = (
-        "we have a is 9 , so a = 9 \n\n now we work out b : b is a - 4 , which gives 5 \n\n"
-        " c = 5 + 1 = 6 \n\n answer : 6"
+        "first we have a = 9 , and we want c \n\n now we work out b : b is a - 4 , that is 9 - 4 , which"
+        " gives 5 \n\n next we want c : c = b + 1 , so c is 5 + 1 , which is 6 \n\n answer : 6"
     )
     spec = RefinementSpec(k=8, window=16, temperature=1.0, max_step_tokens=24, batch_size=16, seed=0)
     backend = HFBackend(tiny_model_dir, progress=False)
