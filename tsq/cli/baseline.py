@@ -1,10 +1,61 @@
-"""`tsq baseline SPEC`."""
+"""`tsq baseline SPEC`: the base model's metrics on the eval split (cached), as a table."""
 
+from __future__ import annotations
+
+import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from tsq.cache import Cache
+from tsq.paths import default_cache_dir
+from tsq.spec import Spec, load_spec
 
 
-def baseline(spec: Path = typer.Argument(..., help="sweep spec YAML")) -> None:
+def baseline(
+    spec: Path = typer.Argument(..., help="sweep spec YAML"),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the metrics to this JSON file"),
+) -> None:
     """Evaluate the base model on the eval split (cached) and print the metrics table."""
-    raise NotImplementedError
+    from tsq.evaluate import baseline as run_baseline  # deferred: keeps `tsq --help` fast
+
+    loaded = load_spec(spec)
+    result = run_baseline(loaded, cache_for(loaded))
+    console = Console()
+    console.print(metrics_table(result.summary, title=f"baseline · {loaded.name} · {loaded.model.path}"))
+    console.print(f"CV of Len-A: {result.summary['len_cv']:.3f}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"spec": str(spec), "summary": result.summary}, indent=2) + "\n")
+        console.print(f"wrote {json_out}")
+
+
+def cache_for(spec: Spec) -> Cache:
+    return Cache(Path(spec.cache_dir) if spec.cache_dir else default_cache_dir())
+
+
+def metrics_table(summary: dict, title: str) -> Table:
+    """Overall and per-difficulty rows of a `tsq.metrics.summarize` result."""
+    table = Table(title=title)
+    for column in ("", "Acc", "Len-T", "Len-A", f"AUC@{summary['budget']}", "steps", "tokens/step", "n"):
+        table.add_column(column, justify="left" if not column else "right")
+    rows = [("all", summary)] + [(f"difficulty {k}", v) for k, v in summary["by_difficulty"].items()]
+    for label, s in rows:
+        table.add_row(
+            label,
+            f"{100 * s['accuracy']:.1f}%",
+            _num(s["len_correct"], ".1f"),
+            _num(s["len_all"], ".1f"),
+            _num(s["auc"], ".3f"),
+            _num(s["steps_per_response"], ".2f"),
+            _num(s["tokens_per_step"], ".2f"),
+            str(s["n_responses"]),
+            end_section=label == "all",
+        )
+    return table
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tsq.generation.base import Backend
+from tsq.spec import Spec
 
 
 def get_backend(name: Literal["hf", "vllm"], model_path: Path, **kwargs: Any) -> Backend:
@@ -22,3 +23,12 @@ def get_backend(name: Literal["hf", "vllm"], model_path: Path, **kwargs: Any) ->
 
         return VLLMBackend(model_path, **kwargs)
     raise ValueError(f"unknown generation backend {name!r} (expected 'hf' or 'vllm')")
+
+
+def backend_from_spec(spec: Spec, model_path: Path, *, progress: bool = True) -> Backend:
+    """The backend a spec asks for (`sampling.backend`), with the spec's dtype and batch size."""
+    if spec.sampling.backend == "hf":
+        return get_backend(
+            "hf", model_path, dtype=spec.model.dtype, batch_size=spec.sampling.batch_size, progress=progress
+        )
+    return get_backend("vllm", model_path, dtype=spec.model.dtype, progress=progress)

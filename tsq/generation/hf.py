@@ -20,11 +20,10 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from tsq.devices import pick_device, pick_dtype
 from tsq.generation.adapters import adapter_fingerprint
 from tsq.generation.base import Completion, SamplingSettings
 from tsq.generation.completions import eos_token_ids, finish_completion
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class HFBackend:
@@ -40,7 +39,7 @@ class HFBackend:
         self,
         model_path: Path,
         *,
-        dtype: str = "float32",
+        dtype: str = "auto",
         batch_size: int = 64,
         device: str | None = None,
         max_cached_adapters: int = 4,
@@ -48,9 +47,9 @@ class HFBackend:
     ) -> None:
         self.model_path = Path(model_path)
         self.batch_size = batch_size
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device)
         self.progress = progress
-        self._dtype = _DTYPES.get(dtype, "auto")
+        self._dtype = pick_dtype(dtype, self.device)
         self._max_cached_adapters = max_cached_adapters
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.tokenizer.padding_side = "left"
