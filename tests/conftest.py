@@ -7,6 +7,7 @@ and every test, CLI subprocess and worker process sees it; tests never touch the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def tsq_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("tsq_home")
+    # TSQ_TEST_HOME keeps the built test model between local runs; CI always starts from a fresh one.
+    home = Path(os.environ.get("TSQ_TEST_HOME") or tmp_path_factory.mktemp("tsq_home"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TSQ_HOME", str(home))
         mp.setenv("WANDB_MODE", "offline")
