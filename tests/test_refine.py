@@ -151,12 +151,9 @@ def test_batched_scoring_equals_one_at_a_time(tiny) -> None:
 
 
 @pytest.mark.slow
-def test_candidates_on_the_tiny_model_are_cached(
-    tiny, tiny_model_dir: Path, tmp_path: Path, monkeypatch
-) -> None:
+def test_candidates_on_the_tiny_model_are_cached(tiny, tiny_model_dir: Path, tmp_path: Path) -> None:
     from tsq.generation.hf import HFBackend
 
-    monkeypatch.setenv("TSQ_HOME", str(tmp_path / "home"))
     model, tok = tiny
     prompt = _prompt(tok)
     trace = (

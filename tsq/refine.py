@@ -54,6 +54,7 @@ from tsq.data.reasoning import prompt_opens_think, reasoning_parts
 from tsq.data.traces import STEP_SEPARATOR, join_steps
 from tsq.devices import pick_device, pick_dtype
 from tsq.generation.base import Backend, SamplingSettings
+from tsq.models import load_causal_lm, load_tokenizer, model_fingerprint
 from tsq.spec import RefinementSpec
 
 log = logging.getLogger(__name__)
@@ -285,11 +286,9 @@ def _keep(job: _StepJob, completions: Sequence[Any], tokenizer: Any) -> None:
 
 def _load(model_path: Path) -> tuple[torch.nn.Module, Any]:
     """The scoring model (eval mode, on the default device, dtype "auto") and its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     device = pick_device()
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=pick_dtype("auto", device))
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(model_path)
+    model = load_causal_lm(model_path, dtype=pick_dtype("auto", device))
+    return model.to(device).eval(), load_tokenizer(model_path)
 
 
 def compute_candidates(
@@ -307,8 +306,6 @@ def compute_candidates(
     Generation is batched across all steps of all uncached traces; scoring runs one step at a time with
     the step's candidates batched. Pass `model`/`tokenizer` to reuse a loaded model for scoring.
     """
-    from tsq.models import model_fingerprint
-
     model_path = Path(model_path)
     fingerprint = model_fingerprint(model_path)
     keys = [candidates_key(fingerprint, backend.name, p, t, spec) for p, t in traces]
