@@ -17,6 +17,7 @@ from tsq.cache import Cache
 from tsq.data.tiny_world import TraceStyle, generate_trace, random_problem
 from tsq.errors import TrialFailed
 from tsq.losses import dpo_l_loss
+from tsq.models import model_fingerprint
 from tsq.select import Pair
 from tsq.spec import TrainingSpec
 from tsq.train import (
@@ -24,7 +25,6 @@ from tsq.train import (
     RefLogpsStore,
     TokenSqueezeDPOConfig,
     TokenSqueezeDPOTrainer,
-    model_fingerprint,
     strip_duplicate_bos,
     train_lora,
     trl_losses,

@@ -20,7 +20,6 @@ truncated by `max_length` counts only its kept tokens).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -36,8 +35,6 @@ from safetensors.torch import load as st_load
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedTokenizerBase,
     ProgressCallback,
     TrainerCallback,
@@ -45,8 +42,10 @@ from transformers import (
 from trl import DPOConfig, DPOTrainer
 
 from tsq.cache import Cache, content_key
+from tsq.devices import mixed_precision_flags, pick_device, pick_dtype
 from tsq.errors import TrialFailed
 from tsq.losses import dpo_l_loss
+from tsq.models import load_causal_lm, load_tokenizer, model_fingerprint
 from tsq.select import Pair
 from tsq.spec import TrainingSpec
 
@@ -102,9 +101,10 @@ class RefLogpsStore:
     cache: Cache
     model_fingerprint: str
 
-    def key(self, example: dict[str, Any], max_length: int | None) -> str:
+    def key(self, example: dict[str, Any], max_length: int | None, precision: str) -> str:
         return content_key(
             model=self.model_fingerprint,
+            precision=precision,
             prompt_ids=example["prompt_ids"],
             chosen_ids=example["chosen_ids"],
             rejected_ids=example["rejected_ids"],
@@ -141,7 +141,9 @@ class TokenSqueezeDPOTrainer(DPOTrainer):
             return super()._precompute_ref_logps(dataset, name, batch_size)
         store = self.ref_logps_store
         ids = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
-        keys = [store.key(example, self.args.max_length) for example in ids]
+        # The reference pass runs in the model's dtype under the trainer's autocast: both change the values
+        precision = f"{self.model.dtype}/bf16={self.args.bf16}/fp16={self.args.fp16}"
+        keys = [store.key(example, self.args.max_length, precision) for example in ids]
         values = [store.get(key) for key in keys]
         missing = [i for i, value in enumerate(values) if value is None]
         if missing:
@@ -257,8 +259,10 @@ def train_lora(
     if not pairs:
         raise TrialFailed("no preference pairs to train on")
     model_path, out_dir = Path(model_path), Path(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    # float32 on CPU, bf16 (fp16 on older GPUs) weights with matching autocast on a GPU
+    dtype = pick_dtype("auto", pick_device())
+    tokenizer = load_tokenizer(model_path)
+    model = load_causal_lm(model_path, dtype=dtype)
     dataset = Dataset.from_list(
         [
             {"prompt": strip_duplicate_bos(p.prompt, tokenizer), "chosen": p.chosen, "rejected": p.rejected}
@@ -278,8 +282,7 @@ def train_lora(
         max_length=training.max_length,
         seed=training.seed,
         gradient_checkpointing=training.gradient_checkpointing,
-        # bf16 autocast only where the hardware has it; CPU trains in float32
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        **mixed_precision_flags(dtype),
         precompute_ref_log_probs=True,
         # TRL's switch is all-or-nothing: keep dropout on when the spec asks for LoRA dropout
         disable_dropout=lora.dropout == 0.0,
@@ -346,14 +349,3 @@ def strip_duplicate_bos(prompt: str, tokenizer: PreTrainedTokenizerBase) -> str:
         return prompt
     adds_bos = tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
     return prompt[len(bos) :] if adds_bos else prompt
-
-
-def model_fingerprint(path: Path) -> str:
-    """SHA-256 over the model directory's files (names and contents)."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with file.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
