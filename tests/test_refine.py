@@ -165,7 +165,7 @@ def test_candidates_on_the_tiny_model_are_cached(tiny, tiny_model_dir: Path, tmp
     cache = Cache(tmp_path / "cache")
 
     cands = step_candidates(tiny_model_dir, backend, prompt, trace, spec, cache, model=model, tokenizer=tok)
-    assert backend.calls == 1
+    assert backend.calls == 1 and cache.stats["misses"] == 1 and cache.stats["hits"] == 0
     assert [s.refinable for s in cands.steps] == [True, True, True, False]  # the answer step is kept
     assert cands.head + "\n\n".join(s.original for s in cands.steps) + cands.tail == trace
     scored = [c for s in cands.steps for c in s.candidates]
@@ -178,10 +178,10 @@ def test_candidates_on_the_tiny_model_are_cached(tiny, tiny_model_dir: Path, tmp
         )
 
     # the second call is a cache hit: no generation, no model needed
-    misses = cache.stats["misses"]
+    misses, hits = cache.stats["misses"], cache.stats["hits"]
     again = compute_candidates(tiny_model_dir, backend, [(prompt, trace)], spec, cache)
     assert again == [cands]
-    assert backend.calls == 1 and cache.stats["misses"] == misses
+    assert backend.calls == 1 and cache.stats["misses"] == misses and cache.stats["hits"] == hits + 1
     # refinement never makes a trace longer, and a huge ε takes the shortest candidates
     refined = refine_trace(cands, 1e9)
     assert sum(refined.tokens_after) < sum(refined.tokens_before)

@@ -40,7 +40,7 @@ O(batch · L · V), not O(batch · sequence · V), which matters for real vocabu
 from __future__ import annotations
 
 import dataclasses
-import logging
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +56,6 @@ from tsq.devices import pick_device, pick_dtype
 from tsq.generation.base import Backend, SamplingSettings
 from tsq.models import load_causal_lm, load_tokenizer, model_fingerprint
 from tsq.spec import RefinementSpec
-
-log = logging.getLogger(__name__)
 
 CACHE_STAGE = "candidates"
 # Bump when the meaning of a cached entry changes (candidate filtering, segmentation, KL definition).
@@ -369,10 +367,18 @@ def compute_candidates(
             )
             for s, step in enumerate(base.steps)
         )
-        value = dataclasses.replace(base, steps=steps)
-        # another worker may have written the entry meanwhile: then its value wins, as for any cache hit
-        results[i] = TraceCandidates.from_json(cache.get_or_compute_json(CACHE_STAGE, keys[i], value.to_json))
+        results[i] = _store(cache, keys[i], dataclasses.replace(base, steps=steps))
     return [r for r in results if r is not None]
+
+
+def _store(cache: Cache, key: str, value: TraceCandidates) -> TraceCandidates:
+    """Write a computed entry (its miss was counted by get_json); a concurrent worker's entry wins."""
+    with cache.lock(CACHE_STAGE, key):
+        stored = cache.read_bytes(CACHE_STAGE, key)
+        if stored is not None:
+            return TraceCandidates.from_json(json.loads(stored))
+        cache.write_bytes(CACHE_STAGE, key, json.dumps(value.to_json()).encode())
+    return value
 
 
 def step_candidates(
