@@ -9,8 +9,9 @@ batch, weighted by `loss_weights`). `TokenSqueezeDPOTrainer` adds two narrow pie
   per-pair margin, so the trainer lets TRL compute its loss with only the SFT term and reads the policy's
   per-token log-probs from the same forward pass (a forward hook: no second pass), then adds DPO-L;
 - reference log-probs cached per pair in `tsq.cache.Cache` (stage `ref_logps`), keyed by the model's
-  fingerprint, the pair's token ids and `max_length`, in place of TRL's own per-dataset cache file, so a
-  later trial whose pairs overlap with earlier ones runs the reference model only on the new pairs.
+  fingerprint, the pair's token ids (so the texts and the tokenizer), `max_length` and the precision, in
+  place of TRL's own per-dataset cache file, so a later trial whose pairs overlap with earlier ones runs
+  the reference model only on its new pairs (the base model, adapter disabled, is the reference).
 
 Loss variants (`training.loss`): `dpo` = sigmoid DPO; `sft` = SFT alone (weight 1); `dpo+sft` = sigmoid DPO
 + η·SFT; `dpo-l+sft` = DPO-L(λ) + η·SFT. λ only acts in `dpo-l+sft`, η in the two `+sft` variants.
@@ -20,7 +21,6 @@ truncated by `max_length` counts only its kept tokens).
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,11 +34,7 @@ from peft import LoraConfig
 from safetensors.torch import load as st_load
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import (
-    PreTrainedTokenizerBase,
-    ProgressCallback,
-    TrainerCallback,
-)
+from transformers import PreTrainedTokenizerBase, ProgressCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from tsq.cache import Cache, content_key
@@ -48,8 +44,6 @@ from tsq.losses import dpo_l_loss
 from tsq.models import load_causal_lm, load_tokenizer, model_fingerprint
 from tsq.select import Pair
 from tsq.spec import TrainingSpec
-
-log = logging.getLogger(__name__)
 
 REF_LOGPS_STAGE = "ref_logps"
 LOSS_VARIANTS = ("dpo", "sft", "dpo+sft", "dpo-l+sft")
@@ -131,9 +125,8 @@ class TokenSqueezeDPOTrainer(DPOTrainer):
     def __init__(self, *args: Any, ref_logps_store: RefLogpsStore | None = None, **kwargs: Any) -> None:
         # Set before super().__init__, which runs the reference pass (`_precompute_ref_logps`)
         self.ref_logps_store = ref_logps_store
-        self.n_ref_computed = (
-            0  # pairs whose reference log-probs were computed rather than read from the cache
-        )
+        # pairs whose reference log-probs were computed rather than read from the cache
+        self.n_ref_computed = 0
         super().__init__(*args, **kwargs)
 
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
