@@ -12,15 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
+
+from tsq.fileio import write_atomic
 
 if TYPE_CHECKING:  # torch loads lazily: the CLI's error paths and `tsq --help` must not wait for it
     import torch
@@ -76,17 +76,7 @@ class Cache:
         path = self._path(stage, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(header)
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, header + payload)
         return path
 
     def lock(self, stage: str, key: str) -> FileLock:
