@@ -56,6 +56,7 @@ def main() -> None:
     vllm_init = time.perf_counter() - start
     vllm.generate(prompts[:2], settings)  # warm-up
     vllm_tokens, vllm_s = throughput(vllm, prompts, settings)
+    vllm.close()
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = Cache(Path(tmp))

