@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tsq.models import load_tokenizer, model_fingerprint, resolve_model
-
 from tsq.cache import Cache
 from tsq.data.formatting import format_prompt
 from tsq.data.problems import load_problem_set
@@ -24,12 +22,12 @@ from tsq.errors import TrialFailed
 from tsq.evaluate import EvalResult, baseline, compare, evaluate
 from tsq.fileio import write_atomic
 from tsq.generation import backend_from_spec
-from tsq.generation.base import SamplingSettings
 from tsq.metrics import budget_curve
+from tsq.models import load_tokenizer, model_fingerprint, resolve_model
 from tsq.refine import TraceCandidates, compute_candidates, refine_trace
-from tsq.sample import sample_responses
+from tsq.sample import sample_responses, sampling_settings
 from tsq.select import Pair, build_pairs
-from tsq.spec import SamplingSpec, Spec, TrialParams
+from tsq.spec import Spec, TrialParams
 from tsq.study.space import Categorical, FloatRange
 from tsq.train import train_lora
 
@@ -127,16 +125,6 @@ def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult
     write_atomic(ctx.out_dir / "metrics.json", json.dumps(trial_to_json(trial), indent=2, default=str))
     log.info("trial done: cache use by stage %s", trial.stats["cache"])
     return trial
-
-
-def sampling_settings(sampling: SamplingSpec) -> SamplingSettings:
-    return SamplingSettings(
-        n=sampling.n,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        max_new_tokens=sampling.max_new_tokens,
-        seed=sampling.seed,
-    )
 
 
 def covering_pairs(

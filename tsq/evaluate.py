@@ -13,10 +13,10 @@ from tsq.cache import Cache
 from tsq.data.problems import load_problem_set
 from tsq.data.traces import Response
 from tsq.generation import backend_from_spec
-from tsq.generation.base import Backend, SamplingSettings
+from tsq.generation.base import Backend
 from tsq.metrics import paired_bootstrap_delta, summarize
 from tsq.models import resolve_model
-from tsq.sample import sample_responses
+from tsq.sample import sample_responses, sampling_settings
 from tsq.spec import EvaluationSpec, Spec
 
 
@@ -41,16 +41,6 @@ class EvalResult:
         }
 
 
-def eval_settings(evaluation: EvaluationSpec) -> SamplingSettings:
-    return SamplingSettings(
-        n=evaluation.n,
-        temperature=evaluation.temperature,
-        top_p=evaluation.top_p,
-        max_new_tokens=evaluation.max_new_tokens,
-        seed=evaluation.seed,
-    )
-
-
 def evaluate(
     spec: Spec,
     model_path: Path,
@@ -63,7 +53,7 @@ def evaluate(
     problems = load_problem_set(spec.data, "eval")
     backend = backend or backend_from_spec(spec, model_path)
     responses = sample_responses(
-        backend, model_path, problems, eval_settings(spec.evaluation), cache, adapter=adapter
+        backend, model_path, problems, sampling_settings(spec.evaluation), cache, adapter=adapter
     )
     difficulty = {p.id: p.difficulty for p in problems.problems}
     return EvalResult(responses, difficulty, summarize(responses, difficulty, spec.evaluation.budget))

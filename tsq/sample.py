@@ -21,10 +21,22 @@ from tsq.data.traces import Response
 from tsq.generation.adapters import adapter_fingerprint
 from tsq.generation.base import Backend, SamplingSettings
 from tsq.models import model_fingerprint
+from tsq.spec import EvaluationSpec, SamplingSpec
 
 STAGE = "samples"
 # Bump when the meaning of a cached entry changes (grading, length counting, response format).
 _FORMAT = 1
+
+
+def sampling_settings(section: SamplingSpec | EvaluationSpec) -> SamplingSettings:
+    """The generation settings of a spec's `sampling:` (self-samples) or `evaluation:` section."""
+    return SamplingSettings(
+        n=section.n,
+        temperature=section.temperature,
+        top_p=section.top_p,
+        max_new_tokens=section.max_new_tokens,
+        seed=section.seed,
+    )
 
 
 def sample_responses(
