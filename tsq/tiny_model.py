@@ -19,13 +19,14 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from filelock import FileLock
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 Variant = Literal["default", "test"]
 BUILD_INFO = "tsq_build.json"
 # Bump when the world's text format, the tokenizer or the training code changes meaning: old builds rebuild.
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 
 PAD, BOS, EOS, UNK, USER, ASSISTANT = "<pad>", "<s>", "</s>", "<unk>", "<user>", "<assistant>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, USER, ASSISTANT)
@@ -52,6 +53,8 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<assistant>' }}{% endif %}"
 )
+# One pre-training example: token ids (prompt, trace, eos) and the prompt's length.
+_Example = tuple[list[int], int]
 
 
 @dataclass(frozen=True)
@@ -86,13 +89,13 @@ VARIANTS: dict[str, TinyBuildSettings] = {
         num_layers=4,
         num_heads=2,
         intermediate_size=512,
-        train_steps=1500,
-        batch_size=48,
+        train_steps=800,
+        batch_size=32,
         learning_rate=3e-3,
-        warmup_steps=100,
+        warmup_steps=50,
         slip_rate=0.05,
         min_steps=1,
-        max_steps=6,
+        max_steps=5,
         seed=0,
     ),
     # For the test suite: same architecture and world, far fewer steps (less accurate, builds in seconds).
@@ -123,6 +126,9 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {tok: i for i, tok in enumerate((*SPECIAL_TOKENS, *WORDS))}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"\n\n|[^\s]+"), behavior="removed", invert=True)
+    # Joins tokens with single spaces (no word has the "##" continuation prefix); without an explicit decoder
+    # a reloaded tokenizer concatenates tokens with nothing between them.
+    backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=BOS,
@@ -153,21 +159,20 @@ def _model_config(s: TinyBuildSettings, tokenizer: PreTrainedTokenizerFast) -> Q
     )
 
 
-def _batch(
-    rng: random.Random, tokenizer: PreTrainedTokenizerFast, s: TinyBuildSettings
-) -> dict[str, torch.Tensor]:
+def _encode_example(rng: random.Random, tokenizer: PreTrainedTokenizerFast, s: TinyBuildSettings) -> _Example:
+    question, trace = random_training_example(rng, s.min_steps, s.max_steps, s.slip_rate)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    trace_ids = tokenizer.encode(trace, add_special_tokens=False)
+    return prompt_ids + trace_ids + [tokenizer.eos_token_id], len(prompt_ids)
+
+
+def _collate(rows: list[_Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded input ids with labels on the assistant part (trace + eos) only."""
-    rows: list[tuple[list[int], int]] = []
-    for _ in range(s.batch_size):
-        question, trace = random_training_example(rng, s.min_steps, s.max_steps, s.slip_rate)
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-        )
-        prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
-        trace_ids = tokenizer.encode(trace, add_special_tokens=False)
-        rows.append((prompt_ids + trace_ids + [tokenizer.eos_token_id], len(prompt_ids)))
     width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, (ids, n_prompt) in enumerate(rows):
@@ -175,6 +180,21 @@ def _batch(
         labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
         mask[i, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def _batches(
+    rng: random.Random, tokenizer: PreTrainedTokenizerFast, s: TinyBuildSettings
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of fresh examples. Traces differ in length up to 10x, so examples are drawn in pools
+    of several batches and grouped by length: padding would otherwise cost about half the compute."""
+    pool_batches = 16
+    while True:
+        pool = [_encode_example(rng, tokenizer, s) for _ in range(s.batch_size * pool_batches)]
+        pool.sort(key=lambda row: len(row[0]))
+        groups = [pool[i : i + s.batch_size] for i in range(0, len(pool), s.batch_size)]
+        rng.shuffle(groups)
+        for group in groups:
+            yield _collate(group, tokenizer.pad_token_id)
 
 
 def _lr_factor(step: int, s: TinyBuildSettings) -> float:
@@ -192,9 +212,10 @@ def _pretrain(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, s: Ti
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, s))
     model.train()
     smoothed = float("nan")
+    batches = _batches(rng, tokenizer, s)
     bar = tqdm(range(s.train_steps), desc=f"pre-training tiny-{s.variant}", unit="step")
     for _ in bar:
-        loss = model(**_batch(rng, tokenizer, s)).loss
+        loss = model(**next(batches)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

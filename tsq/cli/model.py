@@ -1,5 +1,32 @@
 """`tsq model` commands."""
 
+from __future__ import annotations
+
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(help="model commands", no_args_is_help=True)
+
+
+@app.command("build-tiny")
+def build_tiny_command(
+    variant: Annotated[
+        str, typer.Option(help="'default' (the embedded CPU model) or 'test' (fast, for the test suite)")
+    ] = "default",
+    force: Annotated[bool, typer.Option("--force", help="rebuild even when a matching build exists")] = False,
+) -> None:
+    """Build (or find) the tiny reasoning model: a few minutes on CPU, cached under $TSQ_HOME/models."""
+    from tsq.errors import UserError
+    from tsq.tiny_model import VARIANTS, build_info, build_tiny
+
+    if variant not in VARIANTS:
+        raise UserError(f"--variant: unknown tiny variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    path = build_tiny(variant, force=force)  # type: ignore[arg-type]
+    info = build_info(path)
+    size_mb = sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6
+    typer.echo(
+        f"tiny-{variant}: {path}\n"
+        f"  {info['n_parameters'] / 1e6:.2f}M parameters, {size_mb:.1f} MB on disk, "
+        f"built in {info['build_seconds']:.0f} s (final loss {info['final_loss']}), settings {info['digest']}"
+    )

@@ -1,9 +1,9 @@
-"""The tiny reasoning world: chain arithmetic mod 20, and the verbose, sometimes wrong traces the tiny model
+"""The tiny reasoning world: chain arithmetic on 0..19, and the verbose, sometimes wrong traces the tiny model
 is pre-trained on.
 
-A problem with k steps defines a start value and k dependent updates, e.g. (k = 2)
-"a = 7 , b = a + 5 , c = b - 3 . what is c ?"; the answer is c, computed mod 20 so every value is one of the
-vocabulary's numbers 0..19.
+A problem with k steps defines a start value and k dependent updates by 1..9, e.g. (k = 2)
+"a = 7 , b = a + 5 , c = b - 3 . what is c ?"; the answer is c. Every value stays within 0..19 (the
+vocabulary's numbers), so each step is a fact of a small addition/subtraction table a tiny model can learn.
 
 Traces vary along the two axes TokenSqueeze compresses:
 - depth: optional restatements and re-check steps. A re-check recomputes a step and fixes it when it was a
@@ -27,13 +27,14 @@ from tsq.data.problems import Problem, ProblemSet
 from tsq.data.traces import STEP_SEPARATOR
 from tsq.errors import UserError
 
-MODULUS = 20
+MAX_VALUE = 19
+MAX_OPERAND = 9
 VARIABLES = "abcdefghijk"
 MAX_STEPS = len(VARIABLES) - 1
 OPS = ("+", "-")
 # Every word a tiny-world text can contain (the tokenizer's vocabulary, special tokens aside).
 WORDS: tuple[str, ...] = (
-    *(str(v) for v in range(MODULUS)),
+    *(str(v) for v in range(MAX_VALUE + 1)),
     *VARIABLES,
     *OPS,
     STEP_SEPARATOR,
@@ -47,7 +48,7 @@ Split = Literal["train", "eval"]
 
 @dataclass(frozen=True)
 class ChainProblem:
-    """Start value and the (op, operand) updates; variable i+1 = variable i op operand (mod 20)."""
+    """Start value and the (op, operand) updates; variable i+1 = variable i op operand."""
 
     start: int
     updates: tuple[tuple[str, int], ...]
@@ -73,14 +74,29 @@ class ChainProblem:
 
 
 def apply_op(value: int, op: str, operand: int) -> int:
-    return (value + operand if op == "+" else value - operand) % MODULUS
+    return value + operand if op == "+" else value - operand
+
+
+def in_range(value: int, updates: tuple[tuple[str, int], ...]) -> bool:
+    """Whether `value` and every value the `updates` lead to from it stay within 0..19."""
+    for op, operand in (("+", 0), *updates):
+        value = apply_op(value, op, operand)
+        if not 0 <= value <= MAX_VALUE:
+            return False
+    return True
 
 
 def random_problem(rng: random.Random, steps: int) -> ChainProblem:
     if not 1 <= steps <= MAX_STEPS:
         raise UserError(f"data.max_steps: the tiny world supports 1..{MAX_STEPS} steps, got {steps}")
-    updates = tuple((rng.choice(OPS), rng.randrange(1, MODULUS)) for _ in range(steps))
-    return ChainProblem(start=rng.randrange(MODULUS), updates=updates)
+    start = value = rng.randrange(MAX_VALUE + 1)
+    updates = []
+    for _ in range(steps):
+        choices = [(op, y) for op in OPS for y in range(1, MAX_OPERAND + 1) if in_range(value, ((op, y),))]
+        op, operand = rng.choice(choices)
+        updates.append((op, operand))
+        value = apply_op(value, op, operand)
+    return ChainProblem(start=start, updates=tuple(updates))
 
 
 def split_of(question: str) -> Split:
@@ -165,9 +181,9 @@ def _check_step(rng: random.Random, long: bool, var: str, x: int, op: str, y: in
 def generate_trace(problem: ChainProblem, rng: random.Random, slip_rate: float, style: TraceStyle) -> str:
     """One reasoning trace in canonical form, ending with "answer : <value>".
 
-    A computing step slips with probability `slip_rate` (states a wrong value); a re-check after it
-    recomputes from the same inputs and fixes the slip. Later steps build on the value as stated, so an
-    unchecked slip makes the final answer wrong.
+    A computing step slips with probability `slip_rate` (states a wrong value, near the right one and such
+    that the rest of the chain stays within 0..19); a re-check after it recomputes from the same inputs and
+    fixes the slip. Later steps build on the value as stated, so an unchecked slip makes the answer wrong.
     """
     last = VARIABLES[problem.steps]
     steps: list[str] = []
@@ -182,7 +198,9 @@ def generate_trace(problem: ChainProblem, rng: random.Random, slip_rate: float, 
         right = apply_op(value, op, operand)
         said = right
         if rng.random() < slip_rate:
-            said = (right + rng.choice((-3, -2, -1, 1, 2, 3))) % MODULUS
+            rest = problem.updates[i + 1 :]
+            slips = [right + d for d in (-3, -2, -1, 1, 2, 3) if in_range(right + d, rest)]
+            said = rng.choice(slips) if slips else right
         long = rng.random() < style.p_long
         steps.append(_compute_step(rng, long, var, prev, value, op, operand, said))
         if rng.random() < style.p_check:

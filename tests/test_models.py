@@ -1,0 +1,54 @@
+"""Model resolution and identity: tiny, local dir or local HF cache; weight fingerprints; loader errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from tsq.errors import UserError
+from tsq.models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_model
+from tsq.spec import ModelSpec
+
+
+def test_resolve_local_directory(tiny_model_dir: Path) -> None:
+    assert resolve_model(ModelSpec(path=str(tiny_model_dir))) == tiny_model_dir
+
+
+def test_resolve_tiny_finds_the_built_model(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TSQ_HOME", str(tiny_model_dir.parent.parent))
+    assert resolve_model(ModelSpec(path="tiny", tiny_variant="test")) == tiny_model_dir
+
+
+def test_resolve_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty local HF cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"model\.path: .*not-a-user/not-a-model.*download it first"):
+        resolve_model(ModelSpec(path="not-a-user/not-a-model"))
+    with pytest.raises(UserError, match=r"model\.path: .* does not exist"):
+        resolve_model(ModelSpec(path=str(tmp_path / "missing")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"model\.path: .*not a model directory"):
+        resolve_model(ModelSpec(path=str(tmp_path / "empty")))
+
+
+def test_fingerprint_follows_the_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    assert model_fingerprint(copy) == model_fingerprint(tiny_model_dir)  # content, not name
+    weights = load_file(copy / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1.0
+    save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
+    assert model_fingerprint(copy) != model_fingerprint(tiny_model_dir)
+
+
+def test_loaders(tiny_model_dir: Path, tmp_path: Path) -> None:
+    assert load_tokenizer(tiny_model_dir).eos_token == "</s>"
+    assert load_causal_lm(tiny_model_dir).config.model_type == "qwen2"
+    with pytest.raises(UserError, match=r"model\.path: cannot load a causal LM"):
+        load_causal_lm(tmp_path)
+    with pytest.raises(UserError, match=r"model\.path: cannot load a tokenizer"):
+        load_tokenizer(tmp_path)
