@@ -83,6 +83,12 @@ def load_records(ref: DataRef) -> list[dict[str, Any]]:
     """All rows of one split, through `datasets` (hub download or local json/jsonl/parquet)."""
     import datasets  # heavy import, only for real data
 
+    # A failed load is reported once, as the UserError below: not also as datasets' own ERROR log lines and
+    # half-drawn progress bars (a local file converts in well under a second anyway).
+    verbosity = datasets.logging.get_verbosity()
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    datasets.disable_progress_bars()
     try:
         if ref.local and Path(ref.path).is_file():
             builder = DATA_SUFFIXES[Path(ref.path).suffix.lower()]
@@ -95,6 +101,10 @@ def load_records(ref: DataRef) -> list[dict[str, Any]]:
     except Exception as exc:  # datasets raises many types (not found, offline, bad split, bad file)
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"data.source: cannot load {ref.label} ({reason})") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars_were_on:
+            datasets.enable_progress_bars()
     return [dict(row) for row in ds]
 
 

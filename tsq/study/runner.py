@@ -398,6 +398,21 @@ def run_worker(
     return report
 
 
+def preflight(spec: Spec, storage: StorageURL, name: str) -> None:
+    """Check what a launch needs before anything is written: the model, both problem sets, the storage (it
+    opens; a study of this name must match the spec) and the trial program (a slow import: last). A bad
+    input is then one UserError line and exit 2, not a study full of failed trials."""
+    from tsq.data.problems import load_problem_set
+    from tsq.models import resolve_model
+
+    resolve_model(spec.model)
+    load_problem_set(spec.data, "train")
+    load_problem_set(spec.data, "eval")
+    if storage.path is None or storage.path.exists():  # a new SQLite/journal file is made only by the launch
+        check_compatible(spec, open_storage(storage), name)
+    load_program(spec.study.program)
+
+
 def launch(
     spec: Spec,
     spec_path: Path,
@@ -410,6 +425,7 @@ def launch(
     """`tsq sweep launch`: run `workers` workers (1: in this process) and return the study."""
     storage = parse_storage_url(storage_url or spec.study.storage)
     name = study_name_of(spec, study_name)
+    preflight(spec, storage, name)
     target = n_trials if n_trials is not None else spec.study.n_trials
     if workers <= 1:
         progress = not os.environ.get("TSQ_NO_PROGRESS")
