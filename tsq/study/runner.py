@@ -361,12 +361,19 @@ def run_worker(
         counts = _counts(study)
         bar.n = counts[TrialState.COMPLETE]
         bar.refresh()
-        if n_trials is not None and counts[TrialState.COMPLETE] >= n_trials:
+        done = n_trials is not None and counts[TrialState.COMPLETE] >= n_trials
+        # Done, but a trial is still RUNNING: a peer's, or a killed worker's that goes stale within the grace
+        # period. Wait for it to end or be failed, so a finished launch never leaves one stuck RUNNING.
+        settling = done and counts[TrialState.RUNNING] > 0 and storage.supports_heartbeat
+        if done and not settling:
             report.stopped_reason = f"the study holds {counts[TrialState.COMPLETE]} complete trials"
             break
         if deadline is not None and time.monotonic() >= deadline:
             report.stopped_reason = "timeout"
             break
+        if settling:
+            time.sleep(_POLL_S)
+            continue
         busy = counts[TrialState.COMPLETE] + counts[TrialState.RUNNING]
         if n_trials is not None and busy >= n_trials and counts[TrialState.WAITING] == 0:
             time.sleep(_POLL_S)  # the last trials are running elsewhere: start one only if one of them fails
