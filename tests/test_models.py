@@ -47,7 +47,7 @@ def test_fingerprint_follows_the_weights(tiny_model_dir: Path, tmp_path: Path) -
 
 def test_loaders(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert load_tokenizer(tiny_model_dir).eos_token == "</s>"
-    assert load_causal_lm(tiny_model_dir).config.model_type == "qwen2"
+    assert load_causal_lm(tiny_model_dir).config.model_type == "llama"
     with pytest.raises(UserError, match=r"model\.path: cannot load a causal LM"):
         load_causal_lm(tmp_path)
     with pytest.raises(UserError, match=r"model\.path: cannot load a tokenizer"):

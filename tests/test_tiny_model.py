@@ -52,8 +52,14 @@ def test_built_model_loads_and_answers_in_format(tiny_model_dir: Path) -> None:
     assert info["digest"] == VARIANTS["test"].digest()
     assert info["settings"]["variant"] == "test"
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    # AutoTokenizer on the model dir (with its config.json) must give the word-level tokenizer as saved
+    assert tok.convert_ids_to_tokens(tok.encode("what is 13", add_special_tokens=False)) == [
+        "what",
+        "is",
+        "13",
+    ]
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    assert model.config.model_type == "qwen2"
+    assert model.config.model_type == "llama"
     assert model.config.hidden_size // model.config.num_attention_heads == 64
     question = tiny_problem_set("eval", 1).problems[0].question
     prompt = tok.apply_chat_template(

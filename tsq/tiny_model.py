@@ -1,4 +1,8 @@
-"""Build the embedded default model: a tiny Qwen2 causal LM pre-trained on CPU on the tiny world's traces.
+"""Build the embedded default model: a tiny Llama causal LM pre-trained on CPU on the tiny world's traces.
+
+Llama, not Qwen2: transformers' AutoTokenizer forces the Qwen2 BPE tokenizer class onto any model_type "qwen2"
+directory (MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS), which would silently mis-tokenize the word-level
+vocabulary; for "llama" it loads tokenizer.json as saved.
 
 The result is an ordinary HF model directory (config, safetensors weights, a `tokenizers` word-level
 tokenizer with a chat template, generation config), so every later stage (generate, PEFT, TRL, vLLM) runs
@@ -28,7 +32,7 @@ import torch
 from filelock import FileLock
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from tqdm import tqdm
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from tsq.data.tiny_world import MAX_STEPS, WORDS, random_training_example
 from tsq.paths import tiny_model_dir
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 Variant = Literal["default", "test"]
 BUILD_INFO = "tsq_build.json"
 # Bump when the world's text format, the tokenizer or the training code changes meaning: old builds rebuild.
-BUILD_FORMAT = 2
+BUILD_FORMAT = 3
 
 PAD, BOS, EOS, UNK, USER, ASSISTANT = "<pad>", "<s>", "</s>", "<unk>", "<user>", "<assistant>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, USER, ASSISTANT)
@@ -143,8 +147,8 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def _model_config(s: TinyBuildSettings, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
-    return Qwen2Config(
+def _model_config(s: TinyBuildSettings, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=s.hidden_size,
         intermediate_size=s.intermediate_size,
@@ -205,7 +209,7 @@ def _lr_factor(step: int, s: TinyBuildSettings) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _pretrain(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, s: TinyBuildSettings) -> float:
+def _pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, s: TinyBuildSettings) -> float:
     """Plain torch loop on freshly generated traces; returns the final smoothed loss."""
     rng = random.Random(f"tiny-pretrain/{s.seed}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.learning_rate, weight_decay=0.01)
@@ -275,7 +279,7 @@ def _build_into(out: Path, s: TinyBuildSettings) -> None:
     try:
         torch.manual_seed(s.seed)
         tokenizer = build_tokenizer()
-        model = Qwen2ForCausalLM(_model_config(s, tokenizer))
+        model = LlamaForCausalLM(_model_config(s, tokenizer))
         final_loss = _pretrain(model, tokenizer, s)
     finally:
         torch.set_num_threads(threads)
