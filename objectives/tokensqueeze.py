@@ -89,7 +89,8 @@ def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult
 
     # 5. evaluation of model + adapter vs the baseline
     result = evaluate(spec, model_path, ctx.cache, adapter=trained.adapter_dir, backend=backend)
-    if all(r.n_tokens == 0 for rs in result.responses.values() for r in rs):
+    # judged by the text: an immediate end-of-sequence still counts one token (the eos is kept)
+    if all(not r.text.strip() for rs in result.responses.values() for r in rs):
         raise TrialFailed("the trained adapter produces empty outputs")
     metrics = {**result.summary, **compare(base, result, spec.evaluation)}
     metrics["token_reduction"] = metrics["len_all_reduction"]
