@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pg import PgServer, postgres_server  # noqa: F401  (session fixture)
 
 from tsq.cache import Cache, content_key
 
@@ -70,3 +71,138 @@ def test_no_unsafe_loading_in_the_sources(pattern: str) -> None:
         if re.search(pattern, line)
     ]
     assert not hits, hits
+
+
+# -- remote code ------------------------------------------------------------------------------------------
+_EVIL = """
+from pathlib import Path
+Path({sentinel!r}).write_text("remote code ran")
+from transformers import Qwen2Config, Qwen2ForCausalLM
+class EvilConfig(Qwen2Config):
+    pass
+class EvilForCausalLM(Qwen2ForCausalLM):
+    config_class = EvilConfig
+"""
+
+
+@pytest.fixture
+def remote_code_model(tiny_model_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The tiny model, plus custom code its config points at (auto_map): importing that code leaves a file."""
+    import json
+    import shutil
+
+    model = tmp_path / "model-with-code"
+    shutil.copytree(tiny_model_dir, model)
+    sentinel = tmp_path / "remote-code-ran"
+    (model / "modeling_evil.py").write_text(_EVIL.format(sentinel=str(sentinel)))
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoConfig": "modeling_evil.EvilConfig",
+        "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM",
+    }
+    (model / "config.json").write_text(json.dumps(config))
+    return model, sentinel
+
+
+@pytest.mark.slow
+def test_remote_code_stays_off_unless_the_spec_asks(
+    remote_code_model: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tsq.models import load_causal_lm, load_tokenizer
+
+    model, sentinel = remote_code_model
+    load_tokenizer(model)
+    load_causal_lm(model)
+    # the baseline command: model resolution, fingerprint, the HF generation backend, grading
+    raw = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
+    raw["model"] = {"path": str(model)}
+    raw["cache_dir"] = str(tmp_path / "cache")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tsq", "baseline", str(spec)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not sentinel.exists()
+
+    load_causal_lm(model, trust_remote_code=True)  # the spec's opt-in: the code runs (the check can fail)
+    assert sentinel.exists()
+
+
+# -- passwords and API keys -----------------------------------------------------------------------------
+WANDB_KEY = "local-" + "f00dfeed" * 5  # the shape of a W&B API key; offline mode never sends it
+
+
+def _leaks(root: Path, secrets: tuple[str, ...]) -> list[str]:
+    """Files under `root` whose bytes contain one of `secrets`."""
+    return [
+        str(p) for p in root.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in secrets)
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_no_password_or_api_key_in_output_wandb_study_or_reports(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    postgres_server: PgServer,  # noqa: F811
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import optuna
+    import yaml
+
+    url = postgres_server.new_database()
+    password = postgres_server.password
+    assert password in url
+    raw = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
+    raw["study"]["n_trials"] = 1
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    home = tiny_model_dir.parents[1]
+    env = {
+        **os.environ,
+        "TSQ_HOME": str(home),
+        "WANDB_DIR": str(tmp_path / "wandb"),
+        "WANDB_MODE": "offline",
+        "WANDB_API_KEY": WANDB_KEY,
+        "TSQ_NO_PROGRESS": "1",
+    }
+    name = "secrets"
+    tsq = [sys.executable, "-m", "tsq"]
+    # The password in argv, the worst place a user can put it; and a wrong one for the error message.
+    commands = [
+        [*tsq, "sweep", "launch", str(spec), "--storage", url, "--study", name, "--tracker", "wandb"],
+        [*tsq, "sweep", "status", "--storage", url, "--study", name],
+        [*tsq, "report", "pareto", "--storage", url, "--study", name, "--out", str(tmp_path / "report")],
+        [*tsq, "sweep", "status", "--storage", url.replace(password, password + "-wrong")],
+    ]
+    outputs = []
+    for cmd in commands:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
+        outputs.append(proc.stdout + proc.stderr)
+    assert "error: storage" in outputs[-1] and "***" in outputs[-1]
+    study = optuna.load_study(study_name=name, storage=url.replace("postgresql://", "postgresql+psycopg2://"))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"], outputs[0][-3000:]
+    records = json.dumps(
+        [study.user_attrs] + [[t.user_attrs, t.system_attrs, t.params] for t in study.trials],
+        default=str,
+    )
+    runs = list((tmp_path / "wandb").rglob("*.wandb"))
+    assert runs, "no W&B run was written"
+    # the storage URL was logged (in the trial's config), masked: the scan below looks where it would be
+    assert any(b"tsq:***@" in run.read_bytes() for run in runs)
+    secrets = (password, WANDB_KEY)
+    for text in [*outputs, records]:
+        assert not [s for s in secrets if s in text]
+    leaked = _leaks(tmp_path / "wandb", secrets) + _leaks(tmp_path / "report", secrets)
+    leaked += _leaks(home / "studies" / name, secrets)
+    assert not leaked
