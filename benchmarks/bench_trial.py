@@ -1,0 +1,51 @@
+"""A cold trial (empty cache) vs a warm one (other α, ε, λ, η; every parameter-free stage cached).
+
+Run:  .venv/bin/python benchmarks/bench_trial.py [SPEC]   (default: sweeps/quickstart.yaml)
+Both trials run in one process, one after the other, on the same model, so the ratio is like for like.
+The tiny model is built (or found) before timing starts; the cache starts empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from objectives.tokensqueeze import TrialContext, run_trial
+from tsq.cache import Cache
+from tsq.models import resolve_model
+from tsq.spec import TrialParams, load_spec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("spec", nargs="?", default="sweeps/quickstart.yaml")
+    args = parser.parse_args()
+    spec = load_spec(args.spec)
+    resolve_model(spec.model)  # not timed: the model build is a one-off, not part of a trial
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Cache(Path(tmp) / "cache")
+        timings = []
+        for i, params in enumerate(
+            [
+                TrialParams(alpha=0.2, epsilon=0.005, lam=1.0, eta=0.5),
+                TrialParams(alpha=0.3, epsilon=0.02, lam=0.5, eta=0.3),
+            ]
+        ):
+            start = time.perf_counter()
+            result = run_trial(spec, params, TrialContext(cache=cache, out_dir=Path(tmp) / f"trial{i}"))
+            timings.append(time.perf_counter() - start)
+            print(f"trial {i}: {timings[-1]:.1f} s, cache use {result.stats['cache']}, "
+                  f"reference passes {result.stats['training']['ref_logps_computed']}")  # fmt: skip
+    cold, warm = timings
+    print(
+        f"\ncold trial {cold:.1f} s | warm trial {warm:.1f} s | cold/warm {cold / warm:.2f}x  ({args.spec})"
+    )
+
+
+if __name__ == "__main__":
+    main()
