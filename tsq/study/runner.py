@@ -300,19 +300,21 @@ def create_or_load(spec: Spec, storage: StorageURL, name: str, worker_index: int
     """Create the study (or load it, on a relaunch), check it matches the spec, enqueue the default point."""
     opened = open_storage(storage, spec.study.heartbeat)
     check_compatible(spec, opened, name)
-    study = optuna.create_study(
-        study_name=name,
-        storage=opened,
-        directions=spec.study.directions,
-        load_if_exists=True,
-    )
+    try:
+        study = optuna.create_study(study_name=name, storage=opened, directions=spec.study.directions)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:  # a relaunch, or another worker won the race to create
+        study = optuna.load_study(study_name=name, storage=opened)
+        created = False
     study.sampler = build_sampler(spec.study, 1000 * worker_index + len(study.get_trials(deepcopy=False)))
     if study.user_attrs.get("objectives") is None:
         study.set_user_attr("objectives", spec.study.metrics)
         study.set_user_attr("searched", sorted(spec.study.searched))
         study.set_user_attr("search_space", search_space_record(spec.study))
         study.set_user_attr("spec_name", spec.name)
-    if spec.study.enqueue_defaults and not study.get_trials(deepcopy=False):
+    # Only the worker that created the study enqueues: workers starting together would each see no trials
+    # and enqueue the default point once each (the storage's unique study name makes one of them the creator).
+    if created and spec.study.enqueue_defaults:
         point = default_point(spec)
         if point is not None:
             study.enqueue_trial(point, skip_if_exists=True)

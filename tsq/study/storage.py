@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,15 +148,23 @@ def open_storage(storage: StorageURL, heartbeat: HeartbeatSpec | None = None) ->
             "grace_period": heartbeat.grace_period,
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry),
         }
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(storage.url, engine_kwargs=engine_kwargs, **hb_kwargs)  # type: ignore[arg-type]
-    except (SQLAlchemyError, ImportError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise UserError(f"storage {storage.masked}: cannot open ({storage.mask_in(reason)})") from None
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(storage.url, engine_kwargs=engine_kwargs, **hb_kwargs)  # type: ignore[arg-type]
+        except (SQLAlchemyError, ImportError) as exc:
+            error: Exception = exc
+            # Workers that start together on a new database all create its tables and stamp its schema
+            # version; the losers of that race find them there. Opening again then just connects.
+            lost_race = isinstance(exc, IntegrityError) or "already exists" in str(exc)
+            if not lost_race:
+                break
+            time.sleep(0.5 * (attempt + 1))
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    raise UserError(f"storage {storage.masked}: cannot open ({storage.mask_in(reason)})") from None
 
 
 def load_study(url: str | None, name: str | None) -> optuna.Study:
