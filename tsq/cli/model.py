@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="model commands", no_args_is_help=True)
+app = typer.Typer(help="Build the embedded tiny reasoning model (CPU, cached).", no_args_is_help=True)
 
 
 @app.command("build-tiny")

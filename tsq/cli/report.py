@@ -10,7 +10,7 @@ import typer
 
 from tsq.cli.sweep import StorageOpt, StudyOpt
 
-app = typer.Typer(help="report commands", no_args_is_help=True)
+app = typer.Typer(help="Export reports of a study: the accuracy/token Pareto front.", no_args_is_help=True)
 
 
 @app.command()

@@ -17,7 +17,8 @@ from tsq.study.storage import load_study, scrub_argv
 from tsq.tracking import TrackerKind
 
 app = typer.Typer(
-    help="sweep commands: launch a study, see its state, list its Pareto trials", no_args_is_help=True
+    help="Launch an Optuna study over α, ε, λ, η; see its state; list its Pareto trials.",
+    no_args_is_help=True,
 )
 
 StudyOpt = Annotated[
