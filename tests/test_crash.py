@@ -6,7 +6,8 @@ self-sampling, refinement, training, evaluation and right after the trial's repo
 a final relaunch then finishes it. The phase is read from the worker's files and log: a held cache lock, the
 refinement progress bar, reference log-prob entries, the saved adapter, the report file. Afterwards the study
 holds exactly n_trials COMPLETE trials and no RUNNING one, every killed trial is FAIL (and was retried),
-every cache entry passes its checksum and decodes, and every complete trial has a whole report and adapter.
+every cache entry passes its checksum and decodes, and every complete trial has a whole report and adapter;
+a damaged adapter is then refused by evaluation.
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ import pytest
 import yaml
 from filelock import FileLock, Timeout
 from optuna.trial import TrialState
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from tsq.cache import Cache
+from tsq.evaluate import evaluate
+from tsq.models import resolve_model
+from tsq.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRIALS = 2
@@ -245,5 +250,14 @@ def test_sigkill_in_every_phase_then_relaunch_finishes_with_nothing_lost(sweep: 
     settled = sweep.study().get_trials(deepcopy=False)
     assert [t.state for t in settled].count(TrialState.COMPLETE) == N_TRIALS
     assert TrialState.RUNNING not in [t.state for t in settled]
+    # A damaged adapter is refused, not evaluated as if it were whole (nor as the base model).
+    adapter = Path(next(t for t in settled if t.state == TrialState.COMPLETE).user_attrs["adapter_dir"])
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    spec = load_spec(sweep.spec)
+    before = sweep.entries("samples")
+    with pytest.raises(SafetensorError):
+        evaluate(spec, resolve_model(spec.model), Cache(sweep.cache), adapter=adapter)
+    assert sweep.entries("samples") == before
     summary = {"kills": kills, "states": [t.state.name for t in trials], "cache_entries": n_entries}
     print(json.dumps(summary))

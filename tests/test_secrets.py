@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 from pathlib import Path
@@ -77,10 +78,10 @@ def test_no_unsafe_loading_in_the_sources(pattern: str) -> None:
 _EVIL = """
 from pathlib import Path
 Path({sentinel!r}).write_text("remote code ran")
-from transformers import Qwen2Config, Qwen2ForCausalLM
-class EvilConfig(Qwen2Config):
-    pass
-class EvilForCausalLM(Qwen2ForCausalLM):
+from transformers import PreTrainedConfig, PreTrainedModel
+class EvilConfig(PreTrainedConfig):
+    model_type = "evil"
+class EvilForCausalLM(PreTrainedModel):
     config_class = EvilConfig
 """
 
@@ -130,7 +131,9 @@ def test_remote_code_stays_off_unless_the_spec_asks(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not sentinel.exists()
 
-    load_causal_lm(model, trust_remote_code=True)  # the spec's opt-in: the code runs (the check can fail)
+    # the spec's opt-in: the code runs (so the check above can fail); whether its classes then load is moot
+    with contextlib.suppress(Exception):
+        load_causal_lm(model, trust_remote_code=True)
     assert sentinel.exists()
 
 
