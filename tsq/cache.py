@@ -133,11 +133,16 @@ class Cache:
                 yield EntryInfo(st, path.stem, info.st_size, info.st_mtime, path)
 
     def clear(self, stage: str | None = None) -> int:
-        """Delete all entries (of one stage, if given); returns how many were removed."""
+        """Delete all entries (of one stage, if given); returns how many were removed.
+
+        Temporary files left by writers that were killed mid-write (never read as entries) go too.
+        """
         removed = 0
         for entry in list(self.entries(stage)):
             entry.path.unlink(missing_ok=True)
             removed += 1
+        for leftover in self.root.glob(f"{stage or '*'}/.tmp-*.part"):
+            leftover.unlink(missing_ok=True)
         if stage is None and (self.root / ".locks").exists():
             shutil.rmtree(self.root / ".locks", ignore_errors=True)
         return removed

@@ -10,8 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tsq.errors import UserError
+from tsq.fileio import write_atomic
 
 METRIC_COLUMNS = ("accuracy", "len_all", "len_correct", "auc", "token_reduction", "accuracy_delta")
 # Metrics that are already relative to the baseline: the baseline's own value is 0 by definition.
@@ -259,19 +258,6 @@ def render_png(table: StudyTable) -> bytes:
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers see the old file or the new one."""
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(study: optuna.Study, out_dir: Path) -> dict[str, Path]:
