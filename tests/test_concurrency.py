@@ -50,12 +50,11 @@ def _run_workers(shared: dict[str, Path], url: str, n_workers: int, n_trials: in
     env = {**os.environ, "TSQ_HOME": str(shared["home"]), "TSQ_STORAGE": url, "TSQ_NO_PROGRESS": "1"}
     logs = [shared["root"] / f"{name}-{i}.log" for i in range(n_workers)]
     procs = []
-    for index, log in enumerate(logs, 1):
-        # Separate launches share the spec's sampler seed: each needs its own worker index (as `--workers N`
-        # gives its processes), or they propose the same points.
-        worker_env = {**env, "TSQ_WORKER_INDEX": str(index)}
+    # Separate launches, as on separate machines: no worker index; the ones that join the study salt their
+    # sampler seed with host and process, so they must not propose the same points.
+    for log in logs:
         with log.open("wb") as fh:
-            procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=worker_env, cwd=REPO))
+            procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO))
     try:
         codes = [p.wait(timeout=1200) for p in procs]
     finally:

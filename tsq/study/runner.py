@@ -10,12 +10,14 @@ each running this same loop against the same storage; workers elsewhere join wit
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import json
 import logging
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -296,8 +298,15 @@ def check_compatible(spec: Spec, storage: optuna.storages.BaseStorage, name: str
         )
 
 
-def create_or_load(spec: Spec, storage: StorageURL, name: str, worker_index: int = 0) -> optuna.Study:
-    """Create the study (or load it, on a relaunch), check it matches the spec, enqueue the default point."""
+def create_or_load(
+    spec: Spec, storage: StorageURL, name: str, worker_index: int | None = None
+) -> optuna.Study:
+    """Create the study (or load it, on a relaunch), check it matches the spec, enqueue the default point.
+
+    `worker_index` is set for the workers `--workers K` starts here. A launch without one that joins an
+    existing study (another machine, or a second terminal) salts its sampler seed with its host and process,
+    so launches that join at the same moment never propose the very same points.
+    """
     opened = open_storage(storage, spec.study.heartbeat)
     check_compatible(spec, opened, name)
     try:
@@ -306,6 +315,8 @@ def create_or_load(spec: Spec, storage: StorageURL, name: str, worker_index: int
     except optuna.exceptions.DuplicatedStudyError:  # a relaunch, or another worker won the race to create
         study = optuna.load_study(study_name=name, storage=opened)
         created = False
+    if worker_index is None:
+        worker_index = 0 if created else _process_salt()
     study.sampler = build_sampler(spec.study, 1000 * worker_index + len(study.get_trials(deepcopy=False)))
     if study.user_attrs.get("objectives") is None:
         study.set_user_attr("objectives", spec.study.metrics)
@@ -319,6 +330,11 @@ def create_or_load(spec: Spec, storage: StorageURL, name: str, worker_index: int
         if point is not None:
             study.enqueue_trial(point, skip_if_exists=True)
     return study
+
+
+def _process_salt() -> int:
+    digest = hashlib.sha256(f"{socket.gethostname()}:{os.getpid()}".encode()).digest()
+    return 1 + int.from_bytes(digest[:3], "big")
 
 
 @dataclass
@@ -349,7 +365,8 @@ def run_worker(
     too many trials fail in a row. Safe to run in many processes at once against one storage."""
     from tqdm import tqdm
 
-    study = create_or_load(spec, storage, name, int(os.environ.get("TSQ_WORKER_INDEX", "0")))
+    index = os.environ.get("TSQ_WORKER_INDEX")
+    study = create_or_load(spec, storage, name, None if index is None else int(index))
     tracker = Tracker(tracker_kind, name, spec.study.wandb.project, spec.study.wandb.entity)
     objective = TrialObjective(spec, tracker, storage.masked)
     report = WorkerReport()
