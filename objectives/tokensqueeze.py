@@ -23,7 +23,7 @@ from tsq.evaluate import EvalResult, baseline, compare, evaluate
 from tsq.fileio import write_atomic
 from tsq.generation import backend_from_spec
 from tsq.metrics import budget_curve
-from tsq.models import load_tokenizer, model_fingerprint, resolve_model
+from tsq.models import model_fingerprint, resolve_model
 from tsq.refine import TraceCandidates, compute_candidates, refine_trace
 from tsq.sample import sample_responses, sampling_settings
 from tsq.select import Pair, build_pairs
@@ -61,11 +61,10 @@ def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult
     """Run one trial; raises TrialFailed when it cannot produce a meaningful result."""
     model_path = resolve_model(spec.model)
     backend = backend_from_spec(spec, model_path)
-    tokenizer = load_tokenizer(model_path, trust_remote_code=spec.model.trust_remote_code)
 
     # 1. self-samples on the train split and the baseline on the eval split (both cached once per sweep)
     train_set = load_problem_set(spec.data, "train")
-    prompts = {p.id: format_prompt(tokenizer, p) for p in train_set.problems}
+    prompts = {p.id: format_prompt(backend.tokenizer, p) for p in train_set.problems}
     samples = sample_responses(backend, model_path, train_set, sampling_settings(spec.sampling), ctx.cache)
     base = baseline(spec, ctx.cache, backend=backend)
 
@@ -78,13 +77,28 @@ def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult
     refinement: dict[str, Any] = {"enabled": False}
     if spec.refinement.enabled:
         cover = sorted({(p.prompt, p.chosen) for p in covering_pairs(spec, samples, prompts, params.alpha)})
-        candidates = compute_candidates(model_path, backend, cover, spec.refinement, ctx.cache)
+        candidates = compute_candidates(
+            model_path,
+            backend,
+            cover,
+            spec.refinement,
+            ctx.cache,
+            trust_remote_code=spec.model.trust_remote_code,
+        )
         pairs, refinement = refine_pairs(pairs, dict(zip(cover, candidates, strict=True)), params.epsilon)
 
     # 4. LoRA DPO-L + SFT: λ, η (reference log-probs cached per pair)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     trained = train_lora(
-        model_path, pairs, spec.training, params.lam, params.eta, ctx.out_dir, ctx.cache, on_log=ctx.on_log
+        model_path,
+        pairs,
+        spec.training,
+        params.lam,
+        params.eta,
+        ctx.out_dir,
+        ctx.cache,
+        on_log=ctx.on_log,
+        trust_remote_code=spec.model.trust_remote_code,
     )
 
     # 5. evaluation of model + adapter vs the baseline

@@ -282,11 +282,11 @@ def _keep(job: _StepJob, completions: Sequence[Any], tokenizer: Any) -> None:
         job.kept.append((text, ids))
 
 
-def _load(model_path: Path) -> tuple[torch.nn.Module, Any]:
+def _load(model_path: Path, trust_remote_code: bool) -> tuple[torch.nn.Module, Any]:
     """The scoring model (eval mode, on the default device, dtype "auto") and its tokenizer."""
     device = pick_device()
-    model = load_causal_lm(model_path, dtype=pick_dtype("auto", device))
-    return model.to(device).eval(), load_tokenizer(model_path)
+    model = load_causal_lm(model_path, dtype=pick_dtype("auto", device), trust_remote_code=trust_remote_code)
+    return model.to(device).eval(), load_tokenizer(model_path, trust_remote_code=trust_remote_code)
 
 
 def compute_candidates(
@@ -298,6 +298,7 @@ def compute_candidates(
     *,
     model: torch.nn.Module | None = None,
     tokenizer: Any = None,
+    trust_remote_code: bool = False,
 ) -> list[TraceCandidates]:
     """Scored candidates for many (prompt, trace) pairs; cached per trace, computed in batches.
 
@@ -316,7 +317,7 @@ def compute_candidates(
         return [r for r in results if r is not None]
 
     if model is None or tokenizer is None:
-        model, tokenizer = _load(model_path)
+        model, tokenizer = _load(model_path, trust_remote_code)
     planned: dict[int, TraceCandidates] = {}
     jobs: list[_StepJob] = []
     for i in missing:

@@ -11,8 +11,6 @@ import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
 from tsq.cache import Cache, content_key
 from tsq.data.formatting import format_prompt
 from tsq.data.problems import Grader, ProblemSet
@@ -55,8 +53,7 @@ def sample_responses(
     key: a repeated request reads the cache and makes no model call.
     """
     grader = grader or problem_set.grader
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    prompts = [format_prompt(tokenizer, p) for p in problem_set.problems]
+    prompts = [format_prompt(backend.tokenizer, p) for p in problem_set.problems]
     key = content_key(
         stage=STAGE,
         format=_FORMAT,

@@ -247,6 +247,7 @@ def train_lora(
     cache: Cache,
     *,
     on_log: Callable[[dict], None] | None = None,
+    trust_remote_code: bool = False,
 ) -> TrainResult:
     """Train a LoRA adapter on `pairs` with the `training.loss` variant; it is saved to out_dir/adapter."""
     if not pairs:
@@ -254,8 +255,8 @@ def train_lora(
     model_path, out_dir = Path(model_path), Path(out_dir)
     # float32 on CPU, bf16 (fp16 on older GPUs) weights with matching autocast on a GPU
     dtype = pick_dtype("auto", pick_device())
-    tokenizer = load_tokenizer(model_path)
-    model = load_causal_lm(model_path, dtype=dtype)
+    tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+    model = load_causal_lm(model_path, dtype=dtype, trust_remote_code=trust_remote_code)
     dataset = Dataset.from_list(
         [
             {"prompt": strip_duplicate_bos(p.prompt, tokenizer), "chosen": p.chosen, "rejected": p.rejected}

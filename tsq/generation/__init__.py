@@ -29,6 +29,17 @@ def backend_from_spec(spec: Spec, model_path: Path, *, progress: bool = True) ->
     """The backend a spec asks for (`sampling.backend`), with the spec's dtype and batch size."""
     if spec.sampling.backend == "hf":
         return get_backend(
-            "hf", model_path, dtype=spec.model.dtype, batch_size=spec.sampling.batch_size, progress=progress
+            "hf",
+            model_path,
+            dtype=spec.model.dtype,
+            batch_size=spec.sampling.batch_size,
+            progress=progress,
+            trust_remote_code=spec.model.trust_remote_code,
         )
-    return get_backend("vllm", model_path, dtype=spec.model.dtype, progress=progress)
+    return get_backend(
+        "vllm",
+        model_path,
+        dtype=spec.model.dtype,
+        progress=progress,
+        trust_remote_code=spec.model.trust_remote_code,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Backend(Protocol):
     """Generates completions for already-formatted prompt strings, optionally through a LoRA adapter."""
 
     name: str
+    tokenizer: Any  # the model's tokenizer, as the backend loaded it
 
     def generate(
         self, prompts: list[str], settings: SamplingSettings, adapter: Path | None = None

@@ -44,6 +44,7 @@ class HFBackend:
         device: str | None = None,
         max_cached_adapters: int = 4,
         progress: bool = True,
+        trust_remote_code: bool = False,
     ) -> None:
         self.model_path = Path(model_path)
         self.batch_size = batch_size
@@ -51,7 +52,8 @@ class HFBackend:
         self.progress = progress
         self._dtype = pick_dtype(dtype, self.device)
         self._max_cached_adapters = max_cached_adapters
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self._trust_remote_code = trust_remote_code
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -66,7 +68,9 @@ class HFBackend:
     # -- models ------------------------------------------------------------------------------------
     def _load_base(self) -> PreTrainedModel:
         if self._base is None:
-            model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self._dtype)
+            model = AutoModelForCausalLM.from_pretrained(
+                self.model_path, dtype=self._dtype, trust_remote_code=self._trust_remote_code
+            )
             self._base = model.to(self.device).eval()
         return self._base
 

@@ -39,13 +39,14 @@ class VLLMBackend:
         kv_cache_memory_bytes: int | None = None,
         enforce_eager: bool | None = None,
         progress: bool = True,
+        trust_remote_code: bool = False,
     ) -> None:
         from vllm import LLM
         from vllm.platforms import current_platform
 
         self.model_path = Path(model_path)
         self.progress = progress
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         self.eos_ids = eos_token_ids(self.model_path, self.tokenizer)
         on_cpu = current_platform.is_cpu()
         if on_cpu and kv_cache_memory_bytes is None:
@@ -55,6 +56,7 @@ class VLLMBackend:
             dtype="float32" if on_cpu and dtype == "auto" else dtype,
             seed=seed,
             enable_lora=True,
+            trust_remote_code=trust_remote_code,
             max_lora_rank=max_lora_rank,
             max_loras=max_loras,
             max_model_len=max_model_len,
