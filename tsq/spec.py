@@ -47,7 +47,7 @@ class DataSpec(_Section):
     seed: int = 0
     # tiny world only: difficulty range (number of dependent steps)
     min_steps: Annotated[int, Field(ge=1)] = 1
-    max_steps: Annotated[int, Field(ge=1)] = 5
+    max_steps: Annotated[int, Field(ge=1)] = 4
 
 
 class SamplingSpec(_Section):
