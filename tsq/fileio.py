@@ -13,6 +13,7 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.", suffix=".part")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; a report is meant to be shared
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
             fh.flush()
@@ -21,3 +22,9 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
