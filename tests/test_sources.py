@@ -166,6 +166,7 @@ def test_load_problem_set_dispatches_on_source() -> None:
     assert hf.grader == "math" and len(hf) == 2
     tiny = load_problem_set(DataSpec(eval={"n": 5}), "eval")
     assert tiny.grader == "exact" and len(tiny) == 5
-    assert tiny.problems == tiny_problem_set("eval", 5, 0, 1, 5).problems
+    defaults = DataSpec()
+    assert tiny.problems == tiny_problem_set("eval", 5, 0, defaults.min_steps, defaults.max_steps).problems
     with pytest.raises(UserError, match=r"data\.train: the tiny world takes a count n"):
         load_problem_set(DataSpec(train={"ids": ["tiny-x"]}), "train")

@@ -1,7 +1,8 @@
 """One trial end to end on the tiny test model, through the CLI and in-process.
 
-The second trial (other α, ε, λ, η) must reuse every parameter-independent stage: no self-sampling, no
-candidate generation, no reference log-prob pass. Only the trial's own evaluation samples anew.
+A second trial (other α, ε, λ, η) reuses every parameter-independent stage: no self-sampling, no candidate
+generation; only the trial's own evaluation samples anew, and reference log-probs are computed only for
+pairs no earlier trial trained on. A trial that only changes λ and η makes no reference pass at all.
 """
 
 from __future__ import annotations
@@ -52,7 +53,17 @@ def test_trial_cli_then_warm_trial_reuses_caches(smoke_spec: Path, tmp_path: Pat
     stages = cache.stage_stats
     # self-samples and baseline are hits; the only sampling miss is this trial's own evaluation
     assert stages["samples"] == {"hits": 2, "misses": 1}
-    assert stages["candidates"]["misses"] == 0
-    assert second.stats["training"]["ref_logps_computed"] == 0
+    assert stages["candidates"]["misses"] == 0  # candidates cover the study's largest alpha
+    # reference log-probs: computed only for pairs this α/ε made that trial 1 never trained on
+    assert second.stats["training"]["ref_logps_computed"] < second.stats["pairs"]
     assert second.params == {"alpha": 0.4, "epsilon": 0.02, "lambda": 0.5, "eta": 0.2}
     assert second.baseline == first["baseline"]
+
+    # same pairs (same α, ε), other λ and η: no reference pass at all
+    third = run_trial(
+        spec,
+        TrialParams(alpha=0.4, epsilon=0.02, lam=1.5, eta=0.8),
+        TrialContext(cache=Cache(spec.cache_dir), out_dir=tmp_path / "trial3"),
+    )
+    assert third.stats["training"]["ref_logps_computed"] == 0
+    assert third.stats["cache"]["candidates"]["misses"] == 0

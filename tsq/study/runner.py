@@ -63,7 +63,7 @@ def build_sampler(study: StudySpec, seed_offset: int = 0) -> optuna.samplers.Bas
     """The spec's sampler. `seed_offset` keeps parallel workers and relaunches from proposing the very same
     points (equal seeds give equal proposals); it is derived from the worker index and the study's size."""
     cfg = study.sampler.model_copy(
-        update={"seed": None if study.sampler.seed is None else study.sampler.seed + seed_offset}
+        update={"seed": None if study.sampler.seed is None else (study.sampler.seed + seed_offset) % 2**32}
     )
     if cfg.name == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)
