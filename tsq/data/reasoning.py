@@ -52,7 +52,8 @@ def reasoning_parts(text: str, in_think: bool = False) -> ReasoningParts:
     if open_at < 0 and not in_think:
         return ReasoningParts("", tuple(split_steps(text)), "", thinking=False, closed=False)
     body_start = open_at + len(THINK_OPEN) if open_at >= 0 and not in_think else 0
-    close_at = text.find(THINK_CLOSE, body_start)
+    # the last close, as in response_for_grading: all before it is thinking, all after it is the answer
+    close_at = text.rfind(THINK_CLOSE, body_start)
     body_end = close_at if close_at >= 0 else len(text)
     body = text[body_start:body_end]
     core = body.strip()
