@@ -1,9 +1,11 @@
-"""Atomic file writes: readers see the old file or the whole new one, never half of it."""
+"""File helpers: atomic writes (readers see the old file or the whole new one) and content hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -28,3 +30,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def hash_files(paths: Iterable[Path]) -> str:
+    """SHA-256 (hex) over each file's name and bytes, in the order given: a content identity for a folder."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
 from tsq.errors import UserError
+from tsq.fileio import hash_files
 from tsq.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,7 @@ def model_fingerprint(path: Path | str) -> str:
     stamp = tuple((f.name, f.stat().st_mtime, f.stat().st_size) for f in files)
     memo_key = (str(path.resolve()), stamp)
     if memo_key not in _fingerprints:
-        digest = hashlib.sha256()
-        for f in files:
-            digest.update(f.name.encode())
-            with f.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-        _fingerprints[memo_key] = digest.hexdigest()[:32]
+        _fingerprints[memo_key] = hash_files(files)[:32]
     return _fingerprints[memo_key]
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from tsq.errors import UserError
+from tsq.fileio import hash_files
 
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 
@@ -15,12 +15,4 @@ def adapter_fingerprint(adapter: Path) -> str:
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
-    digest = hashlib.sha256()
-    for name in _ADAPTER_FILES:
-        path = adapter / name
-        if path.is_file():
-            digest.update(name.encode())
-            with path.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return hash_files(adapter / name for name in _ADAPTER_FILES if (adapter / name).is_file())[:16]
