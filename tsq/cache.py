@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 _MAGIC = b"tsq-cache-v1 "
 
 
+def cache_dir_of(spec_cache_dir: str | None) -> Path:
+    """The cache root a spec names (`cache_dir`), else the default under $TSQ_HOME."""
+    from tsq.paths import default_cache_dir
+
+    return Path(spec_cache_dir).expanduser() if spec_cache_dir else default_cache_dir()
+
+
 def content_key(**parts: Any) -> str:
     """A stable hash of JSON-serialisable parts (dict order does not matter)."""
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)

@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tsq.cache import Cache
-from tsq.paths import default_cache_dir
+from tsq.cache import Cache, cache_dir_of
 from tsq.spec import Spec, load_spec
 
 
@@ -33,7 +32,7 @@ def baseline(
 
 
 def cache_for(spec: Spec) -> Cache:
-    return Cache(Path(spec.cache_dir) if spec.cache_dir else default_cache_dir())
+    return Cache(cache_dir_of(spec.cache_dir))
 
 
 def metrics_table(summary: dict, title: str) -> Table:

@@ -31,9 +31,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tsq.cache import Cache
+from tsq.cache import Cache, cache_dir_of
 from tsq.errors import TrialFailed, UserError
-from tsq.paths import default_cache_dir, tsq_home
+from tsq.paths import tsq_home
 from tsq.spec import Spec
 from tsq.study.params import apply_params
 from tsq.study.space import (
@@ -172,7 +172,7 @@ class TrialObjective:
         self.tracker = tracker
         self.storage_masked = storage_masked
         self.program, self.context_cls = load_program(spec.study.program)
-        self.cache = Cache(spec.cache_dir or default_cache_dir())
+        self.cache = Cache(cache_dir_of(spec.cache_dir))
         self.provenance = provenance()
 
     def _fixed_settings(self) -> dict[str, Any]:
