@@ -11,8 +11,6 @@ import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -24,6 +22,7 @@ from tsq.devices import pick_device, pick_dtype
 from tsq.generation.adapters import adapter_fingerprint
 from tsq.generation.base import Completion, SamplingSettings
 from tsq.generation.completions import eos_token_ids, finish_completion
+from tsq.models import load_causal_lm, load_tokenizer
 
 
 class HFBackend:
@@ -53,7 +52,7 @@ class HFBackend:
         self._dtype = pick_dtype(dtype, self.device)
         self._max_cached_adapters = max_cached_adapters
         self._trust_remote_code = trust_remote_code
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
+        self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -68,7 +67,7 @@ class HFBackend:
     # -- models ------------------------------------------------------------------------------------
     def _load_base(self) -> PreTrainedModel:
         if self._base is None:
-            model = AutoModelForCausalLM.from_pretrained(
+            model = load_causal_lm(
                 self.model_path, dtype=self._dtype, trust_remote_code=self._trust_remote_code
             )
             self._base = model.to(self.device).eval()

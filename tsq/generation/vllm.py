@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
 from tsq.generation.adapters import adapter_fingerprint
 from tsq.generation.base import Completion, SamplingSettings
 from tsq.generation.completions import eos_token_ids, finish_completion
+from tsq.models import load_tokenizer
 
 # On CPU, vLLM's `gpu_memory_utilization` is the share of *RAM* it reserves; an explicit KV-cache size is
 # the predictable choice on a shared machine.
@@ -46,7 +45,7 @@ class VLLMBackend:
 
         self.model_path = Path(model_path)
         self.progress = progress
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
+        self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=trust_remote_code)
         self.eos_ids = eos_token_ids(self.model_path, self.tokenizer)
         on_cpu = current_platform.is_cpu()
         if on_cpu and kv_cache_memory_bytes is None:
