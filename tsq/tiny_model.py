@@ -170,14 +170,21 @@ def _model_config(s: TinyBuildSettings, tokenizer: PreTrainedTokenizerFast) -> L
     )
 
 
-def _encode_example(rng: random.Random, tokenizer: PreTrainedTokenizerFast, s: TinyBuildSettings) -> _Example:
-    question, trace = random_training_example(rng, s.min_steps, s.max_steps, s.slip_rate)
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-    )
-    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
-    trace_ids = tokenizer.encode(trace, add_special_tokens=False)
-    return prompt_ids + trace_ids + [tokenizer.eos_token_id], len(prompt_ids)
+def _encode_pool(
+    rng: random.Random, tokenizer: PreTrainedTokenizerFast, s: TinyBuildSettings, n: int
+) -> list[_Example]:
+    examples = [random_training_example(rng, s.min_steps, s.max_steps, s.slip_rate) for _ in range(n)]
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
+        for q, _ in examples
+    ]
+    # One batched call per side: the same ids as one encode per string, in about half the time
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    trace_ids = tokenizer([trace for _, trace in examples], add_special_tokens=False)["input_ids"]
+    eos = [tokenizer.eos_token_id]
+    return [(p + t + eos, len(p)) for p, t in zip(prompt_ids, trace_ids, strict=True)]
 
 
 def _collate(rows: list[_Example], pad_id: int) -> dict[str, torch.Tensor]:
@@ -200,7 +207,7 @@ def _batches(
     of several batches and grouped by length: padding would otherwise cost about half the compute."""
     pool_batches = 16
     while True:
-        pool = [_encode_example(rng, tokenizer, s) for _ in range(s.batch_size * pool_batches)]
+        pool = _encode_pool(rng, tokenizer, s, s.batch_size * pool_batches)
         pool.sort(key=lambda row: len(row[0]))
         groups = [pool[i : i + s.batch_size] for i in range(0, len(pool), s.batch_size)]
         rng.shuffle(groups)
