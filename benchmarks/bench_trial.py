@@ -28,7 +28,6 @@ def main() -> None:
     resolve_model(spec.model)  # not timed: the model build is a one-off, not part of a trial
 
     with tempfile.TemporaryDirectory() as tmp:
-        cache = Cache(Path(tmp) / "cache")
         timings = []
         for i, params in enumerate(
             [
@@ -37,10 +36,13 @@ def main() -> None:
             ]
         ):
             start = time.perf_counter()
+            cache = Cache(Path(tmp) / "cache")  # one cache folder; a fresh object counts this trial's use
             result = run_trial(spec, params, TrialContext(cache=cache, out_dir=Path(tmp) / f"trial{i}"))
             timings.append(time.perf_counter() - start)
-            print(f"trial {i}: {timings[-1]:.1f} s, cache use {result.stats['cache']}, "
-                  f"reference passes {result.stats['training']['ref_logps_computed']}")  # fmt: skip
+            training = result.stats["training"]
+            print(f"trial {i}: {timings[-1]:.1f} s, cache use {result.stats['cache']}, pairs with reference "
+                  f"log-probs computed: {training['ref_logps_computed_ahead']} ahead, "
+                  f"{training['ref_logps_computed']} in training")  # fmt: skip
     cold, warm = timings
     print(
         f"\ncold trial {cold:.1f} s | warm trial {warm:.1f} s | cold/warm {cold / warm:.2f}x  ({args.spec})"

@@ -24,12 +24,12 @@ from tsq.fileio import write_atomic
 from tsq.generation import backend_from_spec
 from tsq.metrics import budget_curve
 from tsq.models import model_fingerprint, resolve_model
-from tsq.refine import TraceCandidates, compute_candidates, refine_trace
+from tsq.refine import TraceCandidates, compute_candidates, reachable_refinements, refine_trace
 from tsq.sample import sample_responses, sampling_settings
 from tsq.select import Pair, build_pairs
 from tsq.spec import Spec, TrialParams
 from tsq.study.space import Categorical, FloatRange
-from tsq.train import train_lora
+from tsq.train import cache_reference_logps, train_lora
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +74,37 @@ def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult
         raise TrialFailed(f"selection produced no pairs (alpha={params.alpha}, {spec.selection.variant})")
 
     # 3. KL-constrained step refinement: ε (candidates and their KL are cached per trace)
+    cover = covering_pairs(spec, samples, prompts, params.alpha)
+    reachable = {(p.prompt, p.chosen): [p.chosen] for p in cover}  # chosen texts any trial can train on
     refinement: dict[str, Any] = {"enabled": False}
     if spec.refinement.enabled:
-        cover = sorted({(p.prompt, p.chosen) for p in covering_pairs(spec, samples, prompts, params.alpha)})
-        candidates = compute_candidates(
+        traces = sorted(reachable)
+        found = compute_candidates(
             model_path,
             backend,
-            cover,
+            traces,
             spec.refinement,
             ctx.cache,
             trust_remote_code=spec.model.trust_remote_code,
+            dtype=spec.model.dtype,
         )
-        pairs, refinement = refine_pairs(pairs, dict(zip(cover, candidates, strict=True)), params.epsilon)
+        candidates = dict(zip(traces, found, strict=True))
+        pairs, refinement = refine_pairs(pairs, candidates, params.epsilon)
+        low, high = _bounds(spec.study.search.get("epsilon"), params.epsilon)
+        reachable = {t: reachable_refinements(c, low, high) for t, c in candidates.items()}
 
-    # 4. LoRA DPO-L + SFT: λ, η (reference log-probs cached per pair)
+    # 4. LoRA DPO-L + SFT: λ, η. Reference log-probs are cached per sequence; the first trial of a sweep
+    # computes them for every sequence any trial can train on, so later trials make no reference pass.
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    model_options = {"trust_remote_code": spec.model.trust_remote_code, "dtype": spec.model.dtype}
+    ref_covered = cache_reference_logps(
+        model_path,
+        reference_cover(cover, reachable, samples),
+        spec.training,
+        ctx.cache,
+        ctx.out_dir,
+        **model_options,
+    )
     trained = train_lora(
         model_path,
         pairs,
@@ -98,7 +114,7 @@ def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult
         ctx.out_dir,
         ctx.cache,
         on_log=ctx.on_log,
-        trust_remote_code=spec.model.trust_remote_code,
+        **model_options,
     )
 
     # 5. evaluation of model + adapter vs the baseline
@@ -133,6 +149,7 @@ def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult
                 "final_loss": trained.final_loss,
                 "mean_loss": trained.mean_loss,
                 "ref_logps_computed": trained.n_ref_computed,
+                "ref_logps_computed_ahead": ref_covered,
             },
             "cache": {stage: dict(c) for stage, c in ctx.cache.stage_stats.items()},
         },
@@ -152,7 +169,7 @@ def covering_pairs(
     candidates at its own ε and never generates new ones.
     """
     search = spec.study.search
-    bound = _upper(search.get("alpha"), alpha)
+    bound = _bounds(search.get("alpha"), alpha)[1]
     variants = {spec.selection.variant}
     entry = search.get("selection_variant")
     if isinstance(entry, Categorical):
@@ -168,14 +185,39 @@ def covering_pairs(
     ]
 
 
-def _upper(entry: Any, alpha: float) -> float:
+def _bounds(entry: Any, value: float) -> tuple[float, float]:
+    """The smallest and largest value a search-space entry (range, choices or fixed) and `value` span."""
     if isinstance(entry, FloatRange):
-        return max(alpha, entry.high)
-    if isinstance(entry, Categorical):
-        return max([alpha, *(float(c) for c in entry.choices)])
-    if isinstance(entry, int | float):
-        return max(alpha, float(entry))
-    return alpha
+        values = [entry.low, entry.high]
+    elif isinstance(entry, Categorical):
+        values = [float(c) for c in entry.choices]
+    elif isinstance(entry, int | float):
+        values = [float(entry)]
+    else:
+        values = []
+    return min([value, *values]), max([value, *values])
+
+
+def reference_cover(
+    cover: Sequence[Pair], reachable: dict[tuple[str, str], list[str]], samples: dict[str, list[Response]]
+) -> list[Pair]:
+    """Pairs that hold every sequence a trial of the study can train on, for the reference pass.
+
+    Chosen side: each covering positive in every refinement some ε of the study reaches. Rejected side:
+    every sampled response of the covered problems (each selection variant draws its negatives there).
+    The pairing itself is arbitrary: reference log-probs are cached per sequence.
+    """
+    chosen: dict[str, tuple[str, list[str]]] = {}
+    for p in cover:
+        texts = chosen.setdefault(p.problem_id, (p.prompt, []))[1]
+        texts.extend(t for t in reachable[p.prompt, p.chosen] if t not in texts)
+    out = []
+    for problem_id, (prompt, texts) in chosen.items():
+        rejected = [r.text for r in samples[problem_id]]
+        for i in range(max(len(texts), len(rejected))):
+            chosen_text, rejected_text = texts[i % len(texts)], rejected[i % len(rejected)]
+            out.append(Pair(problem_id, prompt, chosen_text, rejected_text, 0, 0))  # lengths unused
+    return out
 
 
 def refine_pairs(

@@ -15,6 +15,7 @@ from tsq.refine import (
     StepCandidates,
     TraceCandidates,
     compute_candidates,
+    reachable_refinements,
     refine_trace,
     score_step,
     step_candidates,
@@ -96,6 +97,25 @@ def test_refine_trace_threshold_semantics() -> None:
     assert mid.tokens_after == (7, 7, 3)
     assert refine_trace(cands, 0.05).tokens_after == (7, 7, 3)  # KL 0.05 is not below ε = 0.05
     assert TraceCandidates.from_json(cands.to_json()) == cands
+
+
+def test_reachable_refinements_lists_every_text_some_epsilon_gives() -> None:
+    cands = _hand_trace()
+    original = "now we work out b : b is 9 - 4 , which gives 5\n\nc = 5 + 1 = 6\n\nanswer : 6"
+    b_from = "b = 5 from 9 - 4\n\nc = 5 + 1 = 6\n\nanswer : 6"
+    # KL 0.001 and 0.003 both pass inside [1e-4, 0.01); the 0.003 candidate never wins (same length)
+    assert reachable_refinements(cands, 1e-4, 0.01) == [original, b_from]
+    # ε = high itself is in range, but "KL < ε" keeps a candidate with KL = 0.05 out at high = 0.05
+    assert reachable_refinements(cands, 1e-4, 0.05) == [original, b_from]
+    assert reachable_refinements(cands, 1e-4, 1.0) == [
+        original,
+        b_from,
+        "b = 5 from 9 - 4\n\nc = 6\n\nanswer : 6",
+        "b is 5\n\nc = 6\n\nanswer : 6",
+    ]
+    assert reachable_refinements(cands, 0.06, 0.1) == ["b = 5 from 9 - 4\n\nc = 6\n\nanswer : 6"]
+    for eps in (1e-4, 0.002, 0.004, 0.06, 0.3, 1.0):
+        assert refine_trace(cands, eps).text in reachable_refinements(cands, 1e-4, 1.0)
 
 
 def test_refine_trace_keeps_head_and_tail() -> None:

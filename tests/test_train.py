@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from tsq.train import (
     RefLogpsStore,
     TokenSqueezeDPOConfig,
     TokenSqueezeDPOTrainer,
+    cache_reference_logps,
     strip_duplicate_bos,
     train_lora,
     trl_losses,
@@ -278,7 +280,8 @@ def test_train_lora_writes_an_adapter_and_caches_reference_logps(
     assert all("loss" in h and "rewards/margins" in h and "dpo_l_loss" in h for h in first.history)
     assert logs[: len(first.history)] == first.history
     assert first.final_loss == first.history[-1]["loss"]
-    assert len(list(cache.entries(REF_LOGPS_STAGE))) == 7
+    sequences = {(p.prompt, text) for p in pairs[:-1] for text in (p.chosen, p.rejected)}
+    assert len(list(cache.entries(REF_LOGPS_STAGE))) == len(sequences)  # one entry per sequence
 
     # The adapter is PEFT format, loads onto the base model and changes its outputs
     assert (first.adapter_dir / "adapter_config.json").is_file()
@@ -301,6 +304,19 @@ def test_train_lora_writes_an_adapter_and_caches_reference_logps(
     ref_batches.clear()
     third = train_lora(tiny_model_dir, pairs, SHORT, 2.0, 1.0, tmp_path / "t3", cache)
     assert third.n_ref_computed == 0 and ref_batches == []
+
+
+@pytest.mark.slow
+def test_reference_pass_ahead_serves_any_pairing_of_its_sequences(
+    tiny_model_dir: Path, pairs: list[Pair], tmp_path: Path
+) -> None:
+    cache = Cache(tmp_path / "cache")
+    assert cache_reference_logps(tiny_model_dir, pairs, SHORT, cache, tmp_path / "ahead") == len(pairs)
+    assert cache_reference_logps(tiny_model_dir, pairs, SHORT, cache, tmp_path / "ahead") == 0
+    # the same sequences on the other side of their pairs: cached per sequence, so no reference pass
+    swapped = [replace(p, chosen=p.rejected, rejected=p.chosen) for p in pairs]
+    trained = train_lora(tiny_model_dir, swapped, SHORT, 1.0, 0.5, tmp_path / "t", cache)
+    assert trained.n_ref_computed == 0
 
 
 @pytest.mark.slow

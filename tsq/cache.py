@@ -109,6 +109,19 @@ class Cache:
         self._count(stage, "misses" if payload is None else "hits")
         return None if payload is None else json.loads(payload)
 
+    def get_tensors(self, stage: str, key: str) -> dict[str, torch.Tensor] | None:
+        from safetensors.torch import load as st_load
+
+        payload = self.read_bytes(stage, key)
+        self._count(stage, "misses" if payload is None else "hits")
+        return None if payload is None else st_load(payload)
+
+    def put_tensors(self, stage: str, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        """Write an entry whose miss `get_tensors` counted; concurrent writers write the same value."""
+        from safetensors.torch import save as st_save
+
+        self.write_bytes(stage, key, st_save(_contiguous(tensors)))
+
     def _count(self, stage: str, outcome: str) -> None:
         self.stats[outcome] += 1
         counts = self.stage_stats.setdefault(stage, {"hits": 0, "misses": 0})

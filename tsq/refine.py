@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,10 +215,24 @@ def refine_trace(cands: TraceCandidates, epsilon: float) -> RefinedTrace:
     )
 
 
-def candidates_key(model_fp: str, backend_name: str, prompt: str, trace: str, spec: RefinementSpec) -> str:
+def reachable_refinements(cands: TraceCandidates, low: float, high: float) -> list[str]:
+    """Every distinct refined text `refine_trace` gives for some ε in [low, high], in order of ε.
+
+    The choice changes only where ε passes a candidate's KL (the rule is KL < ε), so ε = low and the
+    smallest ε above each KL in [low, high) reach them all.
+    """
+    kls = sorted({c.kl for s in cands.steps for c in s.candidates if low <= c.kl < high})
+    texts = [refine_trace(cands, e).text for e in (low, *(math.nextafter(k, math.inf) for k in kls))]
+    return list(dict.fromkeys(texts))
+
+
+def candidates_key(
+    model_fp: str, precision: str, backend_name: str, prompt: str, trace: str, spec: RefinementSpec
+) -> str:
     return content_key(
         format=CANDIDATES_FORMAT,
         model=model_fp,
+        precision=precision,  # of the KL scoring pass
         backend=backend_name,
         prompt=prompt,
         trace=trace,
@@ -282,10 +297,10 @@ def _keep(job: _StepJob, completions: Sequence[Any], tokenizer: Any) -> None:
         job.kept.append((text, ids))
 
 
-def _load(model_path: Path, trust_remote_code: bool) -> tuple[torch.nn.Module, Any]:
-    """The scoring model (eval mode, on the default device, dtype "auto") and its tokenizer."""
+def _load(model_path: Path, trust_remote_code: bool, dtype: str) -> tuple[torch.nn.Module, Any]:
+    """The scoring model (eval mode, on the default device) and its tokenizer."""
     device = pick_device()
-    model = load_causal_lm(model_path, dtype=pick_dtype("auto", device), trust_remote_code=trust_remote_code)
+    model = load_causal_lm(model_path, dtype=pick_dtype(dtype, device), trust_remote_code=trust_remote_code)
     return model.to(device).eval(), load_tokenizer(model_path, trust_remote_code=trust_remote_code)
 
 
@@ -299,6 +314,7 @@ def compute_candidates(
     model: torch.nn.Module | None = None,
     tokenizer: Any = None,
     trust_remote_code: bool = False,
+    dtype: str = "auto",
 ) -> list[TraceCandidates]:
     """Scored candidates for many (prompt, trace) pairs; cached per trace, computed in batches.
 
@@ -307,7 +323,8 @@ def compute_candidates(
     """
     model_path = Path(model_path)
     fingerprint = model_fingerprint(model_path)
-    keys = [candidates_key(fingerprint, backend.name, p, t, spec) for p, t in traces]
+    precision = str(pick_dtype(dtype, pick_device()))
+    keys = [candidates_key(fingerprint, precision, backend.name, p, t, spec) for p, t in traces]
     found = [cache.get_json(CACHE_STAGE, key) for key in keys]
     results: list[TraceCandidates | None] = [
         None if f is None else TraceCandidates.from_json(f) for f in found
@@ -317,7 +334,7 @@ def compute_candidates(
         return [r for r in results if r is not None]
 
     if model is None or tokenizer is None:
-        model, tokenizer = _load(model_path, trust_remote_code)
+        model, tokenizer = _load(model_path, trust_remote_code, dtype)
     planned: dict[int, TraceCandidates] = {}
     jobs: list[_StepJob] = []
     for i in missing:

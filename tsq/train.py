@@ -8,10 +8,11 @@ batch, weighted by `loss_weights`). `TokenSqueezeDPOTrainer` adds two narrow pie
 - the DPO-L term (`tsq.losses.dpo_l_loss`) for the `dpo-l+sft` variant. TRL's loss loop has no hook for a
   per-pair margin, so the trainer lets TRL compute its loss with only the SFT term and reads the policy's
   per-token log-probs from the same forward pass (a forward hook: no second pass), then adds DPO-L;
-- reference log-probs cached per pair in `tsq.cache.Cache` (stage `ref_logps`), keyed by the model's
-  fingerprint, the pair's token ids (so the texts and the tokenizer), `max_length` and the precision, in
-  place of TRL's own per-dataset cache file, so a later trial whose pairs overlap with earlier ones runs
-  the reference model only on its new pairs (the base model, adapter disabled, is the reference).
+- reference log-probs cached per sequence (prompt + completion) in `tsq.cache.Cache` (stage `ref_logps`),
+  keyed by the model's fingerprint, the token ids (so the texts and the tokenizer), `max_length` and the
+  precision, in place of TRL's own per-dataset cache file. `cache_reference_logps` runs that pass ahead
+  for every sequence a study's trials can train on, so a later trial runs no reference model at all
+  (the base model, adapter disabled, is the reference).
 
 Loss variants (`training.loss`): `dpo` = sigmoid DPO; `sft` = SFT alone (weight 1); `dpo+sft` = sigmoid DPO
 + η·SFT; `dpo-l+sft` = DPO-L(λ) + η·SFT. λ only acts in `dpo-l+sft`, η in the two `+sft` variants.
@@ -31,7 +32,6 @@ import datasets
 import torch
 from datasets import Dataset
 from peft import LoraConfig
-from safetensors.torch import load as st_load
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, ProgressCallback, TrainerCallback
@@ -46,7 +46,9 @@ from tsq.select import Pair
 from tsq.spec import TrainingSpec
 
 REF_LOGPS_STAGE = "ref_logps"
+REF_LOGPS_FORMAT = 2  # 2: one entry per sequence (1 was per pair)
 LOSS_VARIANTS = ("dpo", "sft", "dpo+sft", "dpo-l+sft")
+SIDES = ("chosen_ids", "rejected_ids")
 
 
 def trl_losses(variant: str, sft_weight: float) -> tuple[list[str], list[float]]:
@@ -90,31 +92,33 @@ class TokenSqueezeDPOConfig(DPOConfig):
 
 @dataclass(frozen=True)
 class RefLogpsStore:
-    """Where reference log-probs live: `cache` stage `ref_logps`, one entry per pair and reference model."""
+    """Where reference log-probs live: `cache` stage `ref_logps`, one entry per prompt + completion.
+
+    Per sequence, not per pair: a response keeps its entry whatever it is paired with, so the covering
+    pass of `cache_reference_logps` serves every later trial's pairs.
+    """
 
     cache: Cache
     model_fingerprint: str
 
-    def key(self, example: dict[str, Any], max_length: int | None, precision: str) -> str:
+    def key(
+        self, prompt_ids: list[int], completion_ids: list[int], max_length: int | None, precision: str
+    ) -> str:
         return content_key(
+            format=REF_LOGPS_FORMAT,
             model=self.model_fingerprint,
             precision=precision,
-            prompt_ids=example["prompt_ids"],
-            chosen_ids=example["chosen_ids"],
-            rejected_ids=example["rejected_ids"],
+            prompt_ids=prompt_ids,
+            completion_ids=completion_ids,
             max_length=max_length,
         )
 
-    def get(self, key: str) -> tuple[float, float] | None:
-        payload = self.cache.read_bytes(REF_LOGPS_STAGE, key)
-        if payload is None:
-            return None
-        tensors = st_load(payload)
-        return tensors["chosen"].item(), tensors["rejected"].item()
+    def get(self, key: str) -> float | None:
+        found = self.cache.get_tensors(REF_LOGPS_STAGE, key)
+        return None if found is None else found["logp"].item()
 
-    def put(self, key: str, chosen: float, rejected: float) -> None:
-        value = {"chosen": torch.tensor([chosen]), "rejected": torch.tensor([rejected])}
-        self.cache.get_or_compute_tensors(REF_LOGPS_STAGE, key, lambda: value)
+    def put(self, key: str, logp: float) -> None:
+        self.cache.put_tensors(REF_LOGPS_STAGE, key, {"logp": torch.tensor([logp])})
 
 
 class TokenSqueezeDPOTrainer(DPOTrainer):
@@ -136,9 +140,12 @@ class TokenSqueezeDPOTrainer(DPOTrainer):
         ids = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
         # The reference pass runs in the model's dtype under the trainer's autocast: both change the values
         precision = f"{self.model.dtype}/bf16={self.args.bf16}/fp16={self.args.fp16}"
-        keys = [store.key(example, self.args.max_length, precision) for example in ids]
-        values = [store.get(key) for key in keys]
-        missing = [i for i, value in enumerate(values) if value is None]
+        keys = [
+            tuple(store.key(ex["prompt_ids"], ex[side], self.args.max_length, precision) for side in SIDES)
+            for ex in ids
+        ]
+        values = [tuple(store.get(key) for key in pair) for pair in keys]
+        missing = [i for i, pair in enumerate(values) if None in pair]
         if missing:
             loader = DataLoader(
                 ids.select(missing), batch_size=batch_size, collate_fn=self.data_collator, shuffle=False
@@ -151,12 +158,13 @@ class TokenSqueezeDPOTrainer(DPOTrainer):
                 computed.extend(
                     zip(chosen.float().cpu().tolist(), rejected.float().cpu().tolist(), strict=True)
                 )
-            for i, (chosen, rejected) in zip(missing, computed, strict=True):
-                store.put(keys[i], chosen, rejected)
-                values[i] = (chosen, rejected)
+            for i, pair in zip(missing, computed, strict=True):
+                for key, value in zip(keys[i], pair, strict=True):
+                    store.put(key, value)
+                values[i] = pair
             self.n_ref_computed += len(missing)
-        dataset = dataset.add_column("ref_chosen_logps", [v[0] for v in values])  # type: ignore[index]
-        return dataset.add_column("ref_rejected_logps", [v[1] for v in values])  # type: ignore[index]
+        dataset = dataset.add_column("ref_chosen_logps", [v[0] for v in values])
+        return dataset.add_column("ref_rejected_logps", [v[1] for v in values])
 
     def _compute_loss(self, model, inputs, return_outputs):
         if self.args.loss_variant != "dpo-l+sft":
@@ -248,13 +256,75 @@ def train_lora(
     *,
     on_log: Callable[[dict], None] | None = None,
     trust_remote_code: bool = False,
+    dtype: str = "auto",
 ) -> TrainResult:
     """Train a LoRA adapter on `pairs` with the `training.loss` variant; it is saved to out_dir/adapter."""
     if not pairs:
         raise TrialFailed("no preference pairs to train on")
-    model_path, out_dir = Path(model_path), Path(out_dir)
+    out_dir = Path(out_dir)
+    relay = _LogRelay(on_log)
+    trainer = _trainer(
+        model_path, pairs, training, lam, eta, out_dir, cache, [relay], trust_remote_code, dtype
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_QuietProgress())
+    n_pairs = len(trainer.train_dataset)
+    if n_pairs == 0:
+        raise TrialFailed(f"every pair's prompt fills training.max_length={training.max_length}")
+    output = trainer.train()
+    adapter_dir = out_dir / "adapter"
+    trainer.model.save_pretrained(adapter_dir)
+    losses = [entry["loss"] for entry in relay.history]
+    return TrainResult(
+        adapter_dir=adapter_dir,
+        final_loss=losses[-1] if losses else math.nan,
+        mean_loss=output.training_loss,
+        history=relay.history,
+        n_pairs=n_pairs,
+        n_steps=output.global_step,
+        n_ref_computed=trainer.n_ref_computed,
+    )
+
+
+def cache_reference_logps(
+    model_path: Path,
+    pairs: Sequence[Pair],
+    training: TrainingSpec,
+    cache: Cache,
+    work_dir: Path,
+    *,
+    trust_remote_code: bool = False,
+    dtype: str = "auto",
+) -> int:
+    """Run the reference pass for every sequence of `pairs` not yet cached, without training.
+
+    A sweep calls this once with pairs that cover every chosen and rejected response a later trial can
+    train on, so that trial reads all its reference log-probs from the cache. Returns the pairs computed.
+    """
+    if not pairs:
+        return 0
+    trainer = _trainer(
+        model_path, pairs, training, 0.0, 0.0, Path(work_dir), cache, [], trust_remote_code, dtype
+    )
+    return trainer.n_ref_computed
+
+
+def _trainer(
+    model_path: Path,
+    pairs: Sequence[Pair],
+    training: TrainingSpec,
+    lam: float,
+    eta: float,
+    out_dir: Path,
+    cache: Cache,
+    callbacks: list[TrainerCallback],
+    trust_remote_code: bool,
+    dtype_name: str,
+) -> TokenSqueezeDPOTrainer:
+    """The trainer for `pairs`; building it runs the reference pass (cached per sequence)."""
+    model_path = Path(model_path)
     # float32 on CPU, bf16 (fp16 on older GPUs) weights with matching autocast on a GPU
-    dtype = pick_dtype("auto", pick_device())
+    dtype = pick_dtype(dtype_name, pick_device())
     tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     model = load_causal_lm(model_path, dtype=dtype, trust_remote_code=trust_remote_code)
     dataset = Dataset.from_list(
@@ -288,7 +358,6 @@ def train_lora(
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    relay = _LogRelay(on_log)
     peft_config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -300,36 +369,18 @@ def train_lora(
     bars_were_off = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
     try:
-        trainer = TokenSqueezeDPOTrainer(
+        return TokenSqueezeDPOTrainer(
             model=model,
             args=args,
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=peft_config,
-            callbacks=[relay],
+            callbacks=callbacks,
             ref_logps_store=RefLogpsStore(cache, model_fingerprint(model_path)),
         )
     finally:
         if not bars_were_off:
             datasets.enable_progress_bars()
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(_QuietProgress())
-    n_pairs = len(trainer.train_dataset)
-    if n_pairs == 0:
-        raise TrialFailed(f"every pair's prompt fills training.max_length={training.max_length}")
-    output = trainer.train()
-    adapter_dir = out_dir / "adapter"
-    trainer.model.save_pretrained(adapter_dir)
-    losses = [entry["loss"] for entry in relay.history]
-    return TrainResult(
-        adapter_dir=adapter_dir,
-        final_loss=losses[-1] if losses else math.nan,
-        mean_loss=output.training_loss,
-        history=relay.history,
-        n_pairs=n_pairs,
-        n_steps=output.global_step,
-        n_ref_computed=trainer.n_ref_computed,
-    )
 
 
 def strip_duplicate_bos(prompt: str, tokenizer: PreTrainedTokenizerBase) -> str:
