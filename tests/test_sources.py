@@ -44,6 +44,15 @@ def test_math500_schema() -> None:
     assert p.question == f"Simplify $\\sqrt{{8}}$.\n\n{MATH_INSTRUCTION}"
 
 
+@pytest.mark.parametrize(
+    ("instruction", "expected"), [("", ""), ("Answer in \\boxed{}.", "\n\nAnswer in \\boxed{}.")]
+)
+def test_data_instruction_replaces_or_drops_the_default(instruction: str, expected: str) -> None:
+    data = spec(FIXTURES / "math500.jsonl", eval={"ids": ["test/algebra/5.json"]}, instruction=instruction)
+    (p,) = hf_problem_set(data, "eval").problems
+    assert p.question == "Simplify $\\sqrt{8}$." + expected
+
+
 def test_math_train_schema_takes_answer_from_solution_and_level_string() -> None:
     data = spec(FIXTURES / "math_train.json", eval={"ids": ["math_train-0"]}, train={"n": None})
     train = hf_problem_set(data, "train")

@@ -42,6 +42,9 @@ class DataSpec(_Section):
     source: str = "tiny"  # "tiny", an HF hub id, or a local .json/.jsonl/.parquet file
     format: Literal["auto", "tiny", "math500", "gsm8k", "aime"] = "auto"
     config: str | None = None  # HF dataset config name (e.g. "main" for openai/gsm8k)
+    # HF sources: text appended to each question after a blank line. None = DeepSeek's recommended math
+    # instruction (reason step by step, answer in \boxed{}: what the grader reads); "" = the question alone.
+    instruction: str | None = None
     train: SplitSpec = SplitSpec(n=400)
     eval: SplitSpec = SplitSpec(n=100)
     seed: int = 0

@@ -144,7 +144,9 @@ def gsm8k_reference(answer: str) -> str:
     return final.strip().replace(",", "")
 
 
-def record_to_problem(record: Mapping[str, Any], fmt: SourceFormat, fallback_id: str) -> Problem:
+def record_to_problem(
+    record: Mapping[str, Any], fmt: SourceFormat, fallback_id: str, instruction: str = MATH_INSTRUCTION
+) -> Problem:
     cols = _columns(record)
 
     def get(name: str) -> Any:
@@ -165,19 +167,24 @@ def record_to_problem(record: Mapping[str, Any], fmt: SourceFormat, fallback_id:
     level = get("level") if get("level") is not None else get("difficulty")
     return Problem(
         id=str(raw_id) if raw_id is not None else fallback_id,
-        question=f"{str(question).strip()}\n\n{MATH_INSTRUCTION}",
+        question=f"{str(question).strip()}\n\n{instruction}" if instruction else str(question).strip(),
         answer=str(answer).strip(),
         difficulty=difficulty_of(level),
     )
 
 
 def records_to_problems(
-    records: list[dict[str, Any]], fmt: SourceFormat | Literal["auto"], id_prefix: str
+    records: list[dict[str, Any]],
+    fmt: SourceFormat | Literal["auto"],
+    id_prefix: str,
+    instruction: str = MATH_INSTRUCTION,
 ) -> list[Problem]:
     if not records:
         raise UserError(f"data.source: {id_prefix} has no records")
     resolved: SourceFormat = detect_format(list(records[0])) if fmt == "auto" else fmt
-    problems = [record_to_problem(r, resolved, f"{id_prefix}-{i}") for i, r in enumerate(records)]
+    problems = [
+        record_to_problem(r, resolved, f"{id_prefix}-{i}", instruction) for i, r in enumerate(records)
+    ]
     duplicates = [pid for pid, count in Counter(p.id for p in problems).items() if count > 1]
     if duplicates:
         raise UserError(f"data.source: {id_prefix} has duplicate problem ids {sorted(duplicates)[:5]}")
@@ -213,7 +220,10 @@ def hf_problem_set(data: DataSpec, role: Role) -> ProblemSet:
         raise UserError("data.format: 'tiny' needs data.source: tiny")
     ref = resolve_split(data, role)
     problems = records_to_problems(
-        load_records(ref), data.format, Path(ref.path).stem if ref.local else ref.split
+        load_records(ref),
+        data.format,
+        Path(ref.path).stem if ref.local else ref.split,
+        MATH_INSTRUCTION if data.instruction is None else data.instruction,
     )
     exclude: frozenset[str] = frozenset()
     if role == "train" and resolve_split(data, "eval") == ref:
