@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -28,15 +29,8 @@ FUTURE = (
 )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="test", choices=["test", "default"])
-    parser.add_argument("--k", type=int, default=64, help="candidates sampled for the step")
-    parser.add_argument("--window", type=int, default=32, help="KL window L in tokens")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
-    args = parser.parse_args()
-
-    path = build_tiny(args.variant)
+def kl_scoring(path: Path, k: int = 64, window: int = 32, repeats: int = 3) -> dict[str, float]:
+    """Best-of-`repeats` seconds of batched and one-at-a-time scoring of K rewrites, and their max KL gap."""
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     question = ChainProblem(start=9, updates=(("-", 4), ("+", 1))).question()
@@ -45,7 +39,7 @@ def main() -> None:
     )
     context_text = prompt + "first we have a = 9 , and we want c \n\n "
 
-    settings = SamplingSettings(n=args.k, temperature=1.0, max_new_tokens=32, seed=0, stop=("\n\n",))
+    settings = SamplingSettings(n=k, temperature=1.0, max_new_tokens=32, seed=0, stop=("\n\n",))
     completions = HFBackend(path, progress=False).generate([context_text], settings)[0]
 
     def enc(text: str) -> list[int]:
@@ -53,11 +47,11 @@ def main() -> None:
 
     # every sampled rewrite (duplicates included, so the batch is K rows as in the worst case)
     candidates = [enc(c.text.split("\n\n")[0]) or enc(STEP) for c in completions]
-    common = (model, enc(context_text), enc(STEP), candidates, enc("\n\n"), enc(FUTURE), args.window)
+    common = (model, enc(context_text), enc(STEP), candidates, enc("\n\n"), enc(FUTURE), window)
 
     def timed(batch_size: int) -> tuple[float, list[float]]:
         best, scores = float("inf"), []
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             start = time.perf_counter()
             scores = score_step(*common, batch_size=batch_size)
             best = min(best, time.perf_counter() - start)
@@ -65,15 +59,33 @@ def main() -> None:
 
     t_batched, batched = timed(len(candidates))
     t_single, single = timed(1)
-    diff = max(abs(a - b) for a, b in zip(batched, single, strict=True))
-    lengths = sorted(len(c) for c in candidates)
-    print(f"model tiny-{args.variant}, torch threads {torch.get_num_threads()}, window {args.window}")
-    print(
-        f"candidates {len(candidates)} (step tokens {lengths[0]}..{lengths[-1]}, original {len(enc(STEP))})"
+    return {
+        "candidates": len(candidates),
+        "batched_s": t_batched,
+        "single_s": t_single,
+        "max_kl_diff": max(abs(a - b) for a, b in zip(batched, single, strict=True)),
+    }
+
+
+def report(r: dict[str, float], window: int) -> str:
+    n = int(r["candidates"])
+    return (
+        f"KL scoring of {n} rewrites (window {window}, torch threads {torch.get_num_threads()}): "
+        f"batched {r['batched_s'] * 1000:.1f} ms | one at a time ({n + 1} forwards) "
+        f"{r['single_s'] * 1000:.1f} ms | {r['single_s'] / r['batched_s']:.1f}x; "
+        f"max |KL batched - KL single| = {r['max_kl_diff']:.2e}"
     )
-    print(f"batched (1 forward for the original + 1 for {len(candidates)} rows): {t_batched * 1000:8.1f} ms")
-    print(f"one at a time ({len(candidates) + 1} forwards):                {t_single * 1000:8.1f} ms")
-    print(f"speed-up {t_single / t_batched:.1f}x; max |KL batched - KL single| = {diff:.2e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="test", choices=["test", "default"])
+    parser.add_argument("--k", type=int, default=64, help="candidates sampled for the step")
+    parser.add_argument("--window", type=int, default=32, help="KL window L in tokens")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
+    args = parser.parse_args()
+    result = kl_scoring(build_tiny(args.variant), args.k, args.window, args.repeats)
+    print(f"model tiny-{args.variant}: " + report(result, args.window))
 
 
 if __name__ == "__main__":

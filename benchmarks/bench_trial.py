@@ -1,4 +1,5 @@
-"""A cold trial (empty cache) vs a warm one (other α, ε, λ, η; every parameter-free stage cached).
+"""A cold trial (empty cache) vs a warm one (other α, ε, λ, η; every parameter-free stage cached), then
+batched vs one-candidate-at-a-time KL scoring of step rewrites on the same model.
 
 Run:  .venv/bin/python benchmarks/bench_trial.py [SPEC]   (default: sweeps/quickstart.yaml)
 Both trials run in one process, one after the other, on the same model, so the ratio is like for like.
@@ -11,6 +12,8 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+
+from bench_refine_kl import kl_scoring, report  # this folder: `python benchmarks/bench_trial.py`
 
 from objectives.tokensqueeze import TrialContext, run_trial
 from tsq.cache import Cache
@@ -44,9 +47,11 @@ def main() -> None:
                   f"log-probs computed: {training['ref_logps_computed_ahead']} ahead, "
                   f"{training['ref_logps_computed']} in training")  # fmt: skip
     cold, warm = timings
+    kl = kl_scoring(resolve_model(spec.model), window=spec.refinement.window)
     print(
         f"\ncold trial {cold:.1f} s | warm trial {warm:.1f} s | cold/warm {cold / warm:.2f}x  ({args.spec})"
     )
+    print(report(kl, spec.refinement.window))
 
 
 if __name__ == "__main__":
