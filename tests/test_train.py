@@ -14,6 +14,7 @@ from tokenizers import processors
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 from trl import DPOConfig, DPOTrainer
 
+from tsq import train as train_module
 from tsq.cache import Cache
 from tsq.data.tiny_world import TraceStyle, generate_trace, random_problem
 from tsq.errors import TrialFailed
@@ -312,7 +313,12 @@ def test_reference_pass_ahead_serves_any_pairing_of_its_sequences(
 ) -> None:
     cache = Cache(tmp_path / "cache")
     assert cache_reference_logps(tiny_model_dir, pairs, SHORT, cache, tmp_path / "ahead") == len(pairs)
-    assert cache_reference_logps(tiny_model_dir, pairs, SHORT, cache, tmp_path / "ahead") == 0
+    # the same cover again is recognised by its content: no model is even loaded
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_module, "_trainer", lambda *a, **k: pytest.fail("built a trainer for a done cover"))
+        assert cache_reference_logps(tiny_model_dir, pairs, SHORT, cache, tmp_path / "ahead") == 0
+    # a cover with one pair less is another cover, but every sequence of it is cached
+    assert cache_reference_logps(tiny_model_dir, pairs[:-1], SHORT, cache, tmp_path / "ahead") == 0
     # the same sequences on the other side of their pairs: cached per sequence, so no reference pass
     swapped = [replace(p, chosen=p.rejected, rejected=p.chosen) for p in pairs]
     trained = train_lora(tiny_model_dir, swapped, SHORT, 1.0, 0.5, tmp_path / "t", cache)

@@ -47,6 +47,7 @@ from tsq.spec import TrainingSpec
 
 REF_LOGPS_STAGE = "ref_logps"
 REF_LOGPS_FORMAT = 2  # 2: one entry per sequence (1 was per pair)
+REF_COVER_STAGE = "ref_cover"  # markers of covering reference passes already run (`cache_reference_logps`)
 LOSS_VARIANTS = ("dpo", "sft", "dpo+sft", "dpo-l+sft")
 SIDES = ("chosen_ids", "rejected_ids")
 
@@ -300,12 +301,23 @@ def cache_reference_logps(
 
     A sweep calls this once with pairs that cover every chosen and rejected response a later trial can
     train on, so that trial reads all its reference log-probs from the cache. Returns the pairs computed.
+    A cover done before is recorded by its content, so repeating it loads no model.
     """
     if not pairs:
+        return 0
+    done_key = content_key(
+        format=REF_LOGPS_FORMAT,
+        model=model_fingerprint(model_path),
+        dtype=str(pick_dtype(dtype, pick_device())),
+        max_length=training.max_length,
+        sequences=sorted({(p.prompt, text) for p in pairs for text in (p.chosen, p.rejected)}),
+    )
+    if cache.get_json(REF_COVER_STAGE, done_key) is not None:
         return 0
     trainer = _trainer(
         model_path, pairs, training, 0.0, 0.0, Path(work_dir), cache, [], trust_remote_code, dtype
     )
+    cache.get_or_compute_json(REF_COVER_STAGE, done_key, lambda: {"pairs": len(pairs)})
     return trainer.n_ref_computed
 
 
