@@ -205,7 +205,8 @@ def reference_cover(
 
     Chosen side: each covering positive in every refinement some ε of the study reaches. Rejected side:
     every sampled response of the covered problems (each selection variant draws its negatives there).
-    The pairing itself is arbitrary: reference log-probs are cached per sequence.
+    Reference log-probs are cached per sequence, so the pairing is arbitrary: each distinct sequence is
+    put in one pair, two to a pair.
     """
     chosen: dict[str, tuple[str, list[str]]] = {}
     for p in cover:
@@ -213,10 +214,10 @@ def reference_cover(
         texts.extend(t for t in reachable[p.prompt, p.chosen] if t not in texts)
     out = []
     for problem_id, (prompt, texts) in chosen.items():
-        rejected = [r.text for r in samples[problem_id]]
-        for i in range(max(len(texts), len(rejected))):
-            chosen_text, rejected_text = texts[i % len(texts)], rejected[i % len(rejected)]
-            out.append(Pair(problem_id, prompt, chosen_text, rejected_text, 0, 0))  # lengths unused
+        sequences = list(dict.fromkeys([*texts, *(r.text for r in samples[problem_id])]))
+        for i in range(0, len(sequences), 2):
+            second = sequences[i + 1] if i + 1 < len(sequences) else sequences[0]
+            out.append(Pair(problem_id, prompt, sequences[i], second, 0, 0))  # lengths unused
     return out
 
 

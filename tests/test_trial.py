@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from objectives.tokensqueeze import TrialContext, run_trial
+from objectives.tokensqueeze import TrialContext, reference_cover, run_trial
 from tsq.cache import Cache
+from tsq.data.traces import Response
+from tsq.select import Pair
 from tsq.spec import TrialParams, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,3 +72,19 @@ def test_trial_cli_then_warm_trial_reuses_caches(smoke_spec: Path, tmp_path: Pat
     )
     assert third.stats["training"]["ref_logps_computed"] == 0
     assert third.stats["cache"]["candidates"]["misses"] == 0
+
+
+def test_reference_cover_holds_each_sequence_once() -> None:
+    def r(text: str, correct: bool) -> Response:
+        return Response(text=text, n_tokens=len(text.split()), correct=correct, finish_reason="stop")
+
+    samples = {"p1": [r("short", True), r("long one", True), r("wrong x y", False)], "p2": [r("a b", True)]}
+    cover = [Pair("p1", "P1", "short", "wrong x y", 1, 3), Pair("p2", "P2", "a b", "a b", 2, 2)]
+    reachable = {("P1", "short"): ["short", "sh"], ("P2", "a b"): ["a b"]}
+    pairs = reference_cover(cover, reachable, samples)
+    sides = {prompt: [] for prompt in ("P1", "P2")}
+    for p in pairs:
+        sides[p.prompt] += [p.chosen, p.rejected]
+    # P1: the original, its refinement "sh", then every other response; P2's lone sequence pairs with itself
+    assert sides["P1"] == ["short", "sh", "long one", "wrong x y"]
+    assert sides["P2"] == ["a b", "a b"]

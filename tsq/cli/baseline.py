@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from tsq.cache import Cache, cache_dir_of
+from tsq.cli.console import make_console
 from tsq.spec import Spec, load_spec
 
 
@@ -22,7 +22,7 @@ def baseline(
 
     loaded = load_spec(spec)
     result = run_baseline(loaded, cache_for(loaded))
-    console = Console()
+    console = make_console()
     console.print(metrics_table(result.summary, title=f"baseline · {loaded.name} · {loaded.model.path}"))
     console.print(f"CV of Len-A: {result.summary['len_cv']:.3f}")
     if json_out is not None:

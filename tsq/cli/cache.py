@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from tsq.cache import Cache
+from tsq.cli.console import make_console
 from tsq.paths import default_cache_dir
 
 app = typer.Typer(help="Inspect or clear the stage cache (samples, step candidates, reference log-probs).")
@@ -44,7 +44,7 @@ def ls(stage: str | None = _STAGE, cache_dir: Path | None = _CACHE_DIR) -> None:
             end_section=True,
         )
     if totals:
-        Console().print(table)
+        make_console().print(table)
     else:
         typer.echo(f"cache {cache.root}: empty")
 

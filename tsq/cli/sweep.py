@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import optuna
 import typer
 from optuna.trial import FrozenTrial, TrialState
-from rich.console import Console
 from rich.table import Table
 
+from tsq.cli.console import make_console
 from tsq.spec import load_spec
 from tsq.study.storage import load_study, scrub_argv
 from tsq.tracking import TrackerKind
@@ -126,7 +126,7 @@ def _trial_table(title: str, trials: list[FrozenTrial], study: optuna.Study, sho
 def _print_status(study: optuna.Study) -> None:
     from tsq.report.pareto import pareto_trials, study_hypervolume
 
-    console = Console()
+    console = make_console()
     trials = study.get_trials(deepcopy=False)
     console.print(_trial_table(f"study {study.study_name}", trials, study, show_error=True))
     counts = {
@@ -153,6 +153,6 @@ def best(study: StudyOpt = None, storage: StorageOpt = None) -> None:
 
     scrub_argv(sys.argv)
     loaded = load_study(storage, study)
-    Console().print(
+    make_console().print(
         _trial_table(f"Pareto trials of {loaded.study_name}", pareto_trials(loaded), loaded, False)
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from tsq.cli.baseline import cache_for
+from tsq.cli.console import make_console
 from tsq.spec import TrialParams, load_spec
 
 app = typer.Typer(help="Run one TokenSqueeze trial without a study.", no_args_is_help=True)
@@ -37,7 +37,7 @@ def run(
         {**loaded.params.model_dump(by_alias=True), **{k: v for k, v in given.items() if v is not None}}
     )
     result = run_trial(loaded, params, TrialContext(cache=cache_for(loaded), out_dir=out))
-    console = Console()
+    console = make_console()
     console.print(comparison_table(result.baseline, result.metrics, result.params))
     m, r = result.metrics, result.stats
     console.print(
