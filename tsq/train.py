@@ -23,6 +23,7 @@ truncated by `max_length` counts only its kept tokens).
 from __future__ import annotations
 
 import gc
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -318,7 +319,7 @@ def cache_reference_logps(
     trainer = _trainer(
         model_path, pairs, training, 0.0, 0.0, Path(work_dir), cache, [], trust_remote_code, dtype
     )
-    cache.get_or_compute_json(REF_COVER_STAGE, done_key, lambda: {"pairs": len(pairs)})
+    cache.write_bytes(REF_COVER_STAGE, done_key, json.dumps({"pairs": len(pairs)}).encode())
     computed = trainer.n_ref_computed
     # The trainer holds a copy of the model, possibly inside reference cycles: free it now, not at some
     # later collection, before training loads the next copy (on one GPU, two 7B copies may not fit).
