@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from pg import PASSWORD, PgServer, postgres_server  # noqa: F401  (session fixture)
 
 from tsq.errors import UserError
+from tsq.study.space import HeartbeatSpec
 from tsq.study.storage import load_study, mask_url, open_storage, parse_storage_url, scrub_argv
 
 
@@ -70,6 +73,26 @@ def test_journal_storage_holds_a_study(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="j", storage=open_storage(storage))
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     assert len(load_study(str(tmp_path / "j.log"), None).trials) == 2
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_still_goes_stale(tmp_path: Path) -> None:
+    heartbeat = HeartbeatSpec(interval=1, grace_period=1, max_retry=1)
+    storage = open_storage(parse_storage_url(f"sqlite:///{tmp_path / 'h.db'}"), heartbeat)
+    study = optuna.create_study(study_name="h", storage=storage)
+    study.enqueue_trial({"x": 0.5})
+    # `ask` without `optimize`: RUNNING trials whose heartbeat thread never started, as when a worker is
+    # killed while Optuna samples the parameters (one taken from the queue, one created fresh)
+    study.ask()
+    study.ask()
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [
+        TrialState.FAIL,
+        TrialState.FAIL,
+        TrialState.WAITING,
+        TrialState.WAITING,
+    ]
 
 
 def test_load_study_names_what_exists(tmp_path: Path) -> None:
