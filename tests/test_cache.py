@@ -83,9 +83,9 @@ def test_json_round_trip_computes_once_then_hits(tmp_path: Path) -> None:
 def test_tensor_round_trip_is_safetensors_not_pickle(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     tensors = {"chosen": torch.arange(6, dtype=torch.float32).reshape(2, 3).t(), "ids": torch.tensor([7, 9])}
-    cache.get_or_compute_tensors("ref_logps", KEY, lambda: tensors)
-    loaded = Cache(tmp_path).get_or_compute_tensors("ref_logps", KEY, lambda: pytest.fail("recomputed"))
-    assert set(loaded) == {"chosen", "ids"}
+    cache.put_tensors("ref_logps", KEY, tensors)
+    loaded = Cache(tmp_path).get_tensors("ref_logps", KEY)
+    assert loaded is not None and set(loaded) == {"chosen", "ids"}
     assert torch.equal(loaded["chosen"], tensors["chosen"]) and torch.equal(loaded["ids"], tensors["ids"])
     payload = _entry(cache, stage="ref_logps").read_bytes().split(b"\n", 1)[1]
     header_len = int.from_bytes(payload[:8], "little")  # safetensors: u64 header length, then JSON
@@ -150,12 +150,14 @@ def test_corrupt_json_entry_is_detected_and_recomputed(tmp_path: Path, corrupt: 
 
 
 @pytest.mark.parametrize("corrupt", [_truncate, _flip_payload_byte], ids=["truncated", "bit-flip"])
-def test_corrupt_tensor_entry_is_recomputed(tmp_path: Path, corrupt: Callable) -> None:
-    Cache(tmp_path).get_or_compute_tensors("ref_logps", KEY, lambda: {"x": torch.ones(64)})
+def test_corrupt_tensor_entry_is_a_miss_and_rewritten(tmp_path: Path, corrupt: Callable) -> None:
+    Cache(tmp_path).put_tensors("ref_logps", KEY, {"x": torch.ones(64)})
     corrupt(_entry(Cache(tmp_path), stage="ref_logps"))
     cache = Cache(tmp_path)
-    value = cache.get_or_compute_tensors("ref_logps", KEY, lambda: {"x": torch.zeros(64)})
-    assert torch.equal(value["x"], torch.zeros(64))
+    assert cache.get_tensors("ref_logps", KEY) is None
+    cache.put_tensors("ref_logps", KEY, {"x": torch.zeros(64)})
+    value = Cache(tmp_path).get_tensors("ref_logps", KEY)
+    assert value is not None and torch.equal(value["x"], torch.zeros(64))
     assert cache.stats == {"hits": 0, "misses": 1, "corrupt": 1}
 
 

@@ -96,24 +96,14 @@ class Cache:
         """The JSON value under (stage, key); computed once, under a lock, when missing or corrupt."""
         return self._get_or_compute(stage, key, compute, _json_dumps, json.loads)
 
-    def get_or_compute_tensors(
-        self, stage: str, key: str, compute: Callable[[], dict[str, torch.Tensor]]
-    ) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load as st_load
-        from safetensors.torch import save as st_save
-
-        return self._get_or_compute(stage, key, compute, lambda t: st_save(_contiguous(t)), st_load)
-
     def get_json(self, stage: str, key: str) -> Any | None:
-        payload = self.read_bytes(stage, key)
-        self._count(stage, "misses" if payload is None else "hits")
+        payload = self._read_counted(stage, key)
         return None if payload is None else json.loads(payload)
 
     def get_tensors(self, stage: str, key: str) -> dict[str, torch.Tensor] | None:
         from safetensors.torch import load as st_load
 
-        payload = self.read_bytes(stage, key)
-        self._count(stage, "misses" if payload is None else "hits")
+        payload = self._read_counted(stage, key)
         return None if payload is None else st_load(payload)
 
     def put_tensors(self, stage: str, key: str, tensors: dict[str, torch.Tensor]) -> None:
@@ -121,6 +111,11 @@ class Cache:
         from safetensors.torch import save as st_save
 
         self.write_bytes(stage, key, st_save(_contiguous(tensors)))
+
+    def _read_counted(self, stage: str, key: str) -> bytes | None:
+        payload = self.read_bytes(stage, key)
+        self._count(stage, "misses" if payload is None else "hits")
+        return payload
 
     def _count(self, stage: str, outcome: str) -> None:
         self.stats[outcome] += 1
