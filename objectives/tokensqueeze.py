@@ -9,59 +9,59 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from contextlib import ExitStack, closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tsq.cache import Cache
 from tsq.data.formatting import format_prompt
-from tsq.data.problems import load_problem_set
+from tsq.data.loading import load_problem_set
 from tsq.data.traces import Response
 from tsq.errors import TrialFailed
 from tsq.evaluate import EvalResult, baseline, compare, evaluate
 from tsq.fileio import write_atomic
 from tsq.generation import backend_from_spec
+from tsq.generation.base import Backend
 from tsq.metrics import budget_curve
 from tsq.models import model_fingerprint, resolve_model
+from tsq.program import StudyScope, TrialContext, TrialResult, TrialSeeds
 from tsq.refine import TraceCandidates, compute_candidates, reachable_refinements, refine_trace
 from tsq.sample import sample_responses, sampling_settings
 from tsq.select import Pair, build_pairs
 from tsq.spec import Spec, TrialParams
-from tsq.study.space import Categorical, FloatRange
 from tsq.train import cache_reference_logps, train_lora
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrialContext:
-    cache: Cache
-    out_dir: Path  # the trial writes adapter/ and metrics.json here
-    on_log: Callable[[dict[str, Any]], None] | None = None  # training curves (W&B)
-    trial_number: int | None = None
-
-
-@dataclass
-class TrialResult:
-    params: dict[str, float]
-    metrics: dict[
-        str, Any
-    ]  # accuracy, len_all, len_correct, auc, steps_per_response, tokens_per_step, deltas
-    baseline: dict[str, Any]  # the same keys for the base model
-    budget_curve: list[tuple[int, float]]  # (budget, accuracy within budget) for the trial
-    baseline_budget_curve: list[tuple[int, float]]
-    adapter_dir: Path
-    cache_keys: dict[str, str] = field(default_factory=dict)
-    seeds: dict[str, int] = field(default_factory=dict)
-    stats: dict[str, Any] = field(default_factory=dict)  # pairs, refinement before/after, training
-
-
 def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
-    """Run one trial; raises TrialFailed when it cannot produce a meaningful result."""
-    model_path = resolve_model(spec.model)
-    backend = backend_from_spec(spec, model_path)
+    """Run one trial; raises TrialFailed when it cannot produce a meaningful result.
 
+    Uses the worker's generation backend when the context hands one in, else makes its own and closes it.
+    """
+    spec = with_seeds(spec, ctx.seeds)
+    model_path = resolve_model(spec.model)
+    with ExitStack() as owned:
+        backend = ctx.backend or owned.enter_context(closing(backend_from_spec(spec, model_path)))
+        return _run(spec, params, ctx, model_path, backend)
+
+
+def with_seeds(spec: Spec, seeds: TrialSeeds) -> Spec:
+    """The spec with a replicate's training and evaluation seeds (None keeps the spec's own)."""
+    training = {} if seeds.training is None else {"seed": seeds.training}
+    evaluation = {} if seeds.evaluation is None else {"seed": seeds.evaluation}
+    return spec.model_copy(
+        update={
+            "training": spec.training.model_copy(update=training),
+            "evaluation": spec.evaluation.model_copy(update=evaluation),
+        }
+    )
+
+
+def _run(
+    spec: Spec, params: TrialParams, ctx: TrialContext, model_path: Path, backend: Backend
+) -> TrialResult:
     # 1. self-samples on the train split and the baseline on the eval split (both cached once per sweep)
     train_set = load_problem_set(spec.data, "train")
     prompts = {p.id: format_prompt(backend.tokenizer, p) for p in train_set.problems}
@@ -74,7 +74,7 @@ def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult
         raise TrialFailed(f"selection produced no pairs (alpha={params.alpha}, {spec.selection.variant})")
 
     # 3. KL-constrained step refinement: ε (candidates and their KL are cached per trace)
-    cover = covering_pairs(spec, samples, prompts, params.alpha)
+    cover = covering_pairs(spec, samples, prompts, params.alpha, ctx.scope)
     reachable = {(p.prompt, p.chosen): [p.chosen] for p in cover}  # chosen texts any trial can train on
     refinement: dict[str, Any] = {"enabled": False}
     if spec.refinement.enabled:
@@ -90,7 +90,7 @@ def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult
         )
         candidates = dict(zip(traces, found, strict=True))
         pairs, refinement = refine_pairs(pairs, candidates, params.epsilon)
-        low, high = _bounds(spec.study.search.get("epsilon"), params.epsilon)
+        low, high = ctx.scope.extent("epsilon", params.epsilon)
         reachable = {t: reachable_refinements(c, low, high) for t, c in candidates.items()}
 
     # 4. LoRA DPO-L + SFT: λ, η. Reference log-probs are cached per sequence; the first trial of a sweep
@@ -154,13 +154,13 @@ def run_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult
             "cache": {stage: dict(c) for stage, c in ctx.cache.stage_stats.items()},
         },
     )
-    write_atomic(ctx.out_dir / "metrics.json", json.dumps(trial_to_json(trial), indent=2, default=str))
+    write_atomic(ctx.out_dir / "metrics.json", json.dumps(trial.to_json(), indent=2, default=str))
     log.info("trial done: cache use by stage %s", trial.stats["cache"])
     return trial
 
 
 def covering_pairs(
-    spec: Spec, samples: dict[str, list[Response]], prompts: dict[str, str], alpha: float
+    spec: Spec, samples: dict[str, list[Response]], prompts: dict[str, str], alpha: float, scope: StudyScope
 ) -> list[Pair]:
     """Pairs at the largest α (and every selection variant) the study can propose.
 
@@ -168,14 +168,8 @@ def covering_pairs(
     step candidates computed for these chosen traces serve every later trial: a trial thresholds cached
     candidates at its own ε and never generates new ones.
     """
-    search = spec.study.search
-    bound = _bounds(search.get("alpha"), alpha)[1]
-    variants = {spec.selection.variant}
-    entry = search.get("selection_variant")
-    if isinstance(entry, Categorical):
-        variants |= {str(c) for c in entry.choices}
-    elif isinstance(entry, str):
-        variants.add(entry)
+    bound = scope.extent("alpha", alpha)[1]
+    variants = scope.values("selection_variant", spec.selection.variant)
     return [
         pair
         for variant in sorted(variants)
@@ -183,19 +177,6 @@ def covering_pairs(
             samples, prompts, bound, spec.selection.model_copy(update={"variant": variant})
         )
     ]
-
-
-def _bounds(entry: Any, value: float) -> tuple[float, float]:
-    """The smallest and largest value a search-space entry (range, choices or fixed) and `value` span."""
-    if isinstance(entry, FloatRange):
-        values = [entry.low, entry.high]
-    elif isinstance(entry, Categorical):
-        values = [float(c) for c in entry.choices]
-    elif isinstance(entry, int | float):
-        values = [float(entry)]
-    else:
-        values = []
-    return min([value, *values]), max([value, *values])
 
 
 def reference_cover(
@@ -248,7 +229,3 @@ def refine_pairs(
 def _curve(result: EvalResult, budget: int) -> list[tuple[int, float]]:
     responses = [r for rs in result.responses.values() for r in rs]
     return budget_curve([r.n_tokens for r in responses], [r.correct for r in responses], budget)
-
-
-def trial_to_json(trial: TrialResult) -> dict[str, Any]:
-    return {**asdict(trial), "adapter_dir": str(trial.adapter_dir)}

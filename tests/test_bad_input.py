@@ -272,7 +272,7 @@ def template(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     session's tiny model, which launches check before they touch the storage."""
     from tsq.cache import Cache, content_key
     from tsq.spec import Spec
-    from tsq.study.runner import create_or_load
+    from tsq.study.lifecycle import create_or_load
     from tsq.study.storage import parse_storage_url
 
     home = tmp_path_factory.mktemp("bad_input_home")

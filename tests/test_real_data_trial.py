@@ -25,7 +25,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from objectives.tokensqueeze import TrialContext, run_trial
 from tsq.cache import Cache
 from tsq.data.formatting import format_prompt
-from tsq.data.problems import Problem, load_problem_set
+from tsq.data.loading import load_problem_set
+from tsq.data.problems import Problem
 from tsq.data.reasoning import THINK_CLOSE, THINK_OPEN, grade_completion, prompt_opens_think
 from tsq.data.sources import MATH_INSTRUCTION
 from tsq.data.tiny_world import tiny_problem_set

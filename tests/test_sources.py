@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tsq.data.problems import load_problem_set
+from tsq.data.loading import load_problem_set
 from tsq.data.sources import (
     MATH_INSTRUCTION,
     DataRef,

@@ -8,10 +8,10 @@ import optuna
 import pytest
 
 from tsq.errors import UserError
+from tsq.space import Categorical, FloatRange, IntRange, contains, grid_values
 from tsq.spec import Spec, load_spec
-from tsq.study.params import apply_params
-from tsq.study.runner import build_sampler, default_point
-from tsq.study.space import Categorical, FloatRange, IntRange, contains, grid_values
+from tsq.study.params import apply_params, default_point
+from tsq.study.sampler import build_sampler
 
 
 def _load(tmp_path: Path, text: str) -> Spec:

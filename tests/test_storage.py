@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from pg import PASSWORD, PgServer, postgres_server  # noqa: F401  (session fixture)
 
 from tsq.errors import UserError
-from tsq.study.space import HeartbeatSpec
+from tsq.space import HeartbeatSpec
 from tsq.study.storage import load_study, mask_url, open_storage, parse_storage_url, scrub_argv
 
 

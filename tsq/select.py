@@ -28,11 +28,40 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from tsq.data.traces import Response
-from tsq.spec import SelectionSpec
 
-VARIANTS = ("shortest", "q-fix", "q-dyn", "q-dyn-extra-neg")
+if TYPE_CHECKING:  # the spec reads VARIANTS from here: a runtime import back would be a cycle
+    from tsq.spec import SelectionSpec
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One `selection.variant`: how it sets the quantile, and which negatives it adds."""
+
+    name: str
+    quantile: Literal["none", "fixed", "dynamic"]  # k = 1 | q = α | q = α·(1 − p)
+    extra_negatives: bool  # correct responses longer than extra_neg_ratio × the positive also count
+    meaning: str
+
+    @property
+    def uses_alpha(self) -> bool:
+        return self.quantile != "none"
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("shortest", "none", False, "only the shortest correct response"),
+        Variant("q-fix", "fixed", False, "fixed quantile q = α"),
+        Variant("q-dyn", "dynamic", False, "dynamic quantile q = α·(1 − p) (TokenSqueeze)"),
+        Variant("q-dyn-extra-neg", "dynamic", True, "q-dyn + long correct responses as extra negatives"),
+    )
+}
+DEFAULT_VARIANT = "q-dyn"
+# The spec field's type: a Literal of the registry's keys, so pydantic lists them in its error
+VariantName = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
 
 
 def adaptive_quantile(p: float, alpha: float) -> float:
@@ -43,12 +72,13 @@ def adaptive_quantile(p: float, alpha: float) -> float:
 def n_positives(c: int, n: int, alpha: float, variant: str, min_positives: int = 1) -> int:
     """How many of the c shortest correct responses (out of n) are positives; 0 when c = 0 or c = n."""
     if variant not in VARIANTS:
-        raise ValueError(f"selection.variant: unknown variant {variant!r}; expected one of {VARIANTS}")
+        raise ValueError(f"selection.variant: unknown variant {variant!r}; expected one of {tuple(VARIANTS)}")
     if c == 0 or c == n:
         return 0
-    if variant == "shortest":
+    rule = VARIANTS[variant].quantile
+    if rule == "none":
         return 1
-    q = alpha if variant == "q-fix" else adaptive_quantile(c / n, alpha)
+    q = alpha if rule == "fixed" else adaptive_quantile(c / n, alpha)
     # round() first guards against float noise such as 0.1 * 30 = 3.0000000000000004 -> 4
     k = math.ceil(round(q * c, 9))
     return min(c, max(min_positives, k))
@@ -79,7 +109,7 @@ def select_pairs(
     negatives: list[list[int]] = []
     for pos in correct_idx[:k]:
         negs = longest_first([j for j in incorrect_idx if lengths[j] > lengths[pos]])
-        if variant == "q-dyn-extra-neg":
+        if VARIANTS[variant].extra_negatives:
             negs += longest_first([j for j in correct_idx if lengths[j] > extra_neg_ratio * lengths[pos]])
         negatives.append(negs)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from pathlib import Path
 
 import typer
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from tsq.cache import Cache, cache_dir_of
 from tsq.cli.console import make_console
+from tsq.signals import sigterm_as_exit
 from tsq.spec import Spec, load_spec
 
 
@@ -18,10 +20,14 @@ def baseline(
     json_out: Path | None = typer.Option(None, "--json", help="also write the metrics to this JSON file"),
 ) -> None:
     """Evaluate the base model on the eval split (cached) and print the metrics table."""
-    from tsq.evaluate import baseline as run_baseline  # deferred: keeps `tsq --help` fast
+    # deferred: keeps `tsq --help` fast
+    from tsq.evaluate import baseline as run_baseline
+    from tsq.generation import backend_from_spec
+    from tsq.models import resolve_model
 
     loaded = load_spec(spec)
-    result = run_baseline(loaded, cache_for(loaded))
+    with sigterm_as_exit(), closing(backend_from_spec(loaded, resolve_model(loaded.model))) as backend:
+        result = run_baseline(loaded, cache_for(loaded), backend=backend)
     console = make_console()
     console.print(metrics_table(result.summary, title=f"baseline · {loaded.name} · {loaded.model.path}"))
     console.print(f"CV of Len-A: {result.summary['len_cv']:.3f}")

@@ -60,7 +60,7 @@ def launch(
 ) -> None:
     """Create or resume the study and run trials until it holds n_trials complete ones."""
     from tsq.errors import UserError
-    from tsq.study.runner import launch as run_launch
+    from tsq.study.launch import launch as run_launch
 
     scrub_argv(sys.argv)
     if tracker not in ("wandb", "none"):

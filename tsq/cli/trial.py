@@ -9,6 +9,7 @@ from rich.table import Table
 
 from tsq.cli.baseline import cache_for
 from tsq.cli.console import make_console
+from tsq.signals import sigterm_as_exit
 from tsq.spec import TrialParams, load_spec
 
 app = typer.Typer(help="Run one TokenSqueeze trial without a study.", no_args_is_help=True)
@@ -23,20 +24,25 @@ def run(
     eta: float | None = typer.Option(None, "--eta", help="η, weight of the SFT term"),
     out: Path = typer.Option(Path("runs/trial"), "--out", help="folder for metrics.json and adapter/"),
 ) -> None:
-    """Run the reduced TokenSqueeze pipeline once and print a paper-style table against the baseline.
+    """Run the spec's trial program (study.program; default: the reduced TokenSqueeze pipeline) once and
+    print a paper-style table against the baseline.
 
     Stages whose inputs do not depend on α, ε, λ, η (self-samples, step candidates with their KL,
     reference log-probs, the baseline) are cached, so a second trial costs one training run plus one
     evaluation.
     """
-    from objectives.tokensqueeze import TrialContext, run_trial  # deferred: keeps `tsq --help` fast
+    from tsq.program import TrialContext, load_program, scope_of  # deferred: keeps `tsq --help` fast
 
     loaded = load_spec(spec)
     given = {"alpha": alpha, "epsilon": epsilon, "lambda": lam, "eta": eta}
     params = TrialParams.model_validate(
         {**loaded.params.model_dump(by_alias=True), **{k: v for k, v in given.items() if v is not None}}
     )
-    result = run_trial(loaded, params, TrialContext(cache=cache_for(loaded), out_dir=out))
+    program = load_program(loaded.study.program)
+    # the spec's search space is the scope, so the trial shares study-wide cache entries with its sweeps
+    ctx = TrialContext(cache=cache_for(loaded), out_dir=out, scope=scope_of(loaded.study))
+    with sigterm_as_exit():
+        result = program(loaded, params, ctx)
     console = make_console()
     console.print(comparison_table(result.baseline, result.metrics, result.params))
     m, r = result.metrics, result.stats

@@ -84,7 +84,8 @@ def hypervolume(
     """Hypervolume dominated by `points` and bounded by `reference` (e.g. the baseline), in the objectives'
     own units; points that do not beat the reference in every objective add nothing."""
     import numpy as np
-    from optuna._hypervolume import compute_hypervolume  # Optuna's WFG implementation (pinned <5.1)
+
+    from tsq.compat.optuna import compute_hypervolume
 
     ref = np.array([_loss(r, d) for r, d in zip(reference, directions, strict=True)], dtype=float)
     losses = np.array(
@@ -95,7 +96,7 @@ def hypervolume(
     inside = losses[(losses <= ref).all(axis=1)]
     if inside.size == 0:
         return 0.0
-    return float(compute_hypervolume(inside, ref))
+    return compute_hypervolume(inside, ref)
 
 
 def study_hypervolume(study: optuna.Study) -> float | None:

@@ -1,5 +1,5 @@
-"""Apply a trial's sampled values to the spec: the four knobs land in `spec.params`, the optional extras
-(β, lr, LoRA rank, selection variant) in their own sections. The result is validated like a loaded spec."""
+"""Points of the search space and the spec: apply a trial's sampled values to the spec (each knob lands where
+`tsq.knobs.KNOBS` says, validated like a loaded spec), and the default point (trial 0)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tsq.knobs import KNOBS, default_value
+from tsq.space import contains
 from tsq.spec import Spec
-from tsq.study.space import SEARCHABLE
 
 
 def _set(section: BaseModel, path: tuple[str, ...], value: Any) -> BaseModel:
@@ -23,8 +24,18 @@ def apply_params(spec: Spec, values: Mapping[str, Any]) -> Spec:
     (field path in the spec's own terms, e.g. `params.alpha`) for an out-of-range value."""
     updated: BaseModel = spec
     for name, value in values.items():
-        updated = _set(updated, SEARCHABLE[name], value)
+        knob = KNOBS[name]
+        updated = _set(updated, knob.path, knob.to_spec(value))
     # model_copy skips validation: round-trip through the schema so bounds and cross-field checks run (the
     # study section is already valid and is not what changed).
     checked = Spec.model_validate(updated.model_dump(by_alias=True, exclude={"study"}))
     return checked.model_copy(update={"study": spec.study})
+
+
+def default_point(spec: Spec) -> dict[str, Any] | None:
+    """The default point of the searched knobs: the paper's value where it fixes one (α 0.2, ε 0.005, η 0.5),
+    else the spec's own (λ, β, lr, LoRA rank, the ablation switches); None when one lies outside its range."""
+    point = {name: default_value(spec, KNOBS[name]) for name in spec.study.searched}
+    if not all(contains(spec.study.searched[n], v) for n, v in point.items()):
+        return None
+    return point

@@ -16,19 +16,18 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial, TrialState
 
+from tsq.compat.optuna import BeatFromStartRDBStorage
 from tsq.errors import UserError
 from tsq.paths import tsq_home
-from tsq.study.space import HeartbeatSpec
+from tsq.space import HeartbeatSpec
 
 log = logging.getLogger(__name__)
 
@@ -124,33 +123,6 @@ def parse_storage_url(url: str | None) -> StorageURL:
     return StorageURL(url=url, kind="rdb", masked=masked)
 
 
-class _BeatFromStartRDBStorage(RDBStorage):
-    """RDBStorage whose trials get their first heartbeat the moment they start RUNNING.
-
-    Optuna starts a trial's heartbeat thread only after `ask()` has sampled its parameters, and its stale
-    check skips RUNNING trials that never beat: a worker killed in that window (TPE's first sampling can
-    take a second) left its trial RUNNING forever, and a relaunch waited on it forever.
-    """
-
-    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
-        trial = super()._create_new_trial(study_id, template_trial)  # the path every caller goes through
-        if trial.state == TrialState.RUNNING:
-            self._first_beat(trial._trial_id)
-        return trial
-
-    def set_trial_state_values(
-        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
-    ) -> bool:
-        changed = super().set_trial_state_values(trial_id, state, values)
-        if changed and state == TrialState.RUNNING:  # a WAITING (enqueued or retried) trial taken up
-            self._first_beat(trial_id)
-        return changed
-
-    def _first_beat(self, trial_id: int) -> None:
-        if self.heartbeat_interval is not None:
-            self.record_heartbeat(trial_id)
-
-
 def open_storage(storage: StorageURL, heartbeat: HeartbeatSpec | None = None) -> BaseStorage:
     """Connect (creating the SQLite/journal file's folder); with `heartbeat`, RUNNING trials of dead workers
     are failed after the grace period and re-queued. Raises UserError with one line when it cannot connect."""
@@ -183,7 +155,7 @@ def open_storage(storage: StorageURL, heartbeat: HeartbeatSpec | None = None) ->
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return _BeatFromStartRDBStorage(storage.url, engine_kwargs=engine_kwargs, **hb_kwargs)  # type: ignore[arg-type]
+                return BeatFromStartRDBStorage(storage.url, engine_kwargs=engine_kwargs, **hb_kwargs)  # type: ignore[arg-type]
         except (SQLAlchemyError, ImportError) as exc:
             error: Exception = exc
             # Workers that start together on a new database all create its tables and stamp its schema

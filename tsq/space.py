@@ -1,9 +1,9 @@
 """The spec's `study:` section: search space, objectives, constraint, sampler, budgets, heartbeats.
 
-Validated with pydantic (extra keys forbidden). Errors carry the full field path, e.g.
-`study.search.alpha.high: Input should be less than or equal to 1`: every value a range can produce (low,
-high, each choice, a fixed value) is checked by applying it to a default spec, so the bounds live in one
-place (tsq/spec.py) and are never copied here.
+Validated with pydantic (extra keys forbidden). Knob names come from `tsq.knobs.KNOBS`, metric names and
+directions from `tsq.metrics.METRICS`. Whether each value a range can produce (low, high, each choice, a
+fixed value) is a valid setting of its knob is checked by `tsq.spec.Spec`, which applies it to the spec's
+own section: the bounds live in one place (tsq/spec.py) and are never copied here.
 """
 
 from __future__ import annotations
@@ -14,37 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-# Searchable parameter name -> where it lives in the spec (section path, field).
-SEARCHABLE: dict[str, tuple[str, ...]] = {
-    "alpha": ("params", "alpha"),
-    "epsilon": ("params", "epsilon"),
-    "lambda": ("params", "lam"),
-    "eta": ("params", "eta"),
-    "beta": ("training", "beta"),
-    "lr": ("training", "learning_rate"),
-    "lora_r": ("training", "lora", "r"),
-    "selection_variant": ("selection", "variant"),
-    # ablation switches (paper Tables 3 and 4): refinement on/off ("on"/"off"), the training objective
-    "refinement": ("refinement", "enabled"),
-    "loss": ("training", "loss"),
-}
-INT_PARAMS = frozenset({"lora_r"})
-CATEGORICAL_ONLY = frozenset({"selection_variant", "refinement", "loss"})
-
-# Metrics a trial reports (TrialResult.metrics) that can be objectives, with their natural direction.
-METRIC_DIRECTIONS: dict[str, str] = {
-    "accuracy": "maximize",
-    "len_all": "minimize",
-    "len_correct": "minimize",
-    "auc": "maximize",
-    "token_reduction": "maximize",
-    "accuracy_delta": "maximize",
-    "steps_per_response": "minimize",
-    "tokens_per_step": "minimize",
-}
-
-# The paper's default point (λ comes from spec.params), enqueued as trial 0 when inside the space.
-PAPER_DEFAULTS: dict[str, float] = {"alpha": 0.2, "epsilon": 0.005, "eta": 0.5}
+from tsq.knobs import KNOBS
+from tsq.metrics import METRICS
 
 
 class _Model(BaseModel):
@@ -111,7 +82,7 @@ class Objective(_Model):
 
     @property
     def resolved_direction(self) -> str:
-        return self.direction or METRIC_DIRECTIONS[self.metric]
+        return self.direction or METRICS[self.metric].direction
 
 
 class Constraint(_Model):
@@ -180,8 +151,8 @@ class StudySpec(_Model):
         for name, entry in self.search.items():
             errors.extend(_check_entry(name, entry))
         for i, obj in enumerate(self.objectives):
-            if obj.metric not in METRIC_DIRECTIONS:
-                known = ", ".join(METRIC_DIRECTIONS)
+            if obj.metric not in METRICS:
+                known = ", ".join(METRICS)
                 errors.append(
                     _error(("objectives", i, "metric"), f"unknown metric (one of: {known})", obj.metric)
                 )
@@ -225,32 +196,16 @@ def _error(loc: tuple[str | int, ...], msg: str, value: Any) -> InitErrorDetails
     return InitErrorDetails(type=PydanticCustomError("study", "{msg}", {"msg": msg}), loc=loc, input=value)
 
 
-def _value_error(name: str, value: Any) -> str | None:
-    """Why `value` is not a valid setting of parameter `name` (None when it is)."""
-    from tsq.spec import Spec  # deferred: tsq.spec imports this module
-
-    head, *rest = SEARCHABLE[name]
-    section = Spec.model_fields[head].annotation
-    assert isinstance(section, type) and issubclass(section, BaseModel)
-    data: Any = value
-    for key in reversed(rest):
-        data = {key: data}
-    try:
-        section.model_validate(data)
-    except ValidationError as err:
-        return err.errors()[0]["msg"]
-    return None
-
-
 def _check_entry(name: str, entry: SearchEntry) -> list[InitErrorDetails]:
     loc: tuple[str, ...] = ("search", name)
-    if name not in SEARCHABLE:
-        return [_error(loc, f"not a searchable parameter (one of: {', '.join(SEARCHABLE)})", name)]
-    if name in CATEGORICAL_ONLY and isinstance(entry, FloatRange | IntRange):
+    knob = KNOBS.get(name)
+    if knob is None:
+        return [_error(loc, f"not a searchable parameter (one of: {', '.join(KNOBS)})", name)]
+    if knob.kind == "categorical" and isinstance(entry, FloatRange | IntRange):
         return [
             _error((*loc, "type"), "this parameter takes categorical choices or a fixed value", entry.type)
         ]
-    if name in INT_PARAMS and isinstance(entry, FloatRange):
+    if knob.kind == "int" and isinstance(entry, FloatRange):
         return [_error((*loc, "type"), "this parameter is an integer: use type: int", "float")]
     errors: list[InitErrorDetails] = []
     if isinstance(entry, FloatRange | IntRange):
@@ -260,21 +215,19 @@ def _check_entry(name: str, entry: SearchEntry) -> list[InitErrorDetails]:
             errors.append(_error((*loc, "low"), "a log range needs low > 0", entry.low))
         if entry.log and isinstance(entry, FloatRange) and entry.step is not None:
             errors.append(_error((*loc, "step"), "step cannot be combined with log", entry.step))
-        values: list[tuple[tuple[str | int, ...], Any]] = [
-            ((*loc, "low"), entry.low),
-            ((*loc, "high"), entry.high),
-        ]
-    elif isinstance(entry, Categorical):
-        values = [((*loc, "choices", i), c) for i, c in enumerate(entry.choices)]
-        if len(set(map(str, entry.choices))) != len(entry.choices):
-            errors.append(_error((*loc, "choices"), "choices must be distinct", entry.choices))
-    else:
-        values = [(loc, entry)]
-    for where, value in values:
-        reason = _value_error(name, value)
-        if reason is not None:
-            errors.append(_error(where, reason, value))
+    elif isinstance(entry, Categorical) and len(set(map(str, entry.choices))) != len(entry.choices):
+        errors.append(_error((*loc, "choices"), "choices must be distinct", entry.choices))
     return errors
+
+
+def bounding_values(entry: SearchEntry) -> list[tuple[tuple[str | int, ...], Any]]:
+    """The values that bound what an entry can produce (low and high, each choice, or the fixed value), each
+    with its location inside the entry: `tsq.spec.Spec` checks each is a valid setting of its knob."""
+    if isinstance(entry, FloatRange | IntRange):
+        return [(("low",), entry.low), (("high",), entry.high)]
+    if isinstance(entry, Categorical):
+        return [(("choices", i), c) for i, c in enumerate(entry.choices)]
+    return [((), entry)]
 
 
 def _check_grid(search: dict[str, SearchEntry]) -> list[InitErrorDetails]:

@@ -1,0 +1,91 @@
+"""The one module that touches Optuna's private API, checked against the Optuna it was written for.
+
+- `RDBStorage._create_new_trial` (and `FrozenTrial._trial_id`): `BeatFromStartRDBStorage` gives a trial its
+  first heartbeat the moment it turns RUNNING. Optuna starts a trial's heartbeat thread only after `ask()`
+  has sampled, and its stale check skips RUNNING trials that never beat: a worker killed in that window left
+  its trial RUNNING forever, and a relaunch waited on it forever.
+- `optuna._hypervolume.compute_hypervolume`: Optuna's WFG hypervolume, for the report's hypervolume against
+  the baseline (Optuna's public `hypervolume` helpers need a study built from the same objectives).
+
+`check_optuna()` runs before either is used: an Optuna outside `SUPPORTED`, or one whose private names are
+gone, fails with one line (`OptunaVersionError`, a `UserError`) instead of an override Optuna never calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+import numpy as np
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from tsq.errors import UserError
+
+# The Optuna releases whose private API below was read and tested (pyproject.toml pins the same range)
+SUPPORTED = ">=5.0,<5.1"
+PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
+    ("optuna.storages._rdb.storage", "RDBStorage._create_new_trial"),
+    ("optuna._hypervolume", "compute_hypervolume"),
+)
+
+
+class OptunaVersionError(UserError):
+    """The installed Optuna is not one the adapter was written for."""
+
+
+def check_optuna(version: str | None = None, names: Sequence[tuple[str, str]] = PRIVATE_NAMES) -> None:
+    """Raise OptunaVersionError (one line) unless Optuna `version` (default: installed) is in SUPPORTED and
+    every private name the adapter uses still exists."""
+    version = optuna.__version__ if version is None else version
+    hint = f"tsq/compat/optuna.py supports optuna{SUPPORTED}; install one: pip install 'optuna{SUPPORTED}'"
+    try:
+        supported = SpecifierSet(SUPPORTED).contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        supported = False
+    if not supported:
+        raise OptunaVersionError(f"optuna {version} is installed, but {hint}")
+    for module_name, dotted in names:
+        try:
+            found: object = importlib.import_module(module_name)
+            for part in dotted.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError):
+            raise OptunaVersionError(f"optuna {version}: {module_name}.{dotted} is missing; {hint}") from None
+
+
+class BeatFromStartRDBStorage(RDBStorage):
+    """RDBStorage whose trials get a first heartbeat the moment they turn RUNNING (see the module doc)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        check_optuna()
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        trial = super()._create_new_trial(study_id, template_trial)  # the path every caller goes through
+        if trial.state == TrialState.RUNNING:
+            self._first_beat(trial._trial_id)
+        return trial
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING:  # a WAITING (enqueued or retried) trial taken up
+            self._first_beat(trial_id)
+        return changed
+
+    def _first_beat(self, trial_id: int) -> None:
+        if self.heartbeat_interval is not None:
+            self.record_heartbeat(trial_id)
+
+
+def compute_hypervolume(losses: np.ndarray, reference: np.ndarray) -> float:
+    """Hypervolume of `losses` (rows: points, all objectives minimised) bounded by `reference`."""
+    check_optuna()
+    from optuna._hypervolume import compute_hypervolume as wfg
+
+    return float(wfg(losses, reference))

@@ -1,0 +1,109 @@
+"""`tsq sweep launch`: check the inputs before anything is written, then run one worker here or spawn
+`workers` worker processes against the same storage (workers elsewhere join with the same storage URL)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from tsq.data.loading import load_problem_set
+from tsq.errors import UserError
+from tsq.models import resolve_model
+from tsq.program import load_program
+from tsq.signals import sigterm_as_exit
+from tsq.spec import Spec
+from tsq.study.lifecycle import check_compatible, create_or_load, study_name_of
+from tsq.study.storage import StorageURL, open_storage, parse_storage_url
+from tsq.study.worker import POLL_S, WorkerReport, run_worker, state_counts
+from tsq.tracking import TrackerKind
+
+
+def preflight(spec: Spec, storage: StorageURL, name: str) -> None:
+    """Check what a launch needs before anything is written: the model, both problem sets, the storage (it
+    opens; a study of this name must match the spec) and the trial program (a slow import: last). A bad
+    input is then one UserError line and exit 2, not a study full of failed trials."""
+    resolve_model(spec.model)
+    load_problem_set(spec.data, "train")
+    load_problem_set(spec.data, "eval")
+    if storage.path is None or storage.path.exists():  # a new SQLite/journal file is made only by the launch
+        check_compatible(spec, open_storage(storage), name)
+    load_program(spec.study.program)
+
+
+def launch(
+    spec: Spec,
+    spec_path: Path,
+    storage_url: str | None,
+    study_name: str | None,
+    n_trials: int | None,
+    workers: int,
+    tracker_kind: TrackerKind,
+) -> tuple[optuna.Study, list[WorkerReport]]:
+    """`tsq sweep launch`: run `workers` workers (1: in this process) and return the study."""
+    storage = parse_storage_url(storage_url or spec.study.storage)
+    name = study_name_of(spec, study_name)
+    preflight(spec, storage, name)
+    target = n_trials if n_trials is not None else spec.study.n_trials
+    if workers <= 1:
+        progress = not os.environ.get("TSQ_NO_PROGRESS")
+        report = run_worker(spec, storage, name, target, spec.study.timeout, tracker_kind, progress)
+        return optuna.load_study(study_name=name, storage=open_storage(storage)), [report]
+    create_or_load(spec, storage, name)  # once, before the workers race to do it
+    procs = [_spawn_worker(spec_path, storage, name, target, tracker_kind, i) for i in range(workers)]
+    with sigterm_as_exit():
+        codes = _wait_all(procs, storage, name, target)
+    if any(code != 0 for code in codes):
+        raise UserError(f"study {name}: worker exit codes {codes}; see the messages above")
+    return optuna.load_study(study_name=name, storage=open_storage(storage)), []
+
+
+def _spawn_worker(
+    spec_path: Path,
+    storage: StorageURL,
+    name: str,
+    n_trials: int | None,
+    tracker_kind: TrackerKind,
+    index: int,
+) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-c", "from tsq.cli.main import run; run()", "sweep", "launch", str(spec_path)]
+    args += ["--study", name, "--workers", "1", "--tracker", tracker_kind, "--no-summary"]
+    if n_trials is not None:
+        args += ["--n-trials", str(n_trials)]
+    # The URL travels in the environment, not argv: `ps` and W&B's metadata never see a password.
+    env = {
+        **os.environ,
+        "TSQ_STORAGE": storage.url,
+        "TSQ_NO_PROGRESS": "1",
+        "TSQ_WORKER_INDEX": str(index + 1),
+    }
+    return subprocess.Popen(args, env=env)
+
+
+def _wait_all(
+    procs: list[subprocess.Popen[bytes]], storage: StorageURL, name: str, target: int | None
+) -> list[int]:
+    from tqdm import tqdm
+
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    bar = tqdm(total=target, desc=f"study {name} ({len(procs)} workers)", unit="trial")
+    try:
+        while any(p.poll() is None for p in procs):
+            bar.n = state_counts(study)[TrialState.COMPLETE]
+            bar.refresh()
+            time.sleep(POLL_S)
+    except BaseException:  # Ctrl-C or SIGTERM: stop the workers, which close their engines on SIGTERM
+        for p in procs:
+            p.terminate()  # their RUNNING trials go stale and are retried by the next launch
+        for p in procs:
+            p.wait()
+        raise
+    finally:
+        bar.n = state_counts(study)[TrialState.COMPLETE]
+        bar.close()
+    return [p.returncode for p in procs]

@@ -1,0 +1,134 @@
+"""The Optuna objective: sample a point, apply it to the spec, run the trial program, record what it returned
+(metrics with their intervals, per-response records, provenance) in the trial's user attrs and W&B."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import traceback
+from typing import Any
+
+import optuna
+
+from tsq.cache import Cache, cache_dir_of
+from tsq.errors import TrialFailed
+from tsq.generation import backend_from_spec
+from tsq.generation.base import Backend
+from tsq.models import resolve_model
+from tsq.paths import tsq_home
+from tsq.program import TrialContext, TrialResult, load_program, scope_of
+from tsq.spec import Spec
+from tsq.study.params import apply_params
+from tsq.study.provenance import json_safe, provenance
+from tsq.study.sampler import suggest
+from tsq.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class TrialObjective:
+    """Optuna objective: sample → apply to the spec → run the trial program → record and return values.
+
+    It owns the worker's generation backend: made at the first trial, handed to every trial (each trial's
+    adapter goes in per call), closed by `close()` when the worker ends.
+    """
+
+    def __init__(self, spec: Spec, tracker: Tracker, storage_masked: str) -> None:
+        self.spec = spec
+        self.tracker = tracker
+        self.storage_masked = storage_masked
+        self.program = load_program(spec.study.program)
+        self.scope = scope_of(spec.study)
+        self.cache = Cache(cache_dir_of(spec.cache_dir))
+        self.provenance = provenance()
+        self._backend: Backend | None = None
+
+    def backend(self) -> Backend:
+        # Trials differ only in α, ε, λ, η and training extras, never in the model or the sampling settings
+        if self._backend is None:
+            self._backend = backend_from_spec(self.spec, resolve_model(self.spec.model))
+        return self._backend
+
+    def close(self) -> None:
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            backend.close()
+
+    def _fixed_settings(self) -> dict[str, Any]:
+        settings = self.spec.model_dump(mode="json", by_alias=True, exclude={"study"})
+        study = self.spec.study.model_dump(mode="json", exclude={"search", "storage"})
+        return {
+            **settings,
+            "study": {**study, "storage": self.storage_masked, "fixed": self.spec.study.fixed},
+        }
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        study_cfg = self.spec.study
+        values = {name: suggest(trial, name, entry) for name, entry in study_cfg.searched.items()}
+        trial_spec = apply_params(self.spec, {**study_cfg.fixed, **values})
+        out_dir = tsq_home() / "studies" / trial.study.study_name / f"trial-{trial.number}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        run = self.tracker.trial(
+            trial.number, {**values, "trial_number": trial.number, **self._fixed_settings()}
+        )
+        trial.set_user_attr("out_dir", str(out_dir))
+        trial.set_user_attr("worker_pid", os.getpid())
+        if run.run_id:
+            trial.set_user_attr("wandb_run_id", run.run_id)
+        try:
+            ctx = TrialContext(
+                cache=self.cache,
+                out_dir=out_dir,
+                scope=self.scope,
+                on_log=run.log,
+                trial_number=trial.number,
+                backend=self.backend(),
+            )
+            result = self.program(trial_spec, trial_spec.params, ctx)
+            objective_values = [result.metrics.get(m) for m in study_cfg.metrics]
+            bad = [m for m, v in zip(study_cfg.metrics, objective_values, strict=True) if not _finite(v)]
+            if bad:
+                raise TrialFailed(f"objective metric(s) {', '.join(bad)} missing or not finite")
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr("error", error[:2000])
+            trial.set_user_attr("traceback", "".join(traceback.format_exception(exc))[-4000:])
+            run.finish_failed(error[:500])
+            log.warning("trial %d failed: %s", trial.number, error)
+            raise
+        self._record(trial, result, run.run_id)
+        run.finish_ok(
+            summary={**result.metrics, **{f"baseline/{k}": v for k, v in result.baseline.items()}},
+            config={"cache_keys": result.cache_keys, "seeds": result.seeds},
+            budget_curve=result.budget_curve,
+            baseline_curve=result.baseline_budget_curve,
+        )
+        return [float(v) for v in objective_values]
+
+    def _record(self, trial: optuna.Trial, result: TrialResult, run_id: str | None) -> None:
+        attrs: dict[str, Any] = {
+            **result.metrics,
+            "baseline": result.baseline,
+            "budget_curve": result.budget_curve,
+            "cache_keys": result.cache_keys,
+            "seeds": result.seeds,
+            "stats": result.stats,
+            "adapter_dir": result.adapter_dir,
+            "records": result.records,
+            "baseline_records": result.baseline_records,
+            **self.provenance,
+        }
+        for key, value in attrs.items():
+            trial.set_user_attr(key, json_safe(value))
+        if "baseline" not in trial.study.user_attrs:
+            trial.study.set_user_attr("baseline", json_safe(result.baseline))
+        constraint = self.spec.study.constraint
+        if constraint is not None:
+            drop = float(result.metrics["accuracy_delta"])
+            # Feasible (<= 0) when accuracy >= baseline accuracy - max_accuracy_drop.
+            trial.set_constraint("accuracy_drop", -drop - constraint.max_accuracy_drop)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

@@ -1,0 +1,131 @@
+"""One worker: run trials of a study until it holds `n_trials` COMPLETE trials (a target for the whole study,
+not "n more"), the timeout passes, or too many trials fail in a row.
+
+Robustness: RDB storages run with heartbeats, so a killed worker's RUNNING trial is failed after the grace
+period and re-queued (RetryHeartbeatStaleTrialCallback). A trial that raises (TrialFailed, NaN metrics, OOM,
+anything) is recorded FAIL with its error in user attrs and the loop goes on; a worker gives up only after
+`study.max_consecutive_failures` failures in a row. Safe to run in many processes against one storage.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tsq.signals import sigterm_as_exit
+from tsq.spec import Spec
+from tsq.study.lifecycle import create_or_load
+from tsq.study.objective import TrialObjective
+from tsq.study.storage import StorageURL
+from tsq.tracking import Tracker, TrackerKind
+
+# Heartbeats and stale-trial retry are what keep a killed worker's trial from staying RUNNING; Optuna still
+# flags that machinery "experimental" on every loop iteration.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=r"tsq\.study")
+
+POLL_S = 2.0
+
+
+@dataclass
+class WorkerReport:
+    ran: int = 0
+    completed: int = 0
+    failed: int = 0
+    stopped_reason: str = ""
+
+
+def state_counts(study: optuna.Study) -> dict[TrialState, int]:
+    counts = dict.fromkeys(TrialState, 0)
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] += 1
+    return counts
+
+
+def run_worker(
+    spec: Spec,
+    storage: StorageURL,
+    name: str,
+    n_trials: int | None,
+    timeout: float | None,
+    tracker_kind: TrackerKind,
+    progress: bool = True,
+) -> WorkerReport:
+    """One worker: run trials of the study until it holds n_trials COMPLETE trials, the timeout passes, or
+    too many trials fail in a row. Safe to run in many processes at once against one storage. The worker's
+    generation backend is closed when it ends, on an error or SIGTERM too."""
+    from tqdm import tqdm
+
+    index = os.environ.get("TSQ_WORKER_INDEX")
+    study = create_or_load(spec, storage, name, None if index is None else int(index))
+    tracker = Tracker(tracker_kind, name, spec.study.wandb.project, spec.study.wandb.entity)
+    bar = tqdm(total=n_trials, desc=f"study {name}", unit="trial", disable=not progress)
+    with sigterm_as_exit(), closing(TrialObjective(spec, tracker, storage.masked)) as objective, closing(bar):
+        return _run_trials(study, objective, spec, storage, n_trials, timeout, bar)
+
+
+def _run_trials(
+    study: optuna.Study,
+    objective: TrialObjective,
+    spec: Spec,
+    storage: StorageURL,
+    n_trials: int | None,
+    timeout: float | None,
+    bar: Any,
+) -> WorkerReport:
+    report = WorkerReport()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    finished: list[FrozenTrial] = []
+    bar.update(state_counts(study)[TrialState.COMPLETE])
+    consecutive_failures = 0
+    while True:
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, then re-queued as WAITING
+        counts = state_counts(study)
+        bar.n = counts[TrialState.COMPLETE]
+        bar.refresh()
+        done = n_trials is not None and counts[TrialState.COMPLETE] >= n_trials
+        # Done, but a trial is still RUNNING: a peer's, or a killed worker's that goes stale within the grace
+        # period. Wait for it to end or be failed, so a finished launch never leaves one stuck RUNNING.
+        settling = done and counts[TrialState.RUNNING] > 0 and storage.supports_heartbeat
+        if done and not settling:
+            report.stopped_reason = f"the study holds {counts[TrialState.COMPLETE]} complete trials"
+            return report
+        if deadline is not None and time.monotonic() >= deadline:
+            report.stopped_reason = "timeout"
+            return report
+        if settling:
+            time.sleep(POLL_S)
+            continue
+        busy = counts[TrialState.COMPLETE] + counts[TrialState.RUNNING]
+        if n_trials is not None and busy >= n_trials and counts[TrialState.WAITING] == 0:
+            time.sleep(POLL_S)  # the last trials are running elsewhere: start one only if one of them fails
+            continue
+        study.optimize(
+            objective,
+            n_trials=1,
+            catch=(Exception,),
+            callbacks=[lambda _study, frozen: finished.append(frozen)],
+            gc_after_trial=True,
+        )
+        if not finished:  # the grid sampler has no point left
+            report.stopped_reason = "the grid is exhausted"
+            return report
+        last = finished.pop()
+        report.ran += 1
+        if last.state == TrialState.COMPLETE:
+            report.completed += 1
+            consecutive_failures = 0
+        else:
+            report.failed += 1
+            consecutive_failures += 1
+            if consecutive_failures >= spec.study.max_consecutive_failures:
+                report.stopped_reason = (
+                    f"{consecutive_failures} trials failed in a row (last: {last.user_attrs.get('error')})"
+                )
+                return report
