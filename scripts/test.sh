@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --with-postgres
 .venv/bin/ruff check .
+.venv/bin/lint-imports   # the import contract in pyproject.toml: layers, no cycles, no plugin imports
 .venv/bin/python -m pytest "$@"

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tsq.grading import (
+from tsq.data.grading import (
     extract_boxed,
     extract_exact_answer,
     extract_final_number,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tsq.data.problems import ProblemSet
 from tsq.data.sources import hf_problem_set
 from tsq.data.tiny_world import tiny_problem_set
 from tsq.errors import UserError
-from tsq.spec import DataSpec
+
+if TYPE_CHECKING:  # the spec sits above the data layer; this module only reads its fields
+    from tsq.spec import DataSpec
 
 
 def load_problem_set(data: DataSpec, split: Literal["train", "eval"]) -> ProblemSet:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tsq.data.grading import grade
 from tsq.data.problems import Grader
 from tsq.data.traces import join_steps, split_steps
-from tsq.grading import grade
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"

@@ -20,13 +20,15 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from tsq.data.grading import extract_boxed
 from tsq.data.problems import Problem, ProblemSet
 from tsq.errors import UserError
-from tsq.grading import extract_boxed
 from tsq.paths import tsq_home
-from tsq.spec import DataSpec, SplitSpec
+
+if TYPE_CHECKING:  # the spec sits above the data layer; this module only reads its fields
+    from tsq.spec import DataSpec, SplitSpec
 
 SourceFormat = Literal["math500", "gsm8k", "aime"]
 Role = Literal["train", "eval"]
