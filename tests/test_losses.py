@@ -1,4 +1,4 @@
-"""DPO-L against hand-computed values (PAPER.md section 3)."""
+"""DPO-L against hand-computed values (docs/method.md, section 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Adaptive reasoning-depth selection (PAPER.md section 1): the one place where α acts.
+"""Adaptive reasoning-depth selection (docs/method.md, section 1): the one place where α acts.
 
 For one problem with N graded self-samples, c of them correct (p = c/N), the positives are the k shortest
 correct responses and each positive is paired with LONGER incorrect responses of the same problem.

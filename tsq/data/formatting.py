@@ -17,13 +17,4 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, problem: Problem) -> str:
         raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no chat template")
     messages = [{"role": "user", "content": problem.question}]
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return apply_reasoning_prefix(tokenizer, prompt)
-
-
-def apply_reasoning_prefix(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
-    """Seam for reasoning models' `<think>` handling (the identity for now).
-
-    Real reasoning models differ in whether their template already opens a `<think>` block after the
-    generation prompt; the real-model work adapts the prompt here, in one place, per chat template.
-    """
     return prompt

@@ -1,6 +1,6 @@
 """`<think>…</think>` handling for reasoning models: what is graded, what the steps are, what the length is.
 
-Per PAPER.md and DeepSeek-R1-style outputs:
+Per docs/method.md and DeepSeek-R1-style outputs:
 - length: every generated token counts, thinking included (`Completion.token_ids`); a response cut off at
   `max_new_tokens` counts at its truncated length and is never correct (`grade_completion`).
 - graded text: what follows the last `</think>` (the final answer), or the whole text when the model does
