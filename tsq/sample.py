@@ -3,6 +3,9 @@
 The cache key covers everything that determines the result: the model's weights (not its name), the
 adapter's weights, the problems, the exact prompts (so a chat-template change invalidates), the grader,
 the sampling settings with their seed, and the backend.
+
+Sample j of a problem is seeded by (settings seed, problem id, j) on every backend (the problem ids go to
+`Backend.generate` as keys), so it is the same whichever other problems are sampled with it.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from tsq.models import model_fingerprint
 from tsq.spec import EvaluationSpec, SamplingSpec
 
 STAGE = "samples"
-# Bump when the meaning of a cached entry changes (grading, length counting, response format).
-_FORMAT = 1
+# Bump when the meaning of a cached entry changes (grading, length counting, response format, seeding).
+# 2: per-(problem id, sample) seeds; format-1 entries were seeded per batch (HF) or per sample index (vLLM).
+_FORMAT = 2
 
 
 def sampling_settings(section: SamplingSpec | EvaluationSpec) -> SamplingSettings:
@@ -67,7 +71,8 @@ def sample_responses(
     )
 
     def compute() -> dict[str, list[dict]]:
-        completions = backend.generate(prompts, settings, adapter=adapter)
+        keys = [p.id for p in problem_set.problems]
+        completions = backend.generate(prompts, settings, adapter=adapter, keys=keys)
         out: dict[str, list[dict]] = {}
         for problem, prompt, outs in zip(problem_set.problems, prompts, completions, strict=True):
             in_think = prompt_opens_think(prompt)

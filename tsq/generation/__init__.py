@@ -26,7 +26,8 @@ def get_backend(name: Literal["hf", "vllm"], model_path: Path, **kwargs: Any) ->
 
 
 def backend_from_spec(spec: Spec, model_path: Path, *, progress: bool = True) -> Backend:
-    """The backend a spec asks for (`sampling.backend`), with the spec's dtype and batch size."""
+    """The backend a spec asks for (`sampling.backend`), with the spec's dtype, batch size and vLLM memory
+    settings. Close it when done (`with backend_from_spec(...) as backend:`)."""
     if spec.sampling.backend == "hf":
         return get_backend(
             "hf",
@@ -42,4 +43,7 @@ def backend_from_spec(spec: Spec, model_path: Path, *, progress: bool = True) ->
         dtype=spec.model.dtype,
         progress=progress,
         trust_remote_code=spec.model.trust_remote_code,
+        gpu_memory_utilization=spec.sampling.gpu_memory_utilization,
+        max_model_len=spec.sampling.max_model_len,
+        sleep_mode=spec.sampling.sleep_mode,
     )

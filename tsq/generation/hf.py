@@ -1,9 +1,14 @@
-"""HF transformers backend: batched `generate` (KV cache, left padding), the portable fallback."""
+"""HF transformers backend: batched `generate` (KV cache, left padding), the portable fallback.
+
+Sampling draws every row from its own seeded stream (`SeededSampler`), not from torch's global generator,
+so a (prompt, sample) row gets the same tokens alone or in any batch (see `tsq.generation.base`).
+"""
 
 from __future__ import annotations
 
-import hashlib
+import gc
 from collections import OrderedDict
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -12,6 +17,8 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import (
     GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     StoppingCriteria,
@@ -20,16 +27,19 @@ from transformers import (
 
 from tsq.devices import pick_device, pick_dtype
 from tsq.generation.adapters import adapter_fingerprint
-from tsq.generation.base import Completion, SamplingSettings
+from tsq.generation.base import BackendLifecycle, Completion, SamplingSettings, row_seeds
 from tsq.generation.completions import eos_token_ids, finish_completion
 from tsq.models import load_causal_lm, load_tokenizer
 
 
-class HFBackend:
+class HFBackend(BackendLifecycle):
     """Generates with `model.generate`; LoRA adapters are loaded with PEFT onto one shared base model.
 
-    Sampling is seeded per batch (from the settings' seed and the batch index), so a call is deterministic
-    for a given seed, prompt list and batch size.
+    Sample j of prompt i is drawn with uniforms from a CPU generator seeded by (seed, key_i, j), so it is the
+    same alone or in any batch, as long as the batch's logits agree with the lone row's. Left padding changes
+    them only by float rounding (exactly equal on the tiny model in fp32, as the tests check); a draw flips
+    only when its uniform lies within that rounding of a boundary of the cumulative distribution.
+    On CUDA, sleep() moves the weights to CPU memory and wake_up() moves them back; on CPU both do nothing.
     """
 
     name = "hf"
@@ -94,17 +104,25 @@ class HFBackend:
 
     # -- generation ----------------------------------------------------------------------------------
     def generate(
-        self, prompts: list[str], settings: SamplingSettings, adapter: Path | None = None
+        self,
+        prompts: list[str],
+        settings: SamplingSettings,
+        adapter: Path | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[list[Completion]]:
+        self._check_open()
+        self.wake_up()
         self.calls += 1
+        sample = settings.temperature > 0
+        seeds = row_seeds(prompts, settings, keys)  # checks keys even when greedy
         adapter_name = self._activate(adapter)
         model = self._peft if self._peft is not None else self._load_base()
         config = self._generation_config(settings)
         rows = [i for i in range(len(prompts)) for _ in range(settings.n)]
         results: list[list[Completion]] = [[] for _ in prompts]
         starts = range(0, len(rows), self.batch_size)
-        for batch_index, start in enumerate(
-            tqdm(starts, desc="generate (hf)", unit="batch", disable=not self.progress or len(starts) < 2)
+        for start in tqdm(
+            starts, desc="generate (hf)", unit="batch", disable=not self.progress or len(starts) < 2
         ):
             batch_rows = rows[start : start + self.batch_size]
             enc = self.tokenizer(
@@ -113,35 +131,113 @@ class HFBackend:
                 padding=True,
                 add_special_tokens=False,  # chat templates already carry any BOS they need
             ).to(self.device)
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                torch.manual_seed(_batch_seed(settings.seed, batch_index))
-                with torch.inference_mode(), _adapter_scope(model, adapter_name):
-                    prompt_len = enc["input_ids"].shape[1]
-                    stopping = (
-                        StoppingCriteriaList([StopOnStrings(self.tokenizer, settings.stop, prompt_len)])
-                        if settings.stop
-                        else None
-                    )
-                    out = model.generate(**enc, generation_config=config, stopping_criteria=stopping)
+            prompt_len = enc["input_ids"].shape[1]
+            processors = LogitsProcessorList()
+            if sample:
+                uniforms = row_uniforms(seeds[start : start + self.batch_size], settings.max_new_tokens)
+                processors.append(
+                    SeededSampler(uniforms.to(self.device), prompt_len, settings.temperature, settings.top_p)
+                )
+            stopping = (
+                StoppingCriteriaList([StopOnStrings(self.tokenizer, settings.stop, prompt_len)])
+                if settings.stop
+                else None
+            )
+            with torch.inference_mode(), _adapter_scope(model, adapter_name):
+                out = model.generate(
+                    **enc, generation_config=config, logits_processor=processors, stopping_criteria=stopping
+                )
             generated = out[:, prompt_len:].tolist()
             for row, ids in zip(batch_rows, generated, strict=True):
                 results[row].append(finish_completion(self.tokenizer, ids, self.eos_ids, settings.stop))
         return results
 
     def _generation_config(self, settings: SamplingSettings) -> GenerationConfig:
-        sample = settings.temperature > 0
-        # Everything is explicit so the model's own generation_config.json (top_k, repetition penalty, ...)
-        # cannot change what the settings say; vLLM's SamplingParams get the same values.
+        # Greedy decoding always: when sampling, `SeededSampler` has already reduced each row's scores to the
+        # one token it drew, so argmax picks that token. Everything is explicit so the model's own
+        # generation_config.json (top_k, repetition penalty, ...) cannot change what the settings say.
         return GenerationConfig(
-            do_sample=sample,
-            temperature=settings.temperature if sample else 1.0,
-            top_p=settings.top_p if sample else 1.0,
-            top_k=0 if sample else None,
+            do_sample=False,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=None,
             repetition_penalty=1.0,
             max_new_tokens=settings.max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=list(self.eos_ids),
         )
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def _do_close(self) -> None:
+        self._peft = None
+        self._base = None
+        self._adapters.clear()
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _do_sleep(self) -> bool:
+        # Only an accelerator's memory is worth giving back; on CPU, training shares the same RAM anyway.
+        if self.device.type != "cuda" or self._base is None:
+            return False
+        self._base.to("cpu")  # PEFT's LoRA layers live inside the base modules and move with them
+        torch.cuda.empty_cache()
+        return True
+
+    def _do_wake_up(self) -> None:
+        if self._base is not None:
+            self._base.to(self.device)
+
+
+def row_uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
+    """(rows, steps) float64 uniforms in [0, 1), row r from a CPU generator seeded with seeds[r].
+
+    A CPU generator gives the same stream on every device, and one row's stream is untouched by the others.
+    """
+    out = torch.empty(len(seeds), steps, dtype=torch.float64)
+    for r, seed in enumerate(seeds):
+        out[r] = torch.rand(steps, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return out
+
+
+def sample_tokens(
+    logits: torch.Tensor, uniforms: torch.Tensor, temperature: float, top_p: float
+) -> torch.Tensor:
+    """One token per row by inverse-CDF sampling of softmax(logits / temperature) restricted to the top-p set.
+
+    The top-p set is the most probable tokens up to and including the first one at which the cumulative
+    probability reaches top_p (HF's and vLLM's rule); the draw is the first token, in order of decreasing
+    probability (ties: lower id first), whose cumulative kept mass exceeds u · (kept mass).
+    """
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
+    if top_p < 1.0:
+        keep = (sorted_p.cumsum(dim=-1) - sorted_p) < top_p
+        sorted_p = sorted_p * keep
+    cum = sorted_p.cumsum(dim=-1)
+    target = uniforms.to(cum.dtype).unsqueeze(-1) * cum[:, -1:]
+    idx = torch.searchsorted(cum, target, right=True)
+    # Rounding can put the target at the top of the kept mass: take the last kept token then.
+    last = (sorted_p > 0).sum(dim=-1, keepdim=True) - 1
+    idx = torch.minimum(idx, last)
+    return order.gather(-1, idx).squeeze(-1)
+
+
+class SeededSampler(LogitsProcessor):
+    """Draws each row's next token with that row's uniform for this step; returns scores where only the
+    drawn token is finite, so greedy decoding emits it."""
+
+    def __init__(self, uniforms: torch.Tensor, prompt_len: int, temperature: float, top_p: float) -> None:
+        self.uniforms = uniforms
+        self.prompt_len = prompt_len
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_len
+        tokens = sample_tokens(scores, self.uniforms[:, step], self.temperature, self.top_p)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, tokens.unsqueeze(-1), 0.0)
 
 
 class StopOnStrings(StoppingCriteria):
@@ -172,7 +268,3 @@ def _adapter_scope(model: PreTrainedModel | PeftModel, adapter_name: str | None)
     if adapter_name is None and isinstance(model, PeftModel):
         return model.disable_adapter()
     return nullcontext()
-
-
-def _batch_seed(seed: int, batch_index: int) -> int:
-    return int(hashlib.sha256(f"{seed}:{batch_index}".encode()).hexdigest()[:8], 16)

