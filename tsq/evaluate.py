@@ -1,23 +1,32 @@
-"""Evaluation: sample the spec's eval split (the `evaluation:` section), grade, summarise.
+"""Evaluation: sample the spec's eval split (the `evaluation:` section), grade, summarise, bound.
 
 The responses come from `sample_responses`, so evaluation is cached like any sampling: the baseline (the
 model without adapter) is computed once per sweep, and re-evaluating an unchanged adapter is free.
+An `EvalResult` exposes its per-response table (`records`, `write_records` / `read_records` as JSONL), so
+any later analysis, such as a report rebuilt on another machine, recomputes every metric and interval from
+it (`tsq.metrics.ProblemSums.from_records`). `intervals` and `compare` give 95% problem-bootstrap intervals
+(`tsq.stats`), paired with the baseline for relative metrics.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from tsq.cache import Cache
-from tsq.data.problems import load_problem_set
+from tsq.data.loading import load_problem_set
 from tsq.data.traces import Response
+from tsq.errors import UserError
+from tsq.fileio import write_atomic
 from tsq.generation import backend_from_spec
 from tsq.generation.base import Backend
-from tsq.metrics import paired_bootstrap_delta, summarize
+from tsq.metrics import METRIC_ALIASES, RECORD_FIELDS, ProblemSums, response_record, summarize
 from tsq.models import resolve_model
 from tsq.sample import sample_responses, sampling_settings
 from tsq.spec import EvaluationSpec, Spec
+from tsq.stats import Estimate, absolute_intervals, paired_intervals
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,23 @@ class EvalResult:
     def correct_by_problem(self) -> dict[str, list[bool]]:
         return {pid: [r.correct for r in rs] for pid, rs in self.responses.items()}
 
+    def records(self) -> list[dict[str, Any]]:
+        """One row per response (`tsq.metrics.RECORD_FIELDS`): problem id, sample index, tokens, correct,
+        finish reason, truncated, difficulty, thinking steps. The text is left out; it stays in the cache."""
+        return [
+            response_record(pid, j, r, self.difficulty.get(pid))
+            for pid, rs in self.responses.items()
+            for j, r in enumerate(rs)
+        ]
+
+    def write_records(self, path: Path) -> Path:
+        """Write `records()` as JSONL, atomically; `read_records` reads it back."""
+        write_atomic(path, "".join(json.dumps(rec) + "\n" for rec in self.records()))
+        return path
+
+    def problem_sums(self) -> ProblemSums:
+        return ProblemSums.from_records(self.records(), int(self.summary["budget"]))
+
     def to_json(self) -> dict:
         return {
             "summary": self.summary,
@@ -39,6 +65,34 @@ class EvalResult:
                 for pid, rs in self.responses.items()
             },
         }
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The rows of a `write_records` JSONL file; a missing file or a malformed row is a UserError."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the per-response records ({exc.strerror})") from exc
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{number}: not a JSON line ({exc.msg}); rewrite it with tsq") from exc
+        missing = [f for f in RECORD_FIELDS if not isinstance(row, dict) or f not in row]
+        if missing:
+            raise UserError(f"{path}:{number}: a per-response record lacks {', '.join(missing)}")
+        rows.append(row)
+    return rows
+
+
+def _flatten(estimates: dict[str, Estimate]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name, e in estimates.items():
+        out.update({name: e.value, f"{name}_lo": e.lo, f"{name}_hi": e.hi, f"{name}_se": e.se})
+    return out
 
 
 def evaluate(
@@ -64,19 +118,23 @@ def baseline(spec: Spec, cache: Cache, *, backend: Backend | None = None) -> Eva
     return evaluate(spec, resolve_model(spec.model), cache, backend=backend)
 
 
-def compare(base: EvalResult, new: EvalResult, evaluation: EvaluationSpec) -> dict[str, float | None]:
-    """How `new` differs from `base`: accuracy delta with its paired-bootstrap 95% CI, token reductions."""
-    delta, lo, hi = paired_bootstrap_delta(
-        base.correct_by_problem(), new.correct_by_problem(), evaluation.bootstrap, evaluation.seed
-    )
-    b, n = base.summary, new.summary
-    return {
-        "accuracy_delta": delta,
-        "accuracy_delta_lo": lo,
-        "accuracy_delta_hi": hi,
-        "len_all_reduction": 1 - n["len_all"] / b["len_all"],
-        "len_correct_reduction": (
-            1 - n["len_correct"] / b["len_correct"] if n["len_correct"] and b["len_correct"] else None
-        ),
-        "auc_delta": n["auc"] - b["auc"],
-    }
+def intervals(result: EvalResult | ProblemSums, evaluation: EvaluationSpec) -> dict[str, float | None]:
+    """Every absolute metric with its 95% problem-bootstrap interval: `<metric>`, `<metric>_lo`, `<metric>_hi`
+    (and the bootstrap standard error `<metric>_se`); None where undefined. `evaluation.bootstrap` resamples,
+    seeded by `evaluation.seed`."""
+    sums = result.problem_sums() if isinstance(result, EvalResult) else result
+    return _flatten(absolute_intervals(sums, evaluation.bootstrap, evaluation.seed))
+
+
+def compare(
+    base: EvalResult | ProblemSums, new: EvalResult | ProblemSums, evaluation: EvaluationSpec
+) -> dict[str, float | None]:
+    """How `new` differs from `base`: every relative metric (`accuracy_delta`, `token_reduction`,
+    `len_correct_reduction`, `auc_delta`) with its paired 95% bootstrap interval (`_lo`, `_hi`, `_se`), on the
+    problems both share. `len_all_reduction*` repeat `token_reduction*` (its older name)."""
+    b = base.problem_sums() if isinstance(base, EvalResult) else base
+    n = new.problem_sums() if isinstance(new, EvalResult) else new
+    out = _flatten(paired_intervals(b, n, evaluation.bootstrap, evaluation.seed))
+    for alias, name in METRIC_ALIASES.items():
+        out.update({alias + key[len(name) :]: v for key, v in list(out.items()) if key.startswith(name)})
+    return out

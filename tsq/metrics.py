@@ -1,16 +1,350 @@
-"""Evaluation metrics (PAPER.md "Metrics"): accuracy, Len-T, Len-A, budgeted AUC, steps, bootstrap CIs.
+"""Evaluation metrics: the one registry of every metric a trial reports (`METRICS`), and the math behind it.
 
-Pure functions over lengths and correctness flags; `summarize` works on graded `Response`s.
+Definitions (docs/method.md, "Metrics"), over the graded responses of the eval split:
+- accuracy: the share of correct responses (a truncated response is never correct).
+- Len-A (`len_all`): mean generated tokens per response, eos included; Len-T (`len_correct`): the same over
+  correct responses only (undefined when none is correct).
+- AUC@B (`auc`): area under accuracy(b) for b in [0, B], normalised by B (`budget_auc`).
+- `steps_per_response`, `tokens_per_step`: THINKING steps only (`thinking_steps`). For a response with a
+  `</think>`, its steps are the blank-line chunks of the text before the last `</think>`; without one, of
+  the whole response. The answer after `</think>` is not a step. `tokens_per_step` is all generated tokens
+  over all thinking steps (a response's token count is not split into thinking and answer).
+- relative metrics compare a trial with the baseline on the same problems: `accuracy_delta` and
+  `auc_delta` (new − base), `token_reduction` (1 − Len-A / baseline Len-A) and `len_correct_reduction` (the
+  same for Len-T). The baseline's own value of a relative metric is 0 by definition.
+
+Every absolute metric is a ratio of two sums over responses (`SUM_FIELDS`). Sums are kept per problem
+(`ProblemSums`), so a bootstrap resample of problems is a weight matrix W (resamples × problems) and a
+metric's resampled values are (W @ numerator) / (W @ denominator), vectorised (`tsq.stats`). Adding a metric
+is one entry in `METRICS` (plus a sum field if it needs a new one).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from tsq.data.traces import Response, split_steps
+
+# The tags of tsq.data.reasoning, not imported from there: that module pulls in the graders.
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+Direction = Literal["maximize", "minimize"]
+Format = Literal["percent", "points", "signed_percent", "tokens", "ratio", "signed_ratio", "steps"]
+
+# Per-response quantities whose sums make every absolute metric. `auc` is a correct response's
+# max(0, 1 − ℓ/B); `correct_tokens` is ℓ of correct responses only.
+SUM_FIELDS: tuple[str, ...] = (
+    "responses",
+    "correct",
+    "tokens",
+    "correct_tokens",
+    "auc",
+    "steps",
+    "truncated",
+)
+_COLUMN = {name: i for i, name in enumerate(SUM_FIELDS)}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: how to name, print and compute it.
+
+    Absolute metrics are `numerator` / `denominator` (both `SUM_FIELDS`). Relative metrics compare the
+    absolute metric `of` between a trial and the baseline: `change` "delta" is new − base, "reduction" is
+    1 − new/base.
+    `objective`: may be a study objective (every metric but bookkeeping ones such as `truncated`).
+    """
+
+    name: str
+    label: str  # readable axis / column name
+    direction: Direction  # the natural direction when it is an objective
+    format: Format
+    description: str
+    relative: bool = False
+    numerator: str | None = None
+    denominator: str | None = None
+    of: str | None = None
+    change: Literal["delta", "reduction"] | None = None
+    objective: bool = True
+
+    def __post_init__(self) -> None:
+        complete = (
+            self.of is not None and self.change is not None
+            if self.relative
+            else self.numerator in _COLUMN and self.denominator in _COLUMN
+        )
+        if not complete:
+            raise ValueError(f"metric {self.name}: an absolute metric needs numerator and denominator sum "
+                             "fields, a relative one needs `of` and `change`")  # fmt: skip
+
+    @property
+    def scale(self) -> float:
+        """Factor from stored value to displayed value (fractions are shown in %, or percentage points)."""
+        return 100.0 if self.format in ("percent", "points", "signed_percent") else 1.0
+
+
+def _ratio(name: str, label: str, direction: Direction, fmt: Format, ratio: str, description: str,
+           objective: bool = True) -> Metric:  # fmt: skip
+    numerator, denominator = ratio.split("/")
+    return Metric(name, label, direction, fmt, description, numerator=numerator, denominator=denominator,
+                  objective=objective)  # fmt: skip
+
+
+def _vs_baseline(name: str, label: str, fmt: Format, of: str, change: Literal["delta", "reduction"],
+                 description: str) -> Metric:  # fmt: skip
+    return Metric(name, label, "maximize", fmt, description, relative=True, of=of, change=change)
+
+
+# fmt: off
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    _ratio("accuracy", "Acc (%)", "maximize", "percent", "correct/responses", "share of correct responses"),
+    _ratio("len_all", "Len-A (tokens)", "minimize", "tokens", "tokens/responses", "mean tokens per response"),
+    _ratio("len_correct", "Len-T (tokens)", "minimize", "tokens", "correct_tokens/correct",
+           "mean tokens per correct response"),
+    _ratio("auc", "AUC@B", "maximize", "ratio", "auc/responses", "area under budgeted accuracy, over B"),
+    _ratio("steps_per_response", "Thinking steps", "minimize", "steps", "steps/responses",
+           "mean thinking steps per response"),
+    _ratio("tokens_per_step", "tokens/step", "minimize", "tokens", "tokens/steps",
+           "generated tokens per thinking step"),
+    _ratio("truncated", "Truncated (%)", "minimize", "percent", "truncated/responses",
+           "share of responses cut at max_new_tokens", objective=False),
+    _vs_baseline("accuracy_delta", "Δ Acc (pts)", "points", "accuracy", "delta",
+                 "accuracy − baseline accuracy"),
+    _vs_baseline("token_reduction", "Len-A reduction (%)", "signed_percent", "len_all", "reduction",
+                 "1 − Len-A / baseline Len-A"),
+    _vs_baseline("len_correct_reduction", "Len-T reduction (%)", "signed_percent", "len_correct", "reduction",
+                 "1 − Len-T / baseline Len-T"),
+    _vs_baseline("auc_delta", "Δ AUC", "signed_ratio", "auc", "delta", "AUC − baseline AUC"),
+)}
+# fmt: on
+# Older names still emitted by `tsq.evaluate.compare`, so stored trials and callers keep working.
+METRIC_ALIASES: dict[str, str] = {"len_all_reduction": "token_reduction"}
+
+
+def metric(name: str) -> Metric:
+    """The registry entry of `name` (aliases resolved); KeyError naming the known metrics otherwise."""
+    found = METRICS.get(METRIC_ALIASES.get(name, name))
+    if found is None:
+        raise KeyError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    return found
+
+
+def objective_metric_names() -> tuple[str, ...]:
+    return tuple(n for n, m in METRICS.items() if m.objective)
+
+
+def absolute_metric_names() -> tuple[str, ...]:
+    return tuple(n for n, m in METRICS.items() if not m.relative)
+
+
+def relative_metric_names() -> tuple[str, ...]:
+    return tuple(n for n, m in METRICS.items() if m.relative)
+
+
+def axis_label(name: str, budget: int | None = None) -> str:
+    """Readable name for axes and columns; AUC@B gets the budget when it is known."""
+    label = metric(name).label
+    return label.replace("@B", f"@{budget}") if budget is not None else label
+
+
+def display_value(name: str, value: float | None) -> float | None:
+    """The value in display units (fractions → % or points), e.g. for plot axes labelled `axis_label`."""
+    return None if value is None else value * metric(name).scale
+
+
+def format_value(name: str, value: float | None) -> str:
+    """The value as a table prints it: `accuracy` 0.612 → "61.2%", `accuracy_delta` −0.01 → "-1.0 pts"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    fmt = metric(name).format
+    if fmt == "percent":
+        return f"{100 * value:.1f}%"
+    if fmt == "signed_percent":
+        return f"{100 * value:+.1f}%"
+    if fmt == "points":
+        return f"{100 * value:+.1f} pts"
+    if fmt == "ratio":
+        return f"{value:.3f}"
+    if fmt == "signed_ratio":
+        return f"{value:+.3f}"
+    if fmt == "steps":
+        return f"{value:.2f}"
+    return f"{value:.1f}"  # tokens
+
+
+def format_estimate(name: str, value: float | None, lo: float | None, hi: float | None) -> str:
+    """Value and 95% interval: "61.2% [58.0%, 64.1%]"; just the value when there is no interval."""
+    if lo is None or hi is None:
+        return format_value(name, value)
+    return f"{format_value(name, value)} [{format_value(name, lo)}, {format_value(name, hi)}]"
+
+
+def baseline_value(name: str, baseline: Mapping[str, Any]) -> float | None:
+    """The baseline's value of a metric: its own summary value, or 0 for a relative metric."""
+    m = metric(name)
+    if m.relative:
+        return 0.0
+    value = baseline.get(m.name)
+    return None if value is None else float(value)
+
+
+# -- per-response quantities ------------------------------------------------------------------------------
+
+
+def thinking_steps(text: str) -> list[str]:
+    """The thinking steps of a response: blank-line chunks before the last `</think>`, else of all of it.
+
+    A leading `<think>` tag is not part of the first step. R1-style completions whose prompt opened the think
+    block have a `</think>` but no `<think>`; a completion whose thinking never closed is all thinking.
+    """
+    close_at = text.rfind(THINK_CLOSE)
+    thinking = text[:close_at] if close_at >= 0 else text
+    open_at = thinking.find(THINK_OPEN)
+    if open_at >= 0:
+        thinking = thinking[open_at + len(THINK_OPEN) :]
+    return split_steps(thinking)
+
+
+# The columns of a per-response record (`response_record`; `tsq.evaluate.EvalResult.records`).
+RECORD_FIELDS: tuple[str, ...] = (
+    "problem_id",
+    "sample",
+    "n_tokens",
+    "correct",
+    "finish_reason",
+    "truncated",
+    "difficulty",
+    "steps",
+)
+
+
+def response_record(
+    problem_id: str, sample: int, response: Response, difficulty: int | None
+) -> dict[str, Any]:
+    """One row of the per-response table: everything the metrics need, without the text."""
+    return {
+        "problem_id": problem_id,
+        "sample": sample,
+        "n_tokens": response.n_tokens,
+        "correct": response.correct,
+        "finish_reason": response.finish_reason,
+        "truncated": response.finish_reason == "length",
+        "difficulty": difficulty,
+        "steps": len(thinking_steps(response.text)),
+    }
+
+
+def _record_sums(record: Mapping[str, Any], budget: int) -> list[float]:
+    ell, ok = int(record["n_tokens"]), bool(record["correct"])
+    values = {
+        "responses": 1.0,
+        "correct": float(ok),
+        "tokens": float(ell),
+        "correct_tokens": float(ell) if ok else 0.0,
+        "auc": max(0.0, 1.0 - ell / budget) if ok else 0.0,
+        "steps": float(record["steps"]),
+        "truncated": float(bool(record["truncated"])),
+    }
+    return [values[f] for f in SUM_FIELDS]
+
+
+@dataclass(frozen=True)
+class ProblemSums:
+    """Per-problem sums of `SUM_FIELDS`: `sums[i, j]` is field j summed over `problem_ids[i]`'s responses."""
+
+    problem_ids: tuple[str, ...]  # sorted, so two results on the same problems line up row by row
+    sums: np.ndarray  # shape (problems, len(SUM_FIELDS))
+    budget: int
+
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping[str, Any]], budget: int) -> ProblemSums:
+        if budget <= 0:
+            raise ValueError(f"budget must be positive, got {budget}")
+        by_problem: dict[str, np.ndarray] = {}
+        for rec in records:
+            row = np.asarray(_record_sums(rec, budget))
+            pid = str(rec["problem_id"])
+            by_problem[pid] = by_problem[pid] + row if pid in by_problem else row
+        if not by_problem:
+            raise ValueError("ProblemSums of no responses")
+        ids = tuple(sorted(by_problem))
+        return cls(ids, np.stack([by_problem[p] for p in ids]), budget)
+
+    @classmethod
+    def from_responses(
+        cls, responses_by_problem: Mapping[str, Sequence[Response]], budget: int
+    ) -> ProblemSums:
+        records = (
+            response_record(pid, j, r, None)
+            for pid, rs in responses_by_problem.items()
+            for j, r in enumerate(rs)
+        )
+        return cls.from_records(records, budget)
+
+    def total(self) -> np.ndarray:
+        return self.sums.sum(axis=0)
+
+    def select(self, problem_ids: Sequence[str]) -> ProblemSums:
+        """These problems' rows, in this order (KeyError if one is missing)."""
+        index = {p: i for i, p in enumerate(self.problem_ids)}
+        return ProblemSums(tuple(problem_ids), self.sums[[index[p] for p in problem_ids]], self.budget)
+
+
+# -- metric values from sums (vectorised) ------------------------------------------------------------------
+
+
+def absolute_values(sums: np.ndarray) -> dict[str, np.ndarray]:
+    """Every absolute metric from summed fields, shape (..., len(SUM_FIELDS)) → (...); NaN where undefined."""
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for name, m in METRICS.items():
+            if m.relative:
+                continue
+            num, den = sums[..., _COLUMN[m.numerator]], sums[..., _COLUMN[m.denominator]]  # type: ignore[index]
+            out[name] = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return out
+
+
+def relative_values(new: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every relative metric from a trial's and the baseline's absolute values (same resamples: paired)."""
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for name, m in METRICS.items():
+            if not m.relative:
+                continue
+            n, b = np.asarray(new[m.of], dtype=float), np.asarray(base[m.of], dtype=float)  # type: ignore[index]
+            if m.change == "delta":
+                out[name] = n - b
+            else:
+                out[name] = np.where(b != 0, 1.0 - n / np.where(b != 0, b, 1.0), np.nan)
+    return out
+
+
+def _scalar(value: np.ndarray) -> float | None:
+    v = float(value)
+    return None if math.isnan(v) else v
+
+
+def metric_values(sums: ProblemSums, base: ProblemSums | None = None) -> dict[str, float | None]:
+    """Point values of the absolute metrics, plus the relative ones given a baseline (None: undefined).
+
+    Relative metrics use each result's own totals, so they equal the difference of the reported summaries.
+    """
+    new_abs = absolute_values(sums.total())
+    out = {name: _scalar(v) for name, v in new_abs.items()}
+    if base is not None:
+        rel = relative_values(new_abs, absolute_values(base.total()))
+        out.update({name: _scalar(v) for name, v in rel.items()})
+    return out
+
+
+# -- pure helpers kept from before -------------------------------------------------------------------------
 
 
 def budget_auc(lengths: Sequence[int], correct: Sequence[bool], budget: int) -> float:
@@ -41,33 +375,34 @@ def coefficient_of_variation(values: Sequence[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) / mean
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def budget_curve(
+    lengths: Sequence[int], correct: Sequence[bool], budget: int, points: int = 33
+) -> list[tuple[int, float]]:
+    """accuracy(b) at `points` evenly spaced budgets b in [0, B]: the curve whose area `budget_auc` is."""
+    if len(lengths) != len(correct) or not lengths:
+        raise ValueError("budget_curve needs one correctness flag per length, and at least one response")
+    budgets = sorted({round(budget * i / (points - 1)) for i in range(points)})
+    n = len(lengths)
+    return [
+        (b, sum(1 for ell, ok in zip(lengths, correct, strict=True) if ok and ell <= b) / n) for b in budgets
+    ]
+
+
+# -- summaries ---------------------------------------------------------------------------------------------
 
 
 def summarize_responses(responses: Sequence[Response], budget: int) -> dict[str, float | int | None]:
-    """Metrics of one group of responses.
+    """Every absolute metric of `METRICS` over one group of responses, plus `n_responses` and `len_cv`.
 
-    Steps are the response's blank-line separated chunks (`split_steps`; for a reasoning model this counts
-    the answer after `</think>` as one more step). tokens_per_step is total tokens over total steps, i.e.
-    the mean step length in tokens, where a response's tokens include its eos token.
-    len_correct (Len-T) is None when no response is correct.
+    None marks an undefined metric (Len-T with no correct response, tokens/step with no step).
     """
     if not responses:
         raise ValueError("summarize of no responses")
-    lengths = [r.n_tokens for r in responses]
-    correct = [r.correct for r in responses]
-    steps = [len(split_steps(r.text)) for r in responses]
+    sums = ProblemSums.from_responses({"all": responses}, budget)
     return {
         "n_responses": len(responses),
-        "accuracy": sum(correct) / len(responses),
-        "len_correct": _mean([ell for ell, ok in zip(lengths, correct, strict=True) if ok]),
-        "len_all": sum(lengths) / len(lengths),
-        "len_cv": coefficient_of_variation(lengths),
-        "auc": budget_auc(lengths, correct, budget),
-        "steps_per_response": sum(steps) / len(steps),
-        "tokens_per_step": sum(lengths) / sum(steps) if sum(steps) else None,
-        "truncated": sum(r.finish_reason == "length" for r in responses) / len(responses),
+        **metric_values(sums),
+        "len_cv": coefficient_of_variation([r.n_tokens for r in responses]),
     }
 
 
@@ -94,41 +429,3 @@ def summarize(
 def _level_order(item: tuple[str, list[Response]]) -> tuple[int, int | str]:
     level = item[0]
     return (0, int(level)) if level.lstrip("-").isdigit() else (1, level)
-
-
-def paired_bootstrap_delta(
-    base: Mapping[str, Sequence[bool]],
-    new: Mapping[str, Sequence[bool]],
-    n_resamples: int,
-    seed: int,
-) -> tuple[float, float, float]:
-    """Accuracy delta (new − base) and its 95% percentile-bootstrap CI, resampling problems.
-
-    Pairing is by problem: each resample draws problems with replacement and takes both systems'
-    accuracies on the same draw, so problem difficulty cancels out of the delta. Accuracy is the mean of
-    per-problem accuracies (equal to the response mean when every problem has the same sample count).
-    """
-    shared = sorted(set(base) & set(new))
-    if not shared:
-        raise ValueError("paired_bootstrap_delta: the two results share no problems")
-    if any(not base[p] or not new[p] for p in shared):
-        raise ValueError("paired_bootstrap_delta: a problem has no responses")
-    diffs = np.array([np.mean(new[p]) - np.mean(base[p]) for p in shared], dtype=float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(diffs), size=(n_resamples, len(diffs)))
-    resampled = diffs[draws].mean(axis=1)
-    lo, hi = np.percentile(resampled, [2.5, 97.5])
-    return float(diffs.mean()), float(lo), float(hi)
-
-
-def budget_curve(
-    lengths: Sequence[int], correct: Sequence[bool], budget: int, points: int = 33
-) -> list[tuple[int, float]]:
-    """accuracy(b) at `points` evenly spaced budgets b in [0, B]: the curve whose area `budget_auc` is."""
-    if len(lengths) != len(correct) or not lengths:
-        raise ValueError("budget_curve needs one correctness flag per length, and at least one response")
-    budgets = sorted({round(budget * i / (points - 1)) for i in range(points)})
-    n = len(lengths)
-    return [
-        (b, sum(1 for ell, ok in zip(lengths, correct, strict=True) if ok and ell <= b) / n) for b in budgets
-    ]

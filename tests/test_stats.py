@@ -1,0 +1,245 @@
+"""Bootstrap intervals, paired deltas, p_front and seed noise against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tsq.metrics import ProblemSums
+from tsq.stats import (
+    FRONT_CLASS_LABELS,
+    absolute_intervals,
+    aggregate_replicates,
+    classify_front,
+    combined_se,
+    non_dominated,
+    p_front,
+    paired_intervals,
+    percentile_interval,
+    resample_weights,
+)
+
+
+def _sums(problems: dict[str, list[tuple[int, bool]]], budget: int = 100) -> ProblemSums:
+    """ProblemSums from {problem: [(tokens, correct), ...]}, one step per response, none truncated."""
+    records = [
+        {"problem_id": pid, "n_tokens": n, "correct": ok, "steps": 1, "truncated": False}
+        for pid, rs in problems.items()
+        for n, ok in rs
+    ]
+    return ProblemSums.from_records(records, budget)
+
+
+def test_resample_weights_are_seeded_draws_of_every_problem_count() -> None:
+    w = resample_weights(5, 1000, seed=3)
+    assert w.shape == (1000, 5) and (w.sum(axis=1) == 5).all() and (w >= 0).all()
+    assert np.array_equal(w, resample_weights(5, 1000, seed=3))
+    assert not np.array_equal(w, resample_weights(5, 1000, seed=4))
+    assert w.mean() == pytest.approx(1.0, abs=0.05)  # each problem is drawn once per resample on average
+    assert (resample_weights(1, 10, seed=0) == 1).all()
+    with pytest.raises(ValueError):
+        resample_weights(0, 10, seed=0)
+
+
+def test_percentile_interval_ignores_undefined_draws() -> None:
+    assert percentile_interval(np.array([1.0, np.nan, 1.0])) == (1.0, 1.0)
+    assert percentile_interval(np.array([np.nan])) == (None, None)
+    lo, hi = percentile_interval(np.arange(101.0))  # percentiles of 0..100 are the values themselves
+    assert (lo, hi) == pytest.approx((2.5, 97.5))
+
+
+def test_absolute_intervals_hand_computed() -> None:
+    # Two problems: a has 1 correct response of 10 tokens, b has 3 wrong ones of 30 tokens. A resample draws
+    # (a, a), (a, b) or (b, b) with probability 1/4, 1/2, 1/4:
+    #   accuracy  1, 1/4, 0         → interval [0, 1], point 1/4, bootstrap mean 3/8, sd 3/8
+    #   Len-A     10, 25, 30        → interval [10, 30], point 25
+    #   Len-T     10, 10, undefined → interval [10, 10], point 10
+    sums = _sums({"a": [(10, True)], "b": [(30, False)] * 3})
+    est = absolute_intervals(sums, n_resamples=4000, seed=0)
+    acc, len_all, len_correct = est["accuracy"], est["len_all"], est["len_correct"]
+    assert (acc.value, acc.lo, acc.hi) == (0.25, 0.0, 1.0)
+    assert acc.se == pytest.approx(3 / 8, abs=0.01)  # sqrt(1/4 + 1/2 · 1/16 − (3/8)²)
+    assert (len_all.value, len_all.lo, len_all.hi) == (25.0, 10.0, 30.0)
+    assert (len_correct.value, len_correct.lo, len_correct.hi) == (10.0, 10.0, 10.0)
+    # AUC at B = 100: a contributes 0.9; (a, a) → 0.9, (a, b) → 0.9/4, (b, b) → 0
+    assert (est["auc"].value, est["auc"].lo, est["auc"].hi) == pytest.approx((0.225, 0.0, 0.9))
+    assert est["tokens_per_step"].value == 25.0  # 100 tokens over 4 one-step responses
+
+
+def test_one_problem_has_no_problem_noise() -> None:
+    est = absolute_intervals(_sums({"a": [(10, True), (20, False)]}), n_resamples=200, seed=1)
+    assert (est["accuracy"].lo, est["accuracy"].hi, est["accuracy"].se) == (0.5, 0.5, 0.0)
+
+
+def test_undefined_metric_has_no_interval() -> None:
+    est = absolute_intervals(_sums({"a": [(10, False)], "b": [(5, False)]}), n_resamples=100, seed=0)
+    assert est["len_correct"].value is None and est["len_correct"].lo is None
+
+
+def test_paired_delta_hand_computed() -> None:
+    # Per-problem accuracy deltas 1 (problem a) and 0 (problem b): a resample's delta is 1, 1/2 or 0.
+    base = _sums({"a": [(10, False)], "b": [(10, True)]})
+    new = _sums({"a": [(5, True)], "b": [(10, True)]})
+    est = paired_intervals(base, new, n_resamples=4000, seed=1)
+    d = est["accuracy_delta"]
+    assert (d.value, d.lo, d.hi) == (0.5, 0.0, 1.0)
+    # Len-A reduction: (a, a) → 1 − 5/10, (a, b) → 1 − 15/20, (b, b) → 0
+    r = est["token_reduction"]
+    assert (r.value, r.lo, r.hi) == (0.25, 0.0, 0.5)
+    # Len-T: base's correct responses are b's only, so (a, a) leaves the baseline's Len-T undefined
+    assert est["len_correct_reduction"].value == pytest.approx(1 - 7.5 / 10)
+
+
+def test_paired_intervals_cancel_problem_difficulty() -> None:
+    # Problems of very different difficulty, the trial one response better on every problem: the paired
+    # delta has no width, although each system's own accuracy interval is wide.
+    base = _sums({f"p{i}": [(10, j < i) for j in range(10)] for i in range(10)})
+    new = _sums({f"p{i}": [(10, j <= i) for j in range(10)] for i in range(10)})
+    d = paired_intervals(base, new, n_resamples=500, seed=0)["accuracy_delta"]
+    assert (d.value, d.lo, d.hi) == pytest.approx((0.1, 0.1, 0.1))
+    own = absolute_intervals(new, n_resamples=500, seed=0)["accuracy"]
+    assert own.hi - own.lo > 0.2  # type: ignore[operator]
+
+
+def test_identical_systems_have_zero_deltas_and_unshared_problems_are_ignored() -> None:
+    base = _sums({"a": [(10, True), (30, False)], "b": [(20, False)], "c": [(5, True)]})
+    new = _sums({"a": [(10, True), (30, False)], "b": [(20, False)], "c": [(5, True)], "extra": [(1, True)]})
+    for e in paired_intervals(base, new, n_resamples=300, seed=0).values():
+        assert e.lo == e.hi == e.value == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="share no eval problems"):
+        paired_intervals(base, _sums({"z": [(1, True)]}), n_resamples=10, seed=0)
+
+
+def test_intervals_are_seeded() -> None:
+    sums = _sums({f"p{i}": [(10 + i, i % 3 == 0), (20, i % 2 == 0)] for i in range(30)})
+    assert absolute_intervals(sums, 300, seed=5) == absolute_intervals(sums, 300, seed=5)
+    assert absolute_intervals(sums, 300, seed=5) != absolute_intervals(sums, 300, seed=6)
+
+
+# -- the front ---------------------------------------------------------------------------------------------
+
+
+def test_non_dominated_hand_computed() -> None:
+    # one scenario, two objectives to minimise: (1, 1) and (2, 0) trade off, (2, 2) is dominated by both,
+    # a copy of (1, 1) ties with it, and an infeasible (0, 0) neither counts nor dominates
+    losses = np.array([[[1, 1]], [[2, 0]], [[2, 2]], [[1, 1]], [[0, 0]]], dtype=float)
+    feasible = np.array([[True], [True], [True], [True], [False]])
+    assert non_dominated(losses, feasible)[:, 0].tolist() == [True, True, False, True, False]
+
+
+def _problems(n: int, better: set[int] = frozenset(), worse: set[int] = frozenset()) -> ProblemSums:
+    """n problems of 4 responses: all correct and short on `better` ones, all wrong and long on `worse`."""
+    out = {}
+    for i in range(n):
+        if i in better:
+            out[f"p{i:02d}"] = [(10, True)] * 4
+        elif i in worse:
+            out[f"p{i:02d}"] = [(40, False)] * 4
+        else:  # middling, and varying from problem to problem
+            out[f"p{i:02d}"] = [(20 + i % 5, j < i % 4) for j in range(4)]
+    return _sums(out)
+
+
+ACC_LEN = [("accuracy", "maximize"), ("len_all", "minimize")]
+
+
+def test_p_front_of_a_dominating_trial_is_one() -> None:
+    base = _problems(30)
+    strong = _problems(30, better=set(range(0, 30, 2)))  # better on half the problems, equal on the rest
+    weak = _problems(30, worse=set(range(0, 30, 2)))
+    p = p_front({"strong": strong, "weak": weak}, base, ACC_LEN, n_resamples=500, seed=0)
+    assert p == {"strong": 1.0, "weak": 0.0}
+
+
+def test_p_front_of_trials_tied_within_noise_is_between_zero_and_one() -> None:
+    # A is better than the baseline on problems 0-2, B on problems 3-5, both equal elsewhere: each resample
+    # draws more of one group or the other, so each trial dominates in part of the resamples.
+    base = _problems(30)
+    a, b = _problems(30, better={0, 1, 2}), _problems(30, better={3, 4, 5})
+    p = p_front({"a": a, "b": b}, base, ACC_LEN, n_resamples=2000, seed=0)
+    assert 0.2 < p["a"] < 0.8 and 0.2 < p["b"] < 0.8
+    assert p["a"] + p["b"] >= 1.0  # a resample that ties them puts both on the front
+
+
+def test_p_front_relative_objectives_match_their_absolute_metrics() -> None:
+    base = _problems(30)
+    trials = {"a": _problems(30, better={0, 1, 2}), "b": _problems(30, better={3, 4, 5}), "c": _problems(30)}
+    absolute = p_front(trials, base, ACC_LEN, n_resamples=500, seed=2)
+    relative = [("accuracy_delta", "maximize"), ("token_reduction", "maximize")]
+    assert p_front(trials, base, relative, n_resamples=500, seed=2) == absolute
+
+
+def test_p_front_recomputes_feasibility_in_each_resample() -> None:
+    base = _problems(30)
+    hopeless = _problems(30, worse=set(range(30)))  # every response lost: far below any allowed drop
+    assert p_front({"t": hopeless}, base, ACC_LEN, n_resamples=300, seed=0) == {"t": 1.0}
+    assert p_front({"t": hopeless}, base, ACC_LEN, n_resamples=300, seed=0, max_accuracy_drop=0.05) == {
+        "t": 0.0
+    }
+    assert p_front({"t": hopeless}, base, ACC_LEN, n_resamples=300, seed=0, max_accuracy_drop=0.9) == {
+        "t": 1.0
+    }
+    # p03: 3 of 4 correct in the baseline, 0 here. The accuracy drop of a resample is 3·w/120 = 0.025·w, w how
+    # often p03 is drawn (Binomial(30, 1/30)); within 0.03 iff w ≤ 1: (29/30)^30 + (29/30)^29 = 0.7357
+    borderline = _problems(30, worse={3})
+    p = p_front({"t": borderline}, base, ACC_LEN, n_resamples=4000, seed=0, max_accuracy_drop=0.03)
+    assert p["t"] == pytest.approx((29 / 30) ** 30 + (29 / 30) ** 29, abs=0.02)
+
+
+def test_p_front_rejects_bad_objectives() -> None:
+    base = _problems(5)
+    with pytest.raises(KeyError):
+        p_front({"t": base}, base, [("speed", "maximize")], n_resamples=10, seed=0)
+    with pytest.raises(ValueError):
+        p_front({"t": base}, base, [("accuracy", "up")], n_resamples=10, seed=0)
+    assert p_front({}, base, ACC_LEN, n_resamples=10, seed=0) == {}
+
+
+def test_classify_front() -> None:
+    assert [classify_front(p) for p in (1.0, 0.9, 0.5, 0.1, 0.09, 0.0)] == [
+        "clear", "clear", "indistinguishable", "indistinguishable", "off", "off",
+    ]  # fmt: skip
+    assert classify_front(0.7, hi=0.6, lo=0.2) == "clear" and classify_front(0.15, hi=0.6, lo=0.2) == "off"
+    assert set(FRONT_CLASS_LABELS) == {"clear", "indistinguishable", "off"}
+    with pytest.raises(ValueError):
+        classify_front(0.5, hi=0.1, lo=0.9)
+
+
+# -- seed noise --------------------------------------------------------------------------------------------
+
+
+def test_combined_se_hand_computed() -> None:
+    assert combined_se(3.0, 4.0) == 5.0
+    assert combined_se(3.0, 4.0, n_reps=4) == pytest.approx(math.sqrt(9 + 16 / 4))
+    assert combined_se(0.0, 2.0, n_reps=4) == 1.0
+    with pytest.raises(ValueError):
+        combined_se(1.0, 1.0, n_reps=0)
+
+
+def test_aggregate_replicates_is_the_t_interval_without_bootstrap_noise() -> None:
+    est = aggregate_replicates([1.0, 2.0, 3.0])
+    assert (est.mean, est.n, est.sd_seed) == (2.0, 3, 1.0)
+    assert est.se == pytest.approx(1 / math.sqrt(3))
+    # t quantile 0.975 at 2 degrees of freedom is 4.302653
+    assert (est.lo, est.hi) == pytest.approx(
+        (2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3)), abs=1e-5
+    )
+
+
+def test_aggregate_replicates_adds_bootstrap_noise_with_satterthwaite_dof() -> None:
+    # values 1, 3: sd √2, seed variance of the mean 1; se_boot 1 → se² = 2, dof = 1 · (2/1)² = 4, t = 2.776445
+    est = aggregate_replicates([1.0, 3.0], se_boot=[1.0, 1.0])
+    assert est.se == pytest.approx(math.sqrt(2))
+    assert est.hi - est.mean == pytest.approx(2.776445 * math.sqrt(2), abs=1e-5)
+
+
+def test_aggregate_replicates_of_one_run_needs_a_known_seed_spread() -> None:
+    assert aggregate_replicates([5.0]).se is None
+    est = aggregate_replicates([5.0], se_boot=0.3, sd_seed=0.4)  # se 0.5, normal quantile 1.959964
+    assert est.se == pytest.approx(0.5)
+    assert (est.lo, est.hi) == pytest.approx((5 - 0.979982, 5 + 0.979982), abs=1e-5)
+    assert aggregate_replicates([2.0, 2.0]).hi == 2.0
+    with pytest.raises(ValueError):
+        aggregate_replicates([])

@@ -1,0 +1,274 @@
+"""Uncertainty of the metrics: problem-bootstrap intervals, paired deltas, `p_front`, and seed noise.
+
+Why these choices (docs/method.md, "Statistics"):
+- The unit of resampling is the problem. A problem is easy or hard for all its samples, so its responses are
+  correlated and an interval over responses would be too narrow.
+- A resample is a weight vector over problems (multinomial counts: how often each problem was drawn), so the
+  metrics of a resample are ratios of weighted per-problem sums (`tsq.metrics.ProblemSums`), computed for all
+  resamples at once as (W @ numerator) / (W @ denominator).
+- Deltas against the baseline are paired: the trial and the baseline are weighted by the same W, so problem
+  difficulty cancels. `p_front` weights every trial and the baseline by the same W (joint resampling).
+- Intervals are 95% percentile intervals of the resampled values. The weights depend only on (number of
+  problems, resamples, seed), and problems are sorted by id, so every result evaluated on the same problems
+  with the same `evaluation.seed` sees the same resamples, even when its intervals are computed separately.
+- Seed noise (training and sampling seeds) is a separate component that the problem bootstrap cannot see; it
+  is measured from replicates (`combined_se`, `aggregate_replicates`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import numpy as np
+
+from tsq.metrics import ProblemSums, absolute_values, metric, relative_values
+
+LEVEL = 0.95
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point value with its bootstrap interval and standard error (None where undefined)."""
+
+    value: float | None
+    lo: float | None
+    hi: float | None
+    se: float | None
+
+
+def resample_weights(n_problems: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n_problems) bootstrap weights: row r counts how often resample r draws each problem.
+
+    Each row is a draw of n_problems problems with replacement (a multinomial with equal probabilities), the
+    classic nonparametric bootstrap written as weights.
+    """
+    if n_problems <= 0 or n_resamples <= 0:
+        raise ValueError(f"need problems and resamples, got {n_problems} problems, {n_resamples} resamples")
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_problems, np.full(n_problems, 1.0 / n_problems), size=n_resamples).astype(float)
+
+
+def shared_problems(*sums: ProblemSums) -> tuple[str, ...]:
+    """The problems every result has, sorted (ValueError when there are none)."""
+    shared = set(sums[0].problem_ids).intersection(*(s.problem_ids for s in sums[1:]))
+    if not shared:
+        raise ValueError("the results share no eval problems")
+    return tuple(sorted(shared))
+
+
+def percentile_interval(draws: np.ndarray, level: float = LEVEL) -> tuple[float | None, float | None]:
+    """The central `level` percentile interval of bootstrap draws, ignoring undefined (NaN) draws."""
+    finite = draws[~np.isnan(draws)]
+    if finite.size == 0:
+        return None, None
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(finite, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def bootstrap_se(draws: np.ndarray) -> float | None:
+    """Standard deviation of the defined bootstrap draws: the bootstrap standard error."""
+    finite = draws[~np.isnan(draws)]
+    return float(np.std(finite, ddof=1)) if finite.size > 1 else None
+
+
+def _estimate(value: float, draws: np.ndarray, level: float) -> Estimate:
+    if math.isnan(value):
+        return Estimate(None, None, None, None)
+    lo, hi = percentile_interval(draws, level)
+    return Estimate(value, lo, hi, bootstrap_se(draws))
+
+
+def absolute_draws(sums: ProblemSums, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Every absolute metric in every resample: {metric: (n_resamples,)}; weights' columns are sums' rows."""
+    return absolute_values(weights @ sums.sums)
+
+
+def absolute_intervals(
+    sums: ProblemSums, n_resamples: int, seed: int, level: float = LEVEL
+) -> dict[str, Estimate]:
+    """Point value and percentile-bootstrap interval of every absolute metric, resampling problems."""
+    weights = resample_weights(len(sums.problem_ids), n_resamples, seed)
+    point = absolute_values(sums.total())
+    draws = absolute_draws(sums, weights)
+    return {name: _estimate(float(point[name]), draws[name], level) for name in draws}
+
+
+def paired_draws(base: ProblemSums, new: ProblemSums, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Every relative metric in every resample, the trial and the baseline weighted alike (rows aligned)."""
+    return relative_values(absolute_draws(new, weights), absolute_draws(base, weights))
+
+
+def paired_intervals(
+    base: ProblemSums, new: ProblemSums, n_resamples: int, seed: int, level: float = LEVEL
+) -> dict[str, Estimate]:
+    """Point value and paired percentile-bootstrap interval of every relative metric (new against base).
+
+    Both are restricted to the problems they share, and each resample weights the two alike, so a trial
+    identical to the baseline has intervals of zero width. The point value uses the shared problems too.
+    """
+    ids = shared_problems(base, new)
+    base, new = base.select(ids), new.select(ids)
+    weights = resample_weights(len(ids), n_resamples, seed)
+    point = relative_values(absolute_values(new.total()), absolute_values(base.total()))
+    draws = paired_draws(base, new, weights)
+    return {name: _estimate(float(point[name]), draws[name], level) for name in draws}
+
+
+# -- the noise-aware front ---------------------------------------------------------------------------------
+
+
+def non_dominated(losses: np.ndarray, feasible: np.ndarray) -> np.ndarray:
+    """Which points are on the feasible front, for each of several scenarios at once.
+
+    losses: (points, scenarios, objectives), every objective to be minimised; feasible: (points, scenarios).
+    A feasible point is on the front unless another feasible point is no worse in every objective and better
+    in one; infeasible points are never on it. Points equal in every objective are all on it.
+    """
+    on_front = feasible.copy()
+    for i in range(losses.shape[0]):
+        no_worse = (losses[i][None] <= losses).all(axis=-1)
+        better = (losses[i][None] < losses).any(axis=-1)
+        on_front &= ~(feasible[i][None] & no_worse & better)
+    return on_front
+
+
+def p_front(
+    trials: Mapping[K, ProblemSums],
+    baseline: ProblemSums,
+    objectives: Sequence[tuple[str, str]],
+    *,
+    n_resamples: int,
+    seed: int,
+    max_accuracy_drop: float | None = None,
+) -> dict[K, float]:
+    """Each trial's share of bootstrap resamples in which it is on the feasible Pareto front.
+
+    Problems are resampled jointly: one weight vector per resample applies to every trial and to the baseline,
+    over the problems they all share. In each resample every objective (a (metric, "maximize"/"minimize")
+    pair; relative metrics against the baseline in the same resample) and feasibility (accuracy ≥ baseline
+    accuracy − `max_accuracy_drop`, when given) are recomputed, then non-domination among the feasible trials
+    (`non_dominated`). A trial with an undefined objective in a resample (e.g. Len-T with no correct
+    response drawn) is not on the front in that resample. The baseline is a reference, not a competitor.
+    """
+    if not trials:
+        return {}
+    if not objectives:
+        raise ValueError("p_front needs at least one objective")
+    for name, direction in objectives:
+        metric(name)
+        if direction not in ("maximize", "minimize"):
+            raise ValueError(f"objective {name}: direction must be maximize or minimize, got {direction!r}")
+    keys = list(trials)
+    ids = shared_problems(baseline, *trials.values())
+    weights = resample_weights(len(ids), n_resamples, seed)
+    base_abs = absolute_draws(baseline.select(ids), weights)
+    losses = np.empty((len(keys), n_resamples, len(objectives)))
+    feasible = np.ones((len(keys), n_resamples), dtype=bool)
+    for t, key in enumerate(keys):
+        values = absolute_draws(trials[key].select(ids), weights)
+        values.update(relative_values(values, base_abs))
+        for o, (name, direction) in enumerate(objectives):
+            v = values[metric(name).name]
+            losses[t, :, o] = v if direction == "minimize" else -v
+        if max_accuracy_drop is not None:
+            # a tiny tolerance so that a trial equal to the baseline minus exactly the drop stays feasible
+            feasible[t] &= values["accuracy"] >= base_abs["accuracy"] - max_accuracy_drop - 1e-12
+    feasible &= ~np.isnan(losses).any(axis=-1)
+    on_front = non_dominated(np.nan_to_num(losses, nan=np.inf), feasible)
+    return {key: float(on_front[t].mean()) for t, key in enumerate(keys)}
+
+
+FrontClass = Literal["clear", "indistinguishable", "off"]
+FRONT_CLASS_LABELS: dict[str, str] = {
+    "clear": "clearly on the front",
+    "indistinguishable": "not distinguishable from the front",
+    "off": "off the front",
+}
+
+
+def classify_front(p: float, hi: float = 0.9, lo: float = 0.1) -> FrontClass:
+    """ "clear" when p_front ≥ hi, "indistinguishable" when lo ≤ p_front < hi, else "off".
+
+    With hi = 0.9 a trial is called on the front only when at most 10% of resamples put it off; with lo = 0.1
+    a trial is called off only when at most 10% put it on.
+    """
+    if not 0 <= lo <= hi <= 1:
+        raise ValueError(f"front thresholds need 0 <= lo <= hi <= 1, got lo={lo}, hi={hi}")
+    if p >= hi:
+        return "clear"
+    return "indistinguishable" if p >= lo else "off"
+
+
+# -- seed noise --------------------------------------------------------------------------------------------
+
+
+def combined_se(se_boot: float, sd_seed: float, n_reps: int = 1) -> float:
+    """Standard error of a mean over `n_reps` seed replicates on the same problems: √(se_boot² + sd_seed²/n).
+
+    The problem-sampling error `se_boot` does not shrink with replicates, because every replicate sees the
+    same problems; the seed component does, as for any mean of n independent runs. `sd_seed` is the
+    between-replicate standard deviation, which also holds the sampling noise of the responses that the
+    bootstrap already counts, so the sum is slightly conservative.
+    """
+    if n_reps < 1:
+        raise ValueError(f"n_reps must be at least 1, got {n_reps}")
+    if se_boot < 0 or sd_seed < 0:
+        raise ValueError("standard errors and deviations are not negative")
+    return math.sqrt(se_boot**2 + sd_seed**2 / n_reps)
+
+
+@dataclass(frozen=True)
+class ReplicateEstimate:
+    """Replicates of one metric summarised: mean, seed spread, total standard error and interval."""
+
+    mean: float
+    n: int
+    sd_seed: float | None  # between-replicate standard deviation (ddof 1), or the one given
+    se: float | None  # combined_se of the mean; None when no noise component is known
+    lo: float | None
+    hi: float | None
+
+
+def aggregate_replicates(
+    values: Sequence[float],
+    se_boot: float | Sequence[float] | None = None,
+    sd_seed: float | None = None,
+    level: float = LEVEL,
+) -> ReplicateEstimate:
+    """Mean of replicates (same config, other seeds, same problems), its interval holding seed noise.
+
+    se_boot: the problem-bootstrap standard error; given one per replicate, their mean is used (the replicates
+    share problems, so this error is common to them and does not average out). sd_seed: the between-seed
+    standard deviation; measured from `values` (ddof 1) when there are two or more, else it must be given
+    (e.g. measured on other replicated configurations) for the seed component to count.
+    The interval is mean ± t·se, with t from Student's t at the Welch–Satterthwaite degrees of freedom of
+    se² = se_boot² + sd²/n: (n − 1)·(se² / (sd²/n))². It is the classic t interval of n replicates when the
+    bootstrap part is 0 and tends to the normal interval when seed noise is small next to it.
+    """
+    from scipy.stats import norm, t  # deferred: scipy is slow to import and only this needs it
+
+    if not values:
+        raise ValueError("aggregate_replicates of no values")
+    n = len(values)
+    mean = float(np.mean(values))
+    measured = n >= 2 and sd_seed is None
+    sd = float(np.std(values, ddof=1)) if measured else sd_seed
+    if se_boot is not None and not isinstance(se_boot, int | float):
+        se_boot = float(np.mean(se_boot))
+    if sd is None and se_boot is None:
+        return ReplicateEstimate(mean, n, None, None, None, None)
+    se = combined_se(float(se_boot or 0.0), float(sd or 0.0), n)
+    seed_var = (sd or 0.0) ** 2 / n
+    if se == 0:
+        return ReplicateEstimate(mean, n, sd, 0.0, mean, mean)
+    if measured and seed_var > 0:
+        dof = (n - 1) * (se**2 / seed_var) ** 2
+        q = float(t.ppf(0.5 + level / 2, dof))
+    else:
+        q = float(norm.ppf(0.5 + level / 2))  # the seed spread is given (or absent): no estimation error here
+    return ReplicateEstimate(mean, n, sd, se, mean - q * se, mean + q * se)
