@@ -17,8 +17,8 @@ from trl import DPOConfig, DPOTrainer
 from tsq import train as train_module
 from tsq.cache import Cache
 from tsq.data.tiny_world import TraceStyle, generate_trace, random_problem
-from tsq.errors import TrialFailed
-from tsq.losses import dpo_l_loss
+from tsq.errors import TrialFailed, UserError
+from tsq.losses import DEFAULT_LOSS, LOSSES, dpo_l_loss
 from tsq.models import model_fingerprint
 from tsq.select import Pair
 from tsq.spec import TrainingSpec
@@ -27,10 +27,12 @@ from tsq.train import (
     RefLogpsStore,
     TokenSqueezeDPOConfig,
     TokenSqueezeDPOTrainer,
+    Truncation,
     cache_reference_logps,
+    check_max_length,
     strip_duplicate_bos,
+    tokenize_pairs,
     train_lora,
-    trl_losses,
 )
 
 TERSE = TraceStyle(p_long=0.0, p_check=0.0, restate=False)
@@ -146,20 +148,16 @@ def pairs(tiny_model_dir: Path) -> list[Pair]:
     return make_pairs(tiny_model_dir, 8)
 
 
-def test_trl_loss_table() -> None:
-    assert trl_losses("dpo", 0.5) == (["sigmoid"], [1.0])
-    assert trl_losses("sft", 0.5) == (["sft"], [1.0])
-    assert trl_losses("dpo+sft", 0.5) == (["sigmoid", "sft"], [1.0, 0.5])
-    assert trl_losses("dpo-l+sft", 0.5) == (["sft"], [0.5])
-    with pytest.raises(ValueError, match=r"training\.loss"):
-        trl_losses("ipo", 0.5)
-
-
 def test_config_rejects_settings_the_length_term_would_ignore(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="precompute_ref_log_probs"):
         TokenSqueezeDPOConfig(output_dir=str(tmp_path), bf16=False, loss_variant="dpo-l+sft")
     with pytest.raises(ValueError, match="ld_alpha"):
         TokenSqueezeDPOConfig(**common_args(tmp_path, loss_variant="dpo-l+sft", ld_alpha=0.5))
+    # tsq computes the loss from loss_variant: a TRL loss_type would be silently ignored, so it is refused
+    with pytest.raises(ValueError, match="loss_type"):
+        TokenSqueezeDPOConfig(**common_args(tmp_path, loss_variant="dpo", loss_type=["ipo"]))
+    with pytest.raises(ValueError, match=r"training\.loss: unknown loss 'ipo'"):
+        TokenSqueezeDPOConfig(**common_args(tmp_path, loss_variant="ipo"))
 
 
 def test_lambda_zero_eta_zero_equals_trl_sigmoid_dpo(
@@ -185,20 +183,16 @@ def test_lambda_zero_eta_zero_equals_trl_sigmoid_dpo(
 
 
 @pytest.mark.parametrize(
-    ("variant", "lam", "eta"),
-    [
-        ("dpo-l+sft", 0.7, 0.5),
-        # the ablation variants run TRL's own loss types: slower checks of the same wiring
-        pytest.param("dpo+sft", 0.7, 0.5, marks=pytest.mark.slow),
-        pytest.param("dpo", 0.7, 0.5, marks=pytest.mark.slow),
-        pytest.param("sft", 0.7, 0.5, marks=pytest.mark.slow),
-    ],
+    "variant",
+    # the default variant always; the ablation variants are slower checks of the same wiring
+    [pytest.param(name, marks=() if name == DEFAULT_LOSS else pytest.mark.slow) for name in LOSSES],
 )
 def test_variant_losses_against_a_manual_forward(
-    tiny_model_dir: Path, pairs: list[Pair], tmp_path: Path, variant: str, lam: float, eta: float
+    tiny_model_dir: Path, pairs: list[Pair], tmp_path: Path, variant: str
 ) -> None:
-    """The trainer's loss equals the PAPER.md formula evaluated from an independent plain forward:
+    """The trainer's loss equals the docs/method.md formula evaluated from an independent plain forward:
     DPO-L with margin λ·log(ℓ_r/ℓ_c) (ℓ = completion tokens incl. EOS), plus η·mean NLL of chosen tokens."""
+    lam, eta = 0.7, 0.5
     trainer = build(
         TokenSqueezeDPOTrainer,
         TokenSqueezeDPOConfig(
@@ -216,16 +210,112 @@ def test_variant_losses_against_a_manual_forward(
     assert bool((t["rejected_len"] > t["chosen_len"]).all())
     dpo_l = dpo_l_loss(t["chosen"], t["rejected"], *refs, *lengths, beta=0.1, lam=lam).mean()
     dpo = dpo_l_loss(t["chosen"], t["rejected"], *refs, *lengths, beta=0.1, lam=0.0).mean()
-    expected = {
+    # written out by hand per variant, not derived from the registry; every registry entry needs one
+    by_hand = {
         "dpo-l+sft": dpo_l + eta * t["nll"],
         "dpo+sft": dpo + eta * t["nll"],
         "dpo": dpo,
         "sft": t["nll"],
-    }[variant]
+    }
+    assert set(by_hand) == set(LOSSES)
+    expected = by_hand[variant]
     assert loss_on(trainer, batch) == pytest.approx(expected.item(), rel=1e-4)
     if variant == "dpo-l+sft":
         # the length margin changes the loss: λ > 0 with longer rejected responses raises it
         assert dpo_l.item() > dpo.item() + 1e-3
+
+
+def test_tokenize_pairs_gives_eos_only_to_finished_responses(tiny_model_dir: Path, pairs: list[Pair]) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    p = pairs[0]
+    ids, cut = tokenize_pairs(
+        tokenizer,
+        [p.prompt],
+        {"chosen": [p.chosen], "rejected": [p.rejected]},
+        {"chosen": [True], "rejected": [False]},
+        max_length=None,
+    )
+    eos = tokenizer.eos_token_id
+    assert ids["chosen_ids"][0][-1] == eos  # generated its EOS: trained on it, as TRL does
+    assert eos not in ids["rejected_ids"][0]  # ran into max_new_tokens: no EOS it never generated
+    assert (
+        ids["rejected_ids"][0] == tokenizer(p.prompt + p.rejected)["input_ids"][len(ids["prompt_ids"][0]) :]
+    )
+    assert cut == Truncation(max_length=None, without_eos=1)
+
+
+def test_tokenize_pairs_counts_what_max_length_cuts(tiny_model_dir: Path, pairs: list[Pair]) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [p.prompt for p in pairs[:3]]
+    sides = {"chosen": [p.chosen for p in pairs[:3]], "rejected": [p.rejected for p in pairs[:3]]}
+    eos = {side: [True] * 3 for side in sides}
+    full, none_cut = tokenize_pairs(tokenizer, prompts, sides, eos, max_length=None)
+    assert none_cut == Truncation(max_length=None)
+    lengths = [
+        (len(full["prompt_ids"][i]), len(full["chosen_ids"][i]), len(full["rejected_ids"][i]))
+        for i in range(3)
+    ]
+    # the verbose rejected trace is longer than the terse chosen one in every pair
+    assert all(c < r for _, c, r in lengths)
+    # max_length: exactly pair 0's prompt + chosen, so pair 0 loses only rejected tokens
+    p0, c0, _ = lengths[0]
+    limit = p0 + c0
+    ids, cut = tokenize_pairs(tokenizer, prompts, sides, eos, max_length=limit)
+    expected_cut = {"dropped": 0, "chosen": 0, "rejected": 0, "tokens": 0}
+    for p, c, r in lengths:
+        if p >= limit:
+            expected_cut["dropped"] += 1
+            continue
+        for side, n in (("chosen", c), ("rejected", r)):
+            if p + n > limit:
+                expected_cut[side] += 1
+                expected_cut["tokens"] += p + n - limit
+    assert cut == Truncation(limit, *expected_cut.values(), 0)
+    assert cut.rejected_cut >= 1 and ids["chosen_ids"][0] == full["chosen_ids"][0]
+    assert all(
+        len(pr) + len(r) <= limit for pr, r in zip(ids["prompt_ids"], ids["rejected_ids"], strict=True)
+    )
+    # a cut completion loses its end, so its EOS too
+    assert ids["rejected_ids"][0] == full["rejected_ids"][0][: limit - p0]
+    assert ids["rejected_ids"][0][-1] != tokenizer.eos_token_id
+    # a max_length the shortest prompt fills drops every pair, counted
+    shortest = min(p for p, _, _ in lengths)
+    ids, cut = tokenize_pairs(tokenizer, prompts, sides, eos, max_length=shortest)
+    assert ids["prompt_ids"] == [] and cut.pairs_dropped == 3
+
+
+def test_check_max_length_refuses_a_value_too_small(tiny_model_dir: Path, pairs: list[Pair]) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [p.prompt for p in pairs]
+    longest = max(len(tokenizer(p)["input_ids"]) for p in prompts)
+    needed = longest + 96 + 1
+    assert check_max_length(None, prompts, tokenizer, 96) == needed  # unset: derived
+    assert check_max_length(needed, prompts, tokenizer, 96) == needed
+    assert check_max_length(4096, prompts, tokenizer, 96) == 4096
+    with pytest.raises(UserError) as err:
+        check_max_length(needed - 1, prompts, tokenizer, 96)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("training.max_length: ")
+    assert f"need {needed}" in message and f"({longest} tokens)" in message
+
+
+def test_every_prompt_filling_max_length_fails_the_trial(
+    tiny_model_dir: Path, pairs: list[Pair], tmp_path: Path
+) -> None:
+    spec = TrainingSpec(max_steps=1, batch_size=4, max_length=8, lora={"r": 4, "alpha": 8})
+    with pytest.raises(TrialFailed, match=r"training\.max_length=8"):
+        train_lora(tiny_model_dir, pairs, spec, 1.0, 0.5, tmp_path / "out", Cache(tmp_path / "c"))
+
+
+def test_loss_registry_says_which_knob_is_moot() -> None:
+    assert LOSSES["dpo-l+sft"].moot_knobs() == ()
+    assert LOSSES["dpo+sft"].moot_knobs() == ("lambda",)
+    assert LOSSES["dpo"].moot_knobs() == ("lambda", "eta")
+    assert LOSSES["sft"].moot_knobs() == ("lambda", "eta")  # SFT alone has weight 1, whatever η is
+    assert [LOSSES[n].sft_weight(0.3) for n in ("dpo", "sft", "dpo+sft", "dpo-l+sft")] == [0.0, 1.0, 0.3, 0.3]
+    assert TrainingSpec(loss="dpo").loss == "dpo"
+    with pytest.raises(ValueError, match="'dpo', 'sft', 'dpo\\+sft' or 'dpo-l\\+sft'"):
+        TrainingSpec(loss="ipo")
 
 
 def test_single_bos_in_training_inputs(tiny_model_dir: Path, pairs: list[Pair]) -> None:
