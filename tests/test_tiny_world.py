@@ -1,4 +1,6 @@
-"""The tiny world: deterministic, disjoint splits, difficulty spread, and traces that grade as they should."""
+"""The tiny world (v2): deterministic, disjoint splits, difficulty spread, traces that grade as they should,
+and the two properties TokenSqueeze needs: verification pays off only on deep chains, and even the shortest
+correct traces carry long phrasings."""
 
 from __future__ import annotations
 
@@ -7,18 +9,23 @@ from collections import Counter
 
 import pytest
 
+from tsq.data.grading import extract_exact_answer
 from tsq.data.tiny_world import (
     MAX_VALUE,
     ChainProblem,
     TraceStyle,
     generate_trace,
+    has_verification,
+    random_style,
     random_training_example,
+    sample_split_problem,
+    slip_probability,
     split_of,
+    step_meaning,
     tiny_problem_set,
 )
 from tsq.data.traces import split_steps
 from tsq.errors import UserError
-from tsq.grading import extract_exact_answer
 
 
 def test_problem_by_hand() -> None:
@@ -63,19 +70,35 @@ def test_trace_without_slips_is_right_and_ends_with_the_answer() -> None:
     assert split_steps(trace)[-1].strip() == "answer : 9"
 
 
-def test_rechecks_fix_slips() -> None:
-    """Every step slips; with a re-check after every step the answer is still right, without it is wrong
-    (on one step: over several, slips may cancel out)."""
-    problem = ChainProblem(start=7, updates=(("+", 5), ("-", 3), ("+", 2)))
-    checked = TraceStyle(p_long=0.0, p_check=1.0, restate=False)
-    unchecked = TraceStyle(p_long=0.0, p_check=0.0, restate=False)
+def test_slip_probability_grows_with_position() -> None:
+    assert slip_probability(1, 0.15) == 0.0  # a first step depends on the question only: never slips
+    assert slip_probability(2, 0.15) == pytest.approx(0.15)
+    assert slip_probability(4, 0.15) == pytest.approx(0.45)
+    assert slip_probability(9, 0.15) == 1.0
+
+
+def test_verification_fixes_slips() -> None:
+    """At slip rate 1 the second step always slips (the first never does): a verifying trace still answers
+    right and says which value was wrong; a trace without verification answers wrong."""
+    problem = ChainProblem(start=7, updates=(("+", 5), ("-", 3)))
     for seed in range(20):
-        fixed = generate_trace(problem, random.Random(seed), slip_rate=1.0, style=checked)
-        assert extract_exact_answer(fixed) == str(problem.answer())
-        assert "not" in fixed
-        one_step = ChainProblem(start=7, updates=(("+", 5),))
-        broken = generate_trace(one_step, random.Random(seed), slip_rate=1.0, style=unchecked)
-        assert extract_exact_answer(broken) != "12"
+        fixed = generate_trace(problem, random.Random(seed), 1.0, TraceStyle(0.0, 1.0, False))
+        assert extract_exact_answer(fixed) == "9"
+        assert split_steps(fixed)[-2].strip().startswith("check : 7 + 5 = 12 - 3 = 9 , not ")
+        broken = generate_trace(problem, random.Random(seed), 1.0, TraceStyle(0.0, 0.0, False))
+        assert extract_exact_answer(broken) != "9"
+
+
+def test_verification_step_by_hand_and_detected_in_both_phrasings() -> None:
+    problem = ChainProblem(start=7, updates=(("+", 5), ("-", 3)))
+    short = generate_trace(problem, random.Random(0), 0.0, TraceStyle(0.0, 1.0, False))
+    assert short == (
+        "b = 7 + 5 = 12 \n\n c = 12 - 3 = 9 \n\n check : 7 + 5 = 12 - 3 = 9 , correct \n\n answer : 9"
+    )
+    long = generate_trace(problem, random.Random(0), 0.0, TraceStyle(1.0, 1.0, True))
+    assert "now we check it all again from a : 7 + 5 = 12 - 3 = 9 , so c is 9 , correct" in long
+    assert has_verification(short) and has_verification(long)
+    assert not has_verification(generate_trace(problem, random.Random(0), 0.0, TraceStyle(1.0, 0.0, True)))
 
 
 def test_long_and_short_phrasings_say_the_same() -> None:
@@ -86,11 +109,61 @@ def test_long_and_short_phrasings_say_the_same() -> None:
     assert extract_exact_answer(short) == extract_exact_answer(long) == "5"
 
 
+def _is_long(step: str) -> bool:
+    return step.split()[0] in ("now", "next", "first", "so")  # the first word of every long phrasing
+
+
+def test_phrasing_is_drawn_per_step() -> None:
+    """Every style mixes phrasings within a trace: no per-trace probability of a long step is 0 or 1."""
+    problem = ChainProblem(start=3, updates=(("+", 4), ("+", 2), ("-", 5), ("+", 1)))
+    mixed = 0
+    for seed in range(50):
+        rng = random.Random(seed)
+        style = random_style(rng)
+        assert 0.0 < style.p_long < 1.0
+        kinds = {_is_long(s) for s in split_steps(generate_trace(problem, rng, 0.0, style))}
+        mixed += kinds == {True, False}
+    assert mixed >= 30
+
+
+def test_verification_pays_off_on_deep_chains_only() -> None:
+    """Pre-training traces at the default slip rate 0.15: verifying traces are always right; without
+    verification a one-step chain is always right and a four-step one is right with probability
+    (1 − .15)(1 − .30)(1 − .45) = 0.327."""
+    rng = random.Random(0)
+    right: dict[tuple[int, bool], list[bool]] = {}
+    for i in range(1600):
+        depth = 1 if i % 2 else 4
+        problem = sample_split_problem(rng, "train", depth)
+        trace = generate_trace(problem, rng, 0.15, random_style(rng))
+        right.setdefault((depth, has_verification(trace)), []).append(
+            extract_exact_answer(trace) == str(problem.answer())
+        )
+    rate = {key: sum(v) / len(v) for key, v in right.items()}
+    assert rate[(1, True)] == rate[(1, False)] == rate[(4, True)] == 1.0
+    assert 0.25 < rate[(4, False)] < 0.40
+    assert 0.4 < len(right[(4, True)]) / 800 < 0.6  # about half the traces verify
+
+
+def test_shortest_correct_traces_still_carry_long_steps() -> None:
+    """What refinement needs: of 16 traces of a deep problem, the shortest correct one mostly has a
+    long-phrased step (the answer step, which refinement never rewrites, does not count)."""
+    rng = random.Random(1)
+    with_long = 0
+    for _ in range(100):
+        problem = sample_split_problem(rng, "train", 4)
+        traces = [generate_trace(problem, rng, 0.15, random_style(rng)) for _ in range(16)]
+        correct = [t for t in traces if extract_exact_answer(t) == str(problem.answer())]
+        shortest = min(correct, key=lambda t: len(t.split()))
+        with_long += any(_is_long(s) for s in split_steps(shortest)[:-1])
+    assert with_long >= 60
+
+
 def test_training_traces_vary_and_are_mostly_right() -> None:
     rng = random.Random(0)
     lengths, right = [], 0
     for _ in range(300):
-        question, trace = random_training_example(rng, 1, 5, slip_rate=0.05)
+        question, trace = random_training_example(rng, 1, 5, slip_rate=0.15)
         assert split_of(question) == "train"
         lengths.append(len(trace.split()))
         values = [int(tok) for tok in question.split() if tok.isdigit()]
@@ -101,4 +174,22 @@ def test_training_traces_vary_and_are_mostly_right() -> None:
             answer = answer + y if op == "+" else answer - y
         right += extract_exact_answer(trace) == str(answer)
     assert max(lengths) > 5 * min(lengths)
-    assert 0.75 < right / 300 < 1.0
+    assert 0.65 < right / 300 < 0.95
+
+
+def test_step_meaning_ignores_phrasing_only() -> None:
+    same = [
+        "b = 7 + 5 = 12",
+        "now we work out b : b is a + 5 , that is 7 + 5 , which gives 12",
+        "next we want b : b = a + 5 , so b is 7 + 5 , which is 12",
+    ]
+    assert {step_meaning(s) for s in same} == {("compute", "b", "12")}
+    assert step_meaning("b = 7 + 5 = 13") != step_meaning(same[0])  # a value changed
+    assert step_meaning("c = 12 - 3 = 9") != step_meaning(same[0])  # another step
+    assert step_meaning("check : 7 + 5 = 12 , correct") == step_meaning(
+        "now we check it all again from a : 7 + 5 = 12 , so b is 12 , correct"
+    )
+    assert step_meaning("check : 7 + 5 = 12 , not 13") == ("check", "not 13")
+    assert step_meaning("answer : 9") == step_meaning("so c is 9 , and the answer is 9") == ("answer", "9")
+    assert step_meaning("start with a = 7") == step_meaning("first we have a = 7 , and we want c")
+    assert step_meaning("is is")[0] == "other"

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 Variant = Literal["default", "test"]
 BUILD_INFO = "tsq_build.json"
 # Bump when the world's text format, the tokenizer or the training code changes meaning: old builds rebuild.
-BUILD_FORMAT = 3
+BUILD_FORMAT = 4  # 4: tiny world v2 (verification that pays off on deep chains, per-step phrasing)
 
 PAD, BOS, EOS, UNK, USER, ASSISTANT = "<pad>", "<s>", "</s>", "<unk>", "<user>", "<assistant>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, USER, ASSISTANT)
@@ -74,7 +74,7 @@ class TinyBuildSettings:
     batch_size: int
     learning_rate: float
     warmup_steps: int
-    slip_rate: float  # probability that a computing step of a training trace states a wrong value
+    slip_rate: float  # step i of a training trace slips with probability slip_rate·(i − 1) (tiny_world)
     min_steps: int  # difficulty range of the pre-training problems
     max_steps: int
     seed: int
@@ -99,11 +99,11 @@ VARIANTS: dict[str, TinyBuildSettings] = {
         num_layers=4,
         num_heads=2,
         intermediate_size=512,
-        train_steps=1400,
+        train_steps=1300,
         batch_size=32,
         learning_rate=3e-3,
         warmup_steps=50,
-        slip_rate=0.05,
+        slip_rate=0.15,
         min_steps=1,
         max_steps=4,
         seed=0,
@@ -119,7 +119,7 @@ VARIANTS: dict[str, TinyBuildSettings] = {
         batch_size=24,
         learning_rate=3e-3,
         warmup_steps=20,
-        slip_rate=0.05,
+        slip_rate=0.15,
         min_steps=1,
         max_steps=5,
         seed=0,

@@ -1,16 +1,20 @@
-"""The tiny reasoning world: chain arithmetic on 0..19, and the verbose, sometimes wrong traces the tiny model
-is pre-trained on.
+"""The tiny reasoning world (v2): chain arithmetic on 0..19, and the verbose, sometimes wrong traces the tiny
+model is pre-trained on.
 
 A problem with k steps defines a start value and k dependent updates by 1..9, e.g. (k = 2)
 "a = 7 , b = a + 5 , c = b - 3 . what is c ?"; the answer is c. Every value stays within 0..19 (the
 vocabulary's numbers), so each step is a fact of a small addition/subtraction table a tiny model can learn.
 
-Traces vary along the two axes TokenSqueeze compresses:
-- depth: optional restatements and re-check steps. A re-check recomputes a step and fixes it when it was a
-  slip, so on hard problems longer traces are right more often (style matters, as in real reasoning models);
-- expression: the same step said in a long or a short phrasing ("now we work out b : b is a + 5 , that is
+Traces vary along the two axes TokenSqueeze compresses, and only one of them buys accuracy:
+- depth: whether the trace verifies (drawn once per trace). A verifying trace ends with a check step that
+  recomputes the whole chain from the question and corrects the stated value when it was a slip. Slips are
+  rare early in a chain and common late in it (step i slips with probability slip_rate·(i − 1)), so on deep
+  problems the check is worth many points and on one-step problems nothing. An optional restatement of the
+  question adds depth that buys nothing;
+- expression: each step (computing, check, answer, restatement) is said in a long or a short phrasing, drawn
+  per STEP with a per-trace probability that is never 0, so even the shortest correct responses usually carry
+  long-phrased steps that a phrasing-only rewrite can shorten ("now we work out b : b is a + 5 , that is
   7 + 5 , which gives 12" vs "b = 7 + 5 = 12").
-Each computing step slips (states a wrong value) with a small probability, so traces are sometimes wrong.
 
 Every text is in canonical form: words separated by single spaces, steps separated by " \\n\\n " (a blank
 line as its own word), so the tiny model's word-level tokenizer round-trips it exactly.
@@ -41,6 +45,7 @@ WORDS: tuple[str, ...] = (
     *"=,.:?",
     *("what", "is", "we", "have", "and", "want", "now", "work", "out", "that", "which", "gives", "next"),
     *("check", "again", "correct", "not", "so", "the", "answer", "first", "start", "with"),
+    *("from", "all", "it"),
 )
 
 Split = Literal["train", "eval"]
@@ -143,19 +148,31 @@ def tiny_problem_set(
 
 @dataclass(frozen=True)
 class TraceStyle:
-    """How verbose one trace is: drawn once per trace, so a model learns to commit to a style."""
+    """How a trace is said: drawn once per trace, so a model learns to commit to a style."""
 
-    p_long: float  # probability that a step uses a long phrasing (expression)
-    p_check: float  # probability of a re-check after each computing step (depth)
-    restate: bool  # open with a restatement of the question (depth)
+    p_long: float  # probability that a step uses a long phrasing (expression), drawn per step
+    p_check: float  # probability that the trace ends with a verification step (depth)
+    restate: bool  # open with a restatement of the question (depth that buys nothing)
+
+
+# Per-trace phrasing probabilities: never 0, so short correct responses still carry long steps to refine.
+P_LONG_CHOICES = (0.5, 0.7, 0.9)
+P_VERIFY = 0.5  # half the traces verify: the base model's samples hold both kinds
+P_RESTATE = 0.3
 
 
 def random_style(rng: random.Random) -> TraceStyle:
     return TraceStyle(
-        p_long=rng.choice((0.0, 0.0, 0.5, 1.0)),
-        p_check=rng.choice((0.0, 0.0, 0.3, 0.6, 1.0)),
-        restate=rng.random() < 0.4,
+        p_long=rng.choice(P_LONG_CHOICES),
+        p_check=1.0 if rng.random() < P_VERIFY else 0.0,
+        restate=rng.random() < P_RESTATE,
     )
+
+
+def slip_probability(position: int, slip_rate: float) -> float:
+    """Probability that the computing step at 1-based `position` states a wrong value: it grows with the
+    number of values computed before it, so one-step chains never slip and deep ones often do."""
+    return min(1.0, max(0.0, slip_rate * (position - 1)))
 
 
 def _compute_step(
@@ -171,19 +188,57 @@ def _compute_step(
     )
 
 
-def _check_step(rng: random.Random, long: bool, var: str, x: int, op: str, y: int, v: int, said: int) -> str:
-    verdict = "correct" if said == v else f"not {said} , so {var} = {v}"
+def _check_step(problem: ChainProblem, long: bool, said: int) -> str:
+    """Recompute the whole chain from the question (a check never slips), compare with the stated value.
+
+    The chain is written compactly ("7 + 5 = 12 - 3 = 9"), so a short check costs 4 tokens per step."""
+    values = problem.values()
+    chain = " ".join(f"{op} {y} = {v}" for (op, y), v in zip(problem.updates, values[1:], strict=True))
+    last = VARIABLES[problem.steps]
+    verdict = "correct" if said == values[-1] else f"not {said}"
     if not long:
-        return f"check {var} : {x} {op} {y} = {v} , {verdict}"
-    return f"now we check {var} again : {x} {op} {y} is {v} , so {var} is {v} , {verdict}"
+        return f"check : {problem.start} {chain} , {verdict}"
+    start = f"now we check it all again from a : {problem.start}"
+    return f"{start} {chain} , so {last} is {values[-1]} , {verdict}"
+
+
+def has_verification(text: str) -> bool:
+    """Whether a response (in either phrasing) contains a verification step: the world knows its own words."""
+    return "check" in text.split()
+
+
+def step_meaning(step: str) -> tuple[str, ...]:
+    """What a step says, whatever its phrasing: ("compute", var, value), ("check", verdict),
+    ("answer", value), ("restate", start), or ("other", text) for anything the world never writes.
+
+    Two phrasings of the same step have the same meaning; a rewrite that changes a stated value or turns one
+    kind of step into another does not (used to tell phrasing-only rewrites from value-changing ones)."""
+    words = step.split()
+    if not words:
+        return ("other", "")
+    numbers = [w for w in words if w.isdigit()]
+    if "check" in words:
+        return ("check", "correct" if words[-1] == "correct" else f"not {words[-1]}")
+    if "answer" in words and numbers:
+        return ("answer", numbers[-1])
+    if words[0] in ("first", "start") and numbers:
+        return ("restate", numbers[0])
+    if len(words) >= 3 and words[0] in VARIABLES and words[1] == "=" and numbers:
+        return ("compute", words[0], numbers[-1])
+    if words[0] in ("now", "next") and ":" in words and numbers:
+        var = words[words.index(":") - 1]
+        if var in VARIABLES:
+            return ("compute", var, numbers[-1])
+    return ("other", step.strip())
 
 
 def generate_trace(problem: ChainProblem, rng: random.Random, slip_rate: float, style: TraceStyle) -> str:
-    """One reasoning trace in canonical form, ending with "answer : <value>".
+    """One reasoning trace in canonical form, ending with "answer : <value>" (or its long phrasing).
 
-    A computing step slips with probability `slip_rate` (states a wrong value, near the right one and such
-    that the rest of the chain stays within 0..19); a re-check after it recomputes from the same inputs and
-    fixes the slip. Later steps build on the value as stated, so an unchecked slip makes the answer wrong.
+    The computing step at position i slips with `slip_probability(i, slip_rate)`: it states a wrong value
+    near the right one (±1 or ±2, keeping the rest of the chain within 0..19), and later steps build on the
+    value as stated. A verification step, when the trace has one, recomputes the chain and the answer gives
+    the recomputed value, so it fixes every slip; without one, any slip makes the answer wrong.
     """
     last = VARIABLES[problem.steps]
     steps: list[str] = []
@@ -195,18 +250,16 @@ def generate_trace(problem: ChainProblem, rng: random.Random, slip_rate: float, 
     value = problem.start
     for i, (op, operand) in enumerate(problem.updates):
         var, prev = VARIABLES[i + 1], VARIABLES[i]
-        right = apply_op(value, op, operand)
-        said = right
-        if rng.random() < slip_rate:
+        said = right = apply_op(value, op, operand)
+        if rng.random() < slip_probability(i + 1, slip_rate):
             rest = problem.updates[i + 1 :]
-            slips = [right + d for d in (-3, -2, -1, 1, 2, 3) if in_range(right + d, rest)]
+            slips = [right + d for d in (-2, -1, 1, 2) if in_range(right + d, rest)]
             said = rng.choice(slips) if slips else right
-        long = rng.random() < style.p_long
-        steps.append(_compute_step(rng, long, var, prev, value, op, operand, said))
-        if rng.random() < style.p_check:
-            steps.append(_check_step(rng, rng.random() < style.p_long, var, value, op, operand, right, said))
-            said = right
+        steps.append(_compute_step(rng, rng.random() < style.p_long, var, prev, value, op, operand, said))
         value = said
+    if rng.random() < style.p_check:
+        steps.append(_check_step(problem, rng.random() < style.p_long, value))
+        value = problem.answer()
     if rng.random() < style.p_long:
         steps.append(f"so {last} is {value} , and the answer is {value}")
     else:

@@ -1,0 +1,102 @@
+"""Does verification pay off where problems are hard? The baseline's own responses, split by depth.
+
+Runs (or reads from the cache) the baseline evaluation of a spec through tsq's own code
+(`tsq.evaluate.baseline`), splits every difficulty level's responses by whether they contain a verification
+step (`tsq.data.tiny_world.has_verification`: the world knows its own phrasing), and prints accuracy and
+Len-A of each group with a 95% bootstrap interval over problems, and the with-minus-without difference with
+its interval. Problems are the resampling unit: the samples of one problem are not independent.
+
+    TSQ_HOME=... .venv/bin/python benchmarks/tiny_world_depth.py sweeps/quickstart.yaml [--bootstrap 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tsq.cache import Cache, cache_dir_of
+from tsq.data.tiny_world import has_verification
+from tsq.data.traces import Response
+from tsq.evaluate import baseline
+from tsq.spec import load_spec
+
+# Per problem: [n, correct, tokens] for responses with a verification step, then the same without.
+_COLUMNS = 6
+
+
+def problem_sums(responses: Sequence[Response]) -> np.ndarray:
+    """One problem's [n, correct, tokens] with verification, then without."""
+    row = np.zeros(_COLUMNS)
+    for r in responses:
+        base = 0 if has_verification(r.text) else 3
+        row[base : base + 3] += (1, r.correct, r.n_tokens)
+    return row
+
+
+def _group_stats(sums: np.ndarray) -> np.ndarray:
+    """[acc with, len with, acc without, len without, acc diff, len diff] from column sums (…, 6) → (…, 6);
+    a group with no responses gives NaN."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc_w, len_w = sums[..., 1] / sums[..., 0], sums[..., 2] / sums[..., 0]
+        acc_o, len_o = sums[..., 4] / sums[..., 3], sums[..., 5] / sums[..., 3]
+    return np.stack([acc_w, len_w, acc_o, len_o, acc_w - acc_o, len_w - len_o], axis=-1)
+
+
+def depth_table(rows: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point estimates and 95% percentile intervals (lo, hi) of `_group_stats` over problems `rows` [P, 6]."""
+    point = _group_stats(rows.sum(0))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(rows), size=(n_boot, len(rows)))
+    boots = _group_stats(rows[idx].sum(1))
+    lo = np.nanpercentile(boots, 2.5, axis=0)
+    hi = np.nanpercentile(boots, 97.5, axis=0)
+    return point, lo, hi
+
+
+def _fmt(value: float, lo: float, hi: float, pct: bool) -> str:
+    if np.isnan(value):
+        return "n/a"
+    scale = 100.0 if pct else 1.0
+    return f"{value * scale:.1f} [{lo * scale:.1f}, {hi * scale:.1f}]"
+
+
+def print_table(
+    responses: Mapping[str, Sequence[Response]], difficulty: Mapping[str, int | None], n_boot: int, seed: int
+) -> None:
+    levels = sorted({d for d in difficulty.values() if d is not None})
+    print(
+        "| depth | n with / without | Acc with (%) | Acc without (%) | Acc diff (pts) "
+        "| Len-A with | Len-A without | Len-A diff |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for level in (*levels, None):
+        pids = [p for p in responses if level is None or difficulty.get(p) == level]
+        rows = np.stack([problem_sums(responses[p]) for p in pids])
+        point, lo, hi = depth_table(rows, n_boot, seed)
+        cells = [_fmt(point[i], lo[i], hi[i], pct=i in (0, 2, 4)) for i in range(6)]
+        n_w, n_o = int(rows[:, 0].sum()), int(rows[:, 3].sum())
+        label = "all" if level is None else str(level)
+        print(
+            f"| {label} | {n_w} / {n_o} | {cells[0]} | {cells[2]} | {cells[4]} "
+            f"| {cells[1]} | {cells[3]} | {cells[5]} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("spec", type=Path)
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over problems")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    spec = load_spec(args.spec)
+    result = baseline(spec, Cache(cache_dir_of(spec.cache_dir)))
+    summary = result.summary
+    print(f"baseline of {args.spec}: accuracy {summary['accuracy']:.3f}, Len-A {summary['len_all']:.1f}")
+    print_table(result.responses, result.difficulty, args.bootstrap, args.seed)
+
+
+if __name__ == "__main__":
+    main()
