@@ -19,7 +19,7 @@ from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
 from tsq.data.traces import Response
 from tsq.errors import TrialFailed
-from tsq.evaluate import EvalResult, baseline, compare, evaluate
+from tsq.evaluate import EvalResult, baseline, compare, evaluate, intervals
 from tsq.fileio import write_atomic
 from tsq.generation import backend_from_spec
 from tsq.generation.base import Backend
@@ -122,15 +122,21 @@ def _run(
     # judged by the text: an immediate end-of-sequence still counts one token (the eos is kept)
     if all(not r.text.strip() for rs in result.responses.values() for r in rs):
         raise TrialFailed("the trained adapter produces empty outputs")
-    metrics = {**result.summary, **compare(base, result, spec.evaluation)}
-    metrics["token_reduction"] = metrics["len_all_reduction"]
+    # every metric with its 95% interval over problems; deltas paired with the baseline on the same problems
+    metrics = {
+        **result.summary,
+        **intervals(result, spec.evaluation),
+        **compare(base, result, spec.evaluation),
+    }
 
     trial = TrialResult(
         params={"alpha": params.alpha, "epsilon": params.epsilon, "lambda": params.lam, "eta": params.eta},
         metrics=metrics,
-        baseline=base.summary,
+        baseline={**base.summary, **intervals(base, spec.evaluation)},
         budget_curve=_curve(result, spec.evaluation.budget),
         baseline_budget_curve=_curve(base, spec.evaluation.budget),
+        records=result.write_records(ctx.out_dir / "records.jsonl"),
+        baseline_records=base.write_records(ctx.out_dir / "baseline_records.jsonl"),
         adapter_dir=trained.adapter_dir,
         cache_keys={"model": model_fingerprint(model_path), "train_problems": train_set.fingerprint()},
         seeds={

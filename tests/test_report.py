@@ -1,8 +1,10 @@
-"""The Pareto report from a real Optuna study (SQLite) whose trials carry known metrics."""
+"""The Pareto report from a real Optuna study (SQLite) whose trials carry known metrics and per-response
+records (written as the runner writes them), so p_front is computed from real resamples."""
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import optuna
@@ -11,18 +13,38 @@ from optuna.distributions import FloatDistribution
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
-from tsq.report.pareto import hypervolume, study_hypervolume, write_report
+from tsq.report.pareto import study_hypervolume, write_report
+from tsq.report.table import hypervolume
 
-BASELINE = {"accuracy": 0.5, "len_all": 60.0, "len_correct": 50.0, "auc": 0.30}
+BASELINE = {"accuracy": 0.5, "len_all": 60.0, "len_correct": 50.0, "auc": 0.30, "budget": 128}
+N_PROBLEMS, N_SAMPLES = 40, 4
+
+
+def _records(path: Path, accuracy: float, length: float) -> str:
+    """Per-response records with this accuracy and mean length (correct responses spread over problems)."""
+    n = N_PROBLEMS * N_SAMPLES
+    rows = [
+        {"problem_id": f"p{i:02d}", "sample": j, "n_tokens": length,
+         "correct": (j * N_PROBLEMS + i) < accuracy * n, "finish_reason": "stop", "truncated": False,
+         "difficulty": 1 + i % 3, "steps": 3}
+        for i in range(N_PROBLEMS) for j in range(N_SAMPLES)
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
 # (alpha, accuracy, len_all): trials 0 and 1 are the front; 2 is dominated by 1; 3 is short but inaccurate.
 POINTS = [(0.1, 0.55, 40.0), (0.2, 0.52, 30.0), (0.3, 0.51, 35.0), (0.4, 0.45, 20.0)]
 
 
-def _study(url: str, constraint: float | None = None) -> optuna.Study:
+def _study(url: str, folder: Path, constraint: float | None = None) -> optuna.Study:
     study = optuna.create_study(study_name="rep", storage=url, directions=["maximize", "minimize"])
     study.set_user_attr("objectives", ["accuracy", "len_all"])
     study.set_user_attr("baseline", BASELINE)
-    for alpha, acc, length in POINTS:
+    study.set_user_attr("constraint", None if constraint is None else {"max_accuracy_drop": constraint})
+    folder.mkdir(parents=True, exist_ok=True)
+    base_records = _records(folder / "baseline.jsonl", 0.5, 60.0)
+    for number, (alpha, acc, length) in enumerate(POINTS):
         metrics = {
             "accuracy": acc,
             "len_all": length,
@@ -32,6 +54,10 @@ def _study(url: str, constraint: float | None = None) -> optuna.Study:
             "accuracy_delta": acc - 0.5,
             "accuracy_delta_lo": acc - 0.53,
             "accuracy_delta_hi": acc - 0.47,
+            "len_all_lo": length - 2,
+            "len_all_hi": length + 2,
+            "records": _records(folder / f"t{number}.jsonl", acc, length),
+            "baseline_records": base_records,
         }
         system_attrs = {}
         if constraint is not None:
@@ -57,18 +83,36 @@ def test_hypervolume_against_a_hand_computed_area() -> None:
 
 
 def test_report_files_agree_with_optuna(tmp_path: Path) -> None:
-    study = _study(f"sqlite:///{tmp_path / 's.db'}")
+    study = _study(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs")
     files = write_report(study, tmp_path / "out")
     assert sorted(p.name for p in files.values()) == ["pareto.csv", "pareto.html", "pareto.md", "pareto.png"]
     rows = list(csv.DictReader((tmp_path / "out" / "pareto.csv").open()))
     assert [int(r["trial"]) for r in rows] == [0, 1, 2, 3]  # completed trials only
     assert {int(r["trial"]) for r in rows if r["pareto"] == "1"} == {t.number for t in study.best_trials}
-    assert set(rows[0]) >= {"alpha", "accuracy", "len_all", "len_correct", "auc", "token_reduction"}
+    for metric in ("accuracy", "len_all", "len_correct", "auc", "tokens_per_step", "accuracy_delta"):
+        assert {metric, f"{metric}_lo", f"{metric}_hi"} <= set(rows[0])
+    assert {"alpha", "token_reduction", "p_front", "front"} <= set(rows[0])
     assert float(rows[1]["token_reduction"]) == pytest.approx(0.5)
+    assert float(rows[1]["len_all_lo"]) == 28.0 and float(rows[1]["len_all_hi"]) == 32.0
+    # p_front from the records. Lengths are constant and each trial's correct responses contain those of every
+    # less accurate trial, so every resample keeps the order: trial 2 (0.51, 35 tokens) is always dominated by
+    # trial 1 (0.52, 30); trials 1 and 3 (shortest) are always on the front. Trial 0 (most accurate) drops
+    # off only in the few resamples that miss every problem where it beats trial 1 (then 1 dominates it).
+    p = {int(r["trial"]): float(r["p_front"]) for r in rows}
+    assert (p[1], p[2], p[3]) == (1.0, 0.0, 1.0) and 0.9 < p[0] < 1.0
+    assert {r["front"] for r in rows} == {"clear", "off"}
+    assert sorted(f.name for f in (tmp_path / "out" / "records").iterdir()) == [
+        "baseline.jsonl",
+        "trial-0.jsonl",
+        "trial-1.jsonl",
+        "trial-2.jsonl",
+        "trial-3.jsonl",
+    ]
     md = (tmp_path / "out" / "pareto.md").read_text()
-    assert "| baseline |" in md and "| trial 1 |" in md and "| trial 2 |" not in md
-    assert "30.0 (-50.0%)" in md  # trial 1's Len-A vs the baseline's 60
-    assert "+2.0 [-1.0, +5.0]" in md  # trial 1's accuracy delta and its interval, in points
+    assert "| baseline |" in md and "| trial 1 ★ |" in md and "| trial 2 |" not in md
+    assert "30.0 [28.0, 32.0]" in md  # trial 1's Len-A with its interval
+    assert "+2.0 pts [-1.0 pts, +5.0 pts]" in md  # trial 1's accuracy delta and its interval, in points
+    assert "Len-A (tokens)" in md and "p_front" in md
     html = (tmp_path / "out" / "pareto.html").read_text()
     assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js is inlined: works offline
     assert (tmp_path / "out" / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -77,16 +121,20 @@ def test_report_files_agree_with_optuna(tmp_path: Path) -> None:
 
 
 def test_a_constraint_limits_the_front_to_feasible_trials(tmp_path: Path) -> None:
-    study = _study(f"sqlite:///{tmp_path / 's.db'}", constraint=0.02)
+    study = _study(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs", constraint=0.02)
     write_report(study, tmp_path / "out")
     rows = list(csv.DictReader((tmp_path / "out" / "pareto.csv").open()))
     flagged = {int(r["trial"]) for r in rows if r["pareto"] == "1"}
     assert flagged == {t.number for t in study.best_trials} == {0, 1}  # trial 3 (−5 pts) is infeasible
+    # trial 3 is 5 points under the baseline (the drop allowed is 2): feasible only in the rare resamples that
+    # miss most problems where the baseline beats it, so it is off the feasible front
+    row3 = next(r for r in rows if r["trial"] == "3")
+    assert float(row3["p_front"]) < 0.1 and row3["front"] == "off"
 
 
 def test_cli_report_status_best(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
-    _study(url)
+    _study(url, tmp_path / "runs")
     runner = CliRunner()
     result = runner.invoke(app, ["report", "pareto", "--storage", url, "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output

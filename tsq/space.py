@@ -104,6 +104,21 @@ class HeartbeatSpec(_Model):
     max_retry: Annotated[int, Field(ge=0)] = 3
 
 
+class FrontSpec(_Model):
+    # p_front (docs/method.md "Statistics"): joint problem resamples, and the thresholds of the report's
+    # "clearly on the front" (p_front >= clear) and "not distinguishable from the front" (>= possible)
+    resamples: Annotated[int, Field(gt=0)] = 1000
+    seed: int = 0
+    clear: Annotated[float, Field(gt=0, le=1)] = 0.9
+    possible: Annotated[float, Field(ge=0, le=1)] = 0.1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FrontSpec:
+        if self.possible > self.clear:
+            raise ValueError("front.possible must be <= front.clear")
+        return self
+
+
 class WandbSpec(_Model):
     project: str = "tsq"
     entity: str | None = None
@@ -136,6 +151,7 @@ class StudySpec(_Model):
     enqueue_defaults: bool = True
     max_consecutive_failures: Annotated[int, Field(gt=0)] = 5  # a worker stops after this many in a row
     heartbeat: HeartbeatSpec = HeartbeatSpec()
+    front: FrontSpec = FrontSpec()
     wandb: WandbSpec = WandbSpec()
 
     @field_validator("search", mode="before")

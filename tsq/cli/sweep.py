@@ -79,63 +79,85 @@ def launch(
 
 
 def _summarise(study: optuna.Study, project: str, entity: str | None, kind: TrackerKind) -> None:
-    """The launch's W&B summary run: Pareto table and plot (the report files land in the study's folder)."""
+    """The launch's W&B summary run: Pareto table with intervals and p_front, and the plot (the report files
+    land in the study's folder)."""
     from tsq.paths import tsq_home
-    from tsq.report.pareto import METRIC_COLUMNS, study_hypervolume, study_table, write_report
+    from tsq.report.pareto import write_report
+    from tsq.report.table import metric_columns, study_table, table_hypervolume
     from tsq.tracking import Tracker
 
-    table = study_table(study)
-    if not table.rows:
-        return
-    files = write_report(study, tsq_home() / "studies" / study.study_name / "report")
-    columns = ["trial", *table.param_names, *METRIC_COLUMNS, "pareto"]
+    out = tsq_home() / "studies" / study.study_name / "report"
+    files = write_report(study, out)
+    table = study_table(study, records_dir=out / "records")
+    names = [c for m in metric_columns() for c in (m, f"{m}_lo", f"{m}_hi")]
+    columns = ["trial", *table.param_names, *names, "pareto", "p_front"]
     rows = [
-        [
-            r.number,
-            *(r.params.get(p) for p in table.param_names),
-            *(r.metrics.get(m) for m in METRIC_COLUMNS),
-            r.pareto,
-        ]
+        [r.number, *(r.params.get(p) for p in table.param_names), *(r.metrics.get(m) for m in names),
+         r.pareto, r.p_front]
         for r in table.rows
-    ]
+    ]  # fmt: skip
     metrics = {
         "n_complete": len(table.rows),
         "n_pareto": sum(r.pareto for r in table.rows),
-        "hypervolume_vs_baseline": study_hypervolume(study),
+        "hypervolume_vs_baseline": table_hypervolume(table),
         **{f"baseline/{k}": v for k, v in table.baseline.items() if isinstance(v, int | float)},
     }
     Tracker(kind, study.study_name, project, entity).summary(columns, rows, metrics, files["pareto.png"])
     typer.echo(f"report: {files['pareto.md'].parent}")
 
 
-def _trial_table(title: str, trials: list[FrozenTrial], study: optuna.Study, show_error: bool) -> Table:
+def _trial_table(
+    title: str, trials: list[FrozenTrial], study: optuna.Study, show_error: bool, p_front: dict[int, Any]
+) -> Table:
     metrics = study.user_attrs.get("objectives") or [f"value{i}" for i in range(len(study.directions))]
     params = sorted({p for t in trials for p in t.params})
     table = Table(title=title)
-    for col in ["#", "state", *params, *metrics] + (["error"] if show_error else []):
+    for col in ["#", "state", *params, *metrics, "p_front"] + (["error"] if show_error else []):
         table.add_column(col)
     for t in trials:
-        values = list(t.values) if t.values else [None] * len(metrics)
-        cells = [str(t.number), t.state.name, *(_fmt(t.params.get(p)) for p in params), *map(_fmt, values)]
+        if t.values:
+            values = [_estimate(t, m, v) for m, v in zip(metrics, t.values, strict=False)]
+        else:
+            values = [""] * len(metrics)
+        cells = [str(t.number), t.state.name, *(_fmt(t.params.get(p)) for p in params), *values]
+        cells.append(_fmt(p_front.get(t.number)))
         if show_error:
             cells.append(str(t.user_attrs.get("error", ""))[:80])
         table.add_row(*cells)
     return table
 
 
+def _estimate(trial: FrozenTrial, name: str, value: float) -> str:
+    from tsq.metrics import METRICS, format_estimate
+
+    if name not in METRICS:
+        return _fmt(value)
+    attrs = trial.user_attrs
+    return format_estimate(name, value, attrs.get(f"{name}_lo"), attrs.get(f"{name}_hi"))
+
+
 def _print_status(study: optuna.Study) -> None:
-    from tsq.report.pareto import pareto_trials, study_hypervolume
+    from tsq.report.pareto import pareto_trials
+    from tsq.report.table import study_table, table_hypervolume
+    from tsq.stats import FRONT_CLASS_LABELS
 
     console = make_console()
     trials = study.get_trials(deepcopy=False)
-    console.print(_trial_table(f"study {study.study_name}", trials, study, show_error=True))
+    table = study_table(study)
+    p_front = {r.number: r.p_front for r in table.rows}
+    console.print(_trial_table(f"study {study.study_name}", trials, study, True, p_front))
     counts = {
         s.name: sum(t.state == s for t in trials) for s in TrialState if any(t.state == s for t in trials)
     }
     console.print("states: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     front = pareto_trials(study)
     console.print(f"Pareto front so far: trials {[t.number for t in front]}")
-    hv = study_hypervolume(study)
+    for cls in ("clear", "indistinguishable"):
+        members = [r.number for r in table.rows if r.front == cls]
+        console.print(f"{FRONT_CLASS_LABELS[cls]} (p_front): trials {members}")
+    for note in table.notes:
+        console.print(f"note: {note}")
+    hv = table_hypervolume(table)
     console.print("hypervolume vs baseline: " + ("n/a (no baseline yet)" if hv is None else f"{hv:.4g}"))
 
 
@@ -154,5 +176,5 @@ def best(study: StudyOpt = None, storage: StorageOpt = None) -> None:
     scrub_argv(sys.argv)
     loaded = load_study(storage, study)
     make_console().print(
-        _trial_table(f"Pareto trials of {loaded.study_name}", pareto_trials(loaded), loaded, False)
+        _trial_table(f"Pareto trials of {loaded.study_name}", pareto_trials(loaded), loaded, False, {})
     )

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from tsq.cli.baseline import cache_for
 from tsq.cli.console import make_console
+from tsq.metrics import axis_label, format_estimate
 from tsq.signals import sigterm_as_exit
 from tsq.spec import TrialParams, load_spec
 
@@ -45,37 +46,39 @@ def run(
         result = program(loaded, params, ctx)
     console = make_console()
     console.print(comparison_table(result.baseline, result.metrics, result.params))
-    m, r = result.metrics, result.stats
+    r = result.stats
     console.print(
-        f"accuracy delta {100 * m['accuracy_delta']:+.1f} points "
-        f"(95% CI {100 * m['accuracy_delta_lo']:+.1f} … {100 * m['accuracy_delta_hi']:+.1f}, "
-        "paired bootstrap)"
-        f" · {r['pairs']} pairs · training steps {r['training']['steps']}"
+        "intervals: 95%, bootstrap over eval problems (changes paired with the baseline); an interval that "
+        f"contains 0 is no measurable effect · {r['pairs']} pairs · training steps {r['training']['steps']}"
     )
-    console.print(f"wrote {out / 'metrics.json'} and {result.adapter_dir}")
+    console.print(f"wrote {out / 'metrics.json'}, {result.records} and {result.adapter_dir}")
+
+
+# The absolute metrics the table shows, and the relative metric that is each one's change
+ROWS = {
+    "accuracy": "accuracy_delta",
+    "len_correct": "len_correct_reduction",
+    "len_all": "token_reduction",
+    "auc": "auc_delta",
+    "steps_per_response": None,
+    "tokens_per_step": None,
+}
 
 
 def comparison_table(base: dict, new: dict, params: dict[str, float]) -> Table:
     label = ", ".join(f"{k}={v:g}" for k, v in params.items())
     table = Table(title=f"TokenSqueeze trial ({label}) vs baseline")
-    for column in ("", "Acc", "Len-T", "Len-A", f"AUC@{base['budget']}", "steps", "tokens/step"):
-        table.add_column(column, justify="left" if not column else "right")
-    keys = ("accuracy", "len_correct", "len_all", "auc", "steps_per_response", "tokens_per_step")
-    table.add_row("baseline", *(_fmt(k, base[k]) for k in keys))
-    table.add_row("trial", *(_fmt(k, new[k]) for k in keys))
-    table.add_row("change", *(_change(k, base[k], new[k]) for k in keys))
+    for column in ("metric", "baseline", "trial", "change"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, change in ROWS.items():
+        table.add_row(
+            axis_label(name, base.get("budget")),
+            _estimate(base, name),
+            _estimate(new, name),
+            "" if change is None else f"{_estimate(new, change)} ({axis_label(change)})",
+        )
     return table
 
 
-def _fmt(key: str, value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{100 * value:.1f}%" if key == "accuracy" else f"{value:.3f}" if key == "auc" else f"{value:.1f}"
-
-
-def _change(key: str, before: float | None, after: float | None) -> str:
-    if before is None or after is None:
-        return "–"
-    if key in ("accuracy", "auc"):
-        return f"{100 * (after - before):+.1f} pts"
-    return f"{100 * (after / before - 1):+.1f}%" if before else "–"
+def _estimate(values: dict, name: str) -> str:
+    return format_estimate(name, values.get(name), values.get(f"{name}_lo"), values.get(f"{name}_hi"))

@@ -1,120 +1,32 @@
-"""The Pareto report of a study: pareto.csv, pareto.html (plotly, offline), pareto.md, pareto.png.
+"""The Pareto report of a study: pareto.csv, pareto.html (plotly, offline), pareto.md, pareto.png, and the
+per-response records of every trial and the baseline under records/ (so the report can be rebuilt elsewhere).
 
-Rows come from the study's COMPLETE trials and the metrics the runner stored in their user attrs; the
-Pareto flag is Optuna's own `study.best_trials` (feasible trials only when a constraint is set), so the report
-and `tsq sweep best` always agree. Every file is written to a temporary name and renamed into place.
+Every metric carries its 95% problem-bootstrap interval; every trial its `p_front`, the share of joint problem
+resamples in which it is on the feasible front (`tsq.report.table`). Optuna's own front (`study.best_trials`)
+is the `pareto` flag, so the report and `tsq sweep best` agree. Every file is written atomically.
 """
 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from tsq.errors import UserError
 from tsq.fileio import write_atomic
+from tsq.metrics import axis_label, baseline_value, display_value, format_estimate, metric
+from tsq.report.table import Row, StudyTable, metric_columns, records_path, study_table, table_hypervolume
+from tsq.stats import FRONT_CLASS_LABELS
 
-METRIC_COLUMNS = ("accuracy", "len_all", "len_correct", "auc", "token_reduction", "accuracy_delta")
-# Metrics that are already relative to the baseline: the baseline's own value is 0 by definition.
-RELATIVE_METRICS = ("token_reduction", "accuracy_delta")
-
-
-@dataclass(frozen=True)
-class Row:
-    number: int
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-    pareto: bool
-    feasible: bool
-
-
-@dataclass(frozen=True)
-class StudyTable:
-    study_name: str
-    param_names: list[str]
-    rows: list[Row]
-    baseline: dict[str, Any]
-    objectives: list[tuple[str, str]]  # (metric, direction)
-
-
-def study_table(study: optuna.Study) -> StudyTable:
-    """The report's data: one Row per COMPLETE trial (ordered by number) and the study's baseline."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = {t.number for t in study.best_trials} if complete else set()
-    param_names = sorted({name for t in complete for name in t.params})
-    rows = [
-        Row(
-            number=t.number,
-            params=dict(t.params),
-            metrics={
-                m: t.user_attrs.get(m) for m in (*METRIC_COLUMNS, "accuracy_delta_lo", "accuracy_delta_hi")
-            },
-            pareto=t.number in best,
-            feasible=all(v <= 0 for v in t.constraints.values()),
-        )
-        for t in complete
-    ]
-    metrics = study.user_attrs.get("objectives") or []
-    objectives = [(m, d.name.lower()) for m, d in zip(metrics, study.directions, strict=False)]
-    return StudyTable(
-        study.study_name, param_names, rows, dict(study.user_attrs.get("baseline") or {}), objectives
-    )
-
-
-def _loss(value: float, direction: str) -> float:
-    return value if direction == "minimize" else -value
-
-
-def baseline_value(baseline: dict[str, Any], metric: str) -> float | None:
-    if metric in baseline and baseline[metric] is not None:
-        return float(baseline[metric])
-    return 0.0 if metric in RELATIVE_METRICS else None
-
-
-def hypervolume(
-    points: Sequence[Sequence[float]], reference: Sequence[float], directions: Sequence[str]
-) -> float:
-    """Hypervolume dominated by `points` and bounded by `reference` (e.g. the baseline), in the objectives'
-    own units; points that do not beat the reference in every objective add nothing."""
-    import numpy as np
-
-    from tsq.compat.optuna import compute_hypervolume
-
-    ref = np.array([_loss(r, d) for r, d in zip(reference, directions, strict=True)], dtype=float)
-    losses = np.array(
-        [[_loss(v, d) for v, d in zip(p, directions, strict=True)] for p in points], dtype=float
-    )
-    if losses.size == 0:
-        return 0.0
-    inside = losses[(losses <= ref).all(axis=1)]
-    if inside.size == 0:
-        return 0.0
-    return compute_hypervolume(inside, ref)
-
-
-def study_hypervolume(study: optuna.Study) -> float | None:
-    """Hypervolume of the feasible COMPLETE trials, the baseline as reference point (None: no baseline)."""
-    table = study_table(study)
-    reference = [baseline_value(table.baseline, m) for m, _ in table.objectives]
-    if not table.objectives or any(r is None for r in reference):
-        return None
-    points = [[float(r.metrics[m]) for m, _ in table.objectives] for r in table.rows if r.feasible]
-    return hypervolume(
-        points, [float(r) for r in reference if r is not None], [d for _, d in table.objectives]
-    )
-
-
-def _pct_change(value: float | None, base: float | None) -> str:
-    if value is None or base is None or base == 0:
-        return ""
-    return f" ({(value - base) / base * 100:+.1f}%)"
+# The paper's columns (docs/method.md "Metrics"), then any objective the study adds
+PAPER_COLUMNS = ("accuracy", "accuracy_delta", "len_correct", "len_all", "token_reduction", "auc")
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -125,110 +37,206 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _estimate(row_metrics: dict[str, Any], name: str) -> str:
+    return format_estimate(
+        name, row_metrics.get(name), row_metrics.get(f"{name}_lo"), row_metrics.get(f"{name}_hi")
+    )
+
+
 def render_csv(table: StudyTable) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["trial", *table.param_names, *METRIC_COLUMNS, "pareto"])
+    columns = [c for m in metric_columns() for c in (m, f"{m}_lo", f"{m}_hi")]
+    writer.writerow(["trial", *table.param_names, *columns, "pareto", "p_front", "front"])
     for row in table.rows:
         writer.writerow(
             [row.number, *(row.params.get(p, "") for p in table.param_names)]
-            + [_fmt(row.metrics.get(m), 8) for m in METRIC_COLUMNS]
-            + [int(row.pareto)]
+            + [_fmt(row.metrics.get(c), 8) for c in columns]
+            + [int(row.pareto), _fmt(row.p_front, 4), row.front or ""]
         )
     return buf.getvalue()
 
 
+def _report_metrics(table: StudyTable) -> list[str]:
+    return [*PAPER_COLUMNS, *(m for m, _ in table.objectives if m not in PAPER_COLUMNS)]
+
+
+def _shown_rows(table: StudyTable) -> list[Row]:
+    """Optuna's front and every trial the noise cannot separate from it, shortest first."""
+    shown = [r for r in table.rows if r.pareto or r.front in ("clear", "indistinguishable")]
+    return sorted(shown, key=lambda r: r.metrics.get("len_all") or math.inf)
+
+
 def render_markdown(table: StudyTable) -> str:
-    """Paper-style table: the baseline row, then the Pareto trials by Len-A, with % change vs baseline."""
-    base = table.baseline
-    acc_b, lt_b, la_b, auc_b = (base.get(k) for k in ("accuracy", "len_correct", "len_all", "auc"))
-    header = ["", *table.param_names, "Acc %", "Δ acc (95% CI, pts)", "Len-T", "Len-A", "AUC %"]
+    """Paper-style table against the baseline, with intervals and p_front, then what the noise allows."""
+    names = _report_metrics(table)
+    budget = table.budget
+    header = ["", *table.param_names, *(axis_label(m, budget) for m in names), "p_front"]
     lines = [
         f"# Pareto front of study `{table.study_name}`",
         "",
-        "Len-T: mean tokens of correct responses. Len-A: mean tokens of all responses. "
-        "Δ acc: accuracy minus the baseline's, with its 95% paired bootstrap interval.",
+        "Each value has its 95% interval in brackets, from a bootstrap over evaluation problems "
+        "(deltas paired with the baseline on the same problems). `p_front` is the share of joint "
+        "problem resamples in which the trial is on the feasible front: "
+        f"≥ {table.front['clear']:g} is *clearly on the front*, ≥ {table.front['possible']:g} *not "
+        "distinguishable from the front*. Intervals hold evaluation noise only; seed noise adds to it "
+        "(see `tsq sweep confirm`). A difference whose interval contains 0 is no measurable effect.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-
-    def pct(v: Any) -> str:
-        return "" if v is None else f"{float(v) * 100:.1f}"
-
-    def tokens(v: Any, b: Any) -> str:
-        return "" if v is None else f"{float(v):.1f}{_pct_change(v, b)}"
-
     blanks = [""] * len(table.param_names)
-    lines.append(
-        "| " + " | ".join(["baseline", *blanks, pct(acc_b), "", _fmt(lt_b), _fmt(la_b), pct(auc_b)]) + " |"
-    )
-    front = sorted((r for r in table.rows if r.pareto), key=lambda r: r.metrics.get("len_all") or math.inf)
-    for row in front:
-        m = row.metrics
-        delta = ""
-        if m.get("accuracy_delta") is not None:
-            delta = f"{m['accuracy_delta'] * 100:+.1f}"
-            if m.get("accuracy_delta_lo") is not None and m.get("accuracy_delta_hi") is not None:
-                delta += f" [{m['accuracy_delta_lo'] * 100:+.1f}, {m['accuracy_delta_hi'] * 100:+.1f}]"
-        auc = pct(m.get("auc"))
-        if auc and auc_b is not None:
-            auc += f" ({(float(m['auc']) - float(auc_b)) * 100:+.1f})"
+    base_cells = [_estimate(table.baseline, m) if not metric(m).relative else "" for m in names]
+    lines.append("| " + " | ".join(["baseline", *blanks, *base_cells, ""]) + " |")
+    shown = _shown_rows(table)
+    for row in shown:
         cells = [
-            f"trial {row.number}",
+            f"trial {row.number}" + (" ★" if row.pareto else ""),
             *(_fmt(row.params.get(p)) for p in table.param_names),
-            pct(m.get("accuracy")),
-            delta,
-            tokens(m.get("len_correct"), lt_b),
-            tokens(m.get("len_all"), la_b),
-            auc,
+            *(_estimate(row.metrics, m) for m in names),
+            _fmt(row.p_front, 3),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    if not front:
-        lines.append("")
-        lines.append("No completed (feasible) trial yet.")
+    if not shown:
+        lines += ["", "No completed (feasible) trial yet."]
+    lines += ["", "★: on Optuna's Pareto front (`tsq sweep best`)."]
+    for cls in ("clear", "indistinguishable"):
+        members = [r.number for r in table.rows if r.front == cls]
+        lines.append(f"- {FRONT_CLASS_LABELS[cls]}: " + (", ".join(f"trial {n}" for n in members) or "none"))
+    lines += [f"- note: {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
 
 
 def _axes(table: StudyTable) -> tuple[str, str]:
-    """The two metrics to plot: the first two objectives, else accuracy vs Len-A."""
+    """The two metrics to plot: the first two objectives (x: the second), else Len-A against accuracy."""
     metrics = [m for m, _ in table.objectives]
     return (metrics[1], metrics[0]) if len(metrics) >= 2 else ("len_all", "accuracy")
 
 
+def _errors(rows: list[Row], name: str) -> tuple[list[float | None], list[float], list[float]]:
+    """Values in display units and the distances to their interval ends (0 where there is no interval)."""
+    values, minus, plus = [], [], []
+    for r in rows:
+        v = display_value(name, r.metrics.get(name))
+        lo = display_value(name, r.metrics.get(f"{name}_lo"))
+        hi = display_value(name, r.metrics.get(f"{name}_hi"))
+        values.append(v)
+        minus.append(v - lo if v is not None and lo is not None else 0.0)
+        plus.append(hi - v if v is not None and hi is not None else 0.0)
+    return values, minus, plus
+
+
 def _hover(row: Row) -> str:
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in row.params.items())
-    return f"trial {row.number}<br>{params}"
+    p = "" if row.p_front is None else f"<br>p_front={row.p_front:.2f}"
+    return f"trial {row.number}<br>{params}{p}"
+
+
+def _baseline_point(table: StudyTable, name: str) -> tuple[float | None, float, float]:
+    value = display_value(name, baseline_value(name, table.baseline))
+    lo = display_value(name, table.baseline.get(f"{name}_lo"))
+    hi = display_value(name, table.baseline.get(f"{name}_hi"))
+    return (
+        value,
+        (value - lo if value is not None and lo is not None else 0.0),
+        (hi - value if value is not None and hi is not None else 0.0),
+    )
 
 
 def render_html(table: StudyTable) -> str:
     import plotly.graph_objects as go
 
     x, y = _axes(table)
+    xl, yl = axis_label(x, table.budget), axis_label(y, table.budget)
     fig = go.Figure()
     for label, keep, symbol in (("trials", False, "circle"), ("Pareto front", True, "diamond")):
-        rows = [r for r in table.rows if r.pareto == keep]
-        if keep:
-            rows.sort(key=lambda r: r.metrics.get(x) or 0)
+        rows = sorted((r for r in table.rows if r.pareto == keep), key=lambda r: r.metrics.get(x) or 0)
+        xs, xm, xp = _errors(rows, x)
+        ys, ym, yp = _errors(rows, y)
         fig.add_trace(
             go.Scatter(
-                x=[r.metrics.get(x) for r in rows],
-                y=[r.metrics.get(y) for r in rows],
+                x=xs,
+                y=ys,
+                error_x={"type": "data", "array": xp, "arrayminus": xm, "thickness": 1},
+                error_y={"type": "data", "array": yp, "arrayminus": ym, "thickness": 1},
                 mode="lines+markers" if keep else "markers",
                 name=label,
                 marker={"symbol": symbol, "size": 11 if keep else 8},
                 text=[_hover(r) for r in rows],
-                hovertemplate="%{text}<br>" + f"{x}=%{{x}}<br>{y}=%{{y}}<extra></extra>",
+                hovertemplate="%{text}<br>" + f"{xl}=%{{x}}<br>{yl}=%{{y}}<extra></extra>",
             )
         )
-    bx, by = baseline_value(table.baseline, x), baseline_value(table.baseline, y)
+    (bx, bxm, bxp), (by, bym, byp) = _baseline_point(table, x), _baseline_point(table, y)
     if bx is not None and by is not None:
         fig.add_trace(
-            go.Scatter(x=[bx], y=[by], mode="markers", name="baseline", marker={"symbol": "x", "size": 13})
+            go.Scatter(
+                x=[bx],
+                y=[by],
+                error_x={"type": "data", "array": [bxp], "arrayminus": [bxm]},
+                error_y={"type": "data", "array": [byp], "arrayminus": [bym]},
+                mode="markers",
+                name="baseline",
+                marker={"symbol": "x", "size": 13},
+            )
         )
-    fig.update_layout(title=f"Study {table.study_name}: {y} vs {x}", xaxis_title=x, yaxis_title=y)
-    # include_plotlyjs=True inlines plotly.js: the page works offline, from a file, with no CDN.
-    return fig.to_html(include_plotlyjs=True, full_html=True)
+    fig.update_layout(
+        title=f"Study {table.study_name}: {yl} against {xl} (95% intervals)", xaxis_title=xl, yaxis_title=yl
+    )
+    parts = [fig.to_html(include_plotlyjs=True, full_html=False)]  # inlined plotly.js: works offline
+    if table.rows and table.param_names:
+        parts.append(_knobs_figure(table).to_html(include_plotlyjs=False, full_html=False))
+    body = "\n".join(parts)
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.notes)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>tsq report: {html.escape(table.study_name)}</title></head><body>"
+        f"{body}{_markdown_as_html(table)}" + (f"<ul>{notes}</ul>" if notes else "") + "</body></html>"
+    )
+
+
+def _knobs_figure(table: StudyTable) -> Any:
+    """Parallel coordinates: every searched knob against the objectives, one line per trial."""
+    import plotly.graph_objects as go
+
+    dims = []
+    for p in table.param_names:
+        values = [r.params.get(p) for r in table.rows]
+        if all(isinstance(v, int | float) for v in values):
+            dims.append({"label": p, "values": values})
+        else:
+            levels = sorted({str(v) for v in values})
+            dims.append({"label": p, "values": [levels.index(str(v)) for v in values],
+                         "tickvals": list(range(len(levels))), "ticktext": levels})  # fmt: skip
+    for m, _ in table.objectives:
+        dims.append(
+            {
+                "label": axis_label(m, table.budget),
+                "values": [display_value(m, r.metrics.get(m)) for r in table.rows],
+            }
+        )
+    first = table.objectives[0][0] if table.objectives else "accuracy"
+    color = [display_value(first, r.metrics.get(first)) or 0.0 for r in table.rows]
+    fig = go.Figure(
+        go.Parcoords(line={"color": color, "colorscale": "Viridis", "showscale": True}, dimensions=dims)
+    )
+    fig.update_layout(title="Knobs against objectives (one line per trial, coloured by the first objective)")
+    return fig
+
+
+def _markdown_as_html(table: StudyTable) -> str:
+    """The markdown table as a plain HTML table (no markdown renderer needed offline)."""
+    rows = [line for line in render_markdown(table).splitlines() if line.startswith("|")]
+    if len(rows) < 2:
+        return ""
+    cells = [
+        [html.escape(c.strip()) for c in line.strip("|").split("|")] for line in rows if "---" not in line
+    ]
+    head = "".join(f"<th>{c}</th>" for c in cells[0])
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
+    style = "border-collapse:collapse;font-family:sans-serif;font-size:13px"
+    return (
+        f"<h3>Front and baseline</h3><table border='1' cellpadding='4' style='{style}'>{head}{body}</table>"
+    )
 
 
 def render_png(table: StudyTable) -> bytes:
@@ -238,21 +246,28 @@ def render_png(table: StudyTable) -> bytes:
     import matplotlib.pyplot as plt
 
     x, y = _axes(table)
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
-    others = [r for r in table.rows if not r.pareto]
-    front = sorted((r for r in table.rows if r.pareto), key=lambda r: r.metrics.get(x) or 0)
-    ax.scatter([r.metrics[x] for r in others], [r.metrics[y] for r in others], c="tab:gray", label="trials")
-    ax.plot(
-        [r.metrics[x] for r in front], [r.metrics[y] for r in front], "D-", c="tab:red", label="Pareto front"
-    )
-    for r in front:
-        ax.annotate(str(r.number), (r.metrics[x], r.metrics[y]), textcoords="offset points", xytext=(5, 5))
-    bx, by = baseline_value(table.baseline, x), baseline_value(table.baseline, y)
+    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=110)
+    for rows, style, colour, label in (
+        ([r for r in table.rows if not r.pareto], "o", "tab:gray", "trials"),
+        (sorted((r for r in table.rows if r.pareto), key=lambda r: r.metrics.get(x) or 0), "D-", "tab:red",
+         "Pareto front"),
+    ):  # fmt: skip
+        if not rows:
+            continue
+        xs, xm, xp = _errors(rows, x)
+        ys, ym, yp = _errors(rows, y)
+        ax.errorbar(xs, ys, xerr=[xm, xp], yerr=[ym, yp], fmt=style, c=colour, label=label, capsize=2, lw=1)
+        if colour == "tab:red":
+            for r, xv, yv in zip(rows, xs, ys, strict=True):
+                tag = str(r.number) if r.p_front is None else f"{r.number} (p={r.p_front:.2f})"
+                ax.annotate(tag, (xv, yv), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    (bx, bxm, bxp), (by, bym, byp) = _baseline_point(table, x), _baseline_point(table, y)
     if bx is not None and by is not None:
-        ax.scatter([bx], [by], marker="x", s=90, c="black", label="baseline")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(f"Study {table.study_name}")
+        ax.errorbar([bx], [by], xerr=[[bxm], [bxp]], yerr=[[bym], [byp]], fmt="x", ms=9, c="black",
+                    label="baseline", capsize=2)  # fmt: skip
+    ax.set_xlabel(axis_label(x, table.budget))
+    ax.set_ylabel(axis_label(y, table.budget))
+    ax.set_title(f"Study {table.study_name} (bars: 95% intervals over problems)")
     ax.grid(alpha=0.3)
     ax.legend()
     buf = io.BytesIO()
@@ -261,12 +276,31 @@ def render_png(table: StudyTable) -> bytes:
     return buf.getvalue()
 
 
-def write_report(study: optuna.Study, out_dir: Path) -> dict[str, Path]:
-    """Write the four report files into `out_dir`; returns them by name."""
-    table = study_table(study)
+def _export_records(study: optuna.Study, table: StudyTable, folder: Path) -> None:
+    """Copy each trial's and the baseline's per-response records into `folder` (a report rebuilt elsewhere
+    finds them there)."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    wanted = {f"trial-{r.number}.jsonl": trials[r.number].user_attrs.get("records") for r in table.rows}
+    if table.rows:
+        wanted["baseline.jsonl"] = trials[table.rows[0].number].user_attrs.get("baseline_records")
+    for name, attr in wanted.items():
+        source = records_path(attr, None, name)
+        if source is not None and source.resolve() != (folder / name).resolve():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(folder / name, source.read_bytes())
+        elif source is None and (folder / name).is_file():
+            continue  # already exported by an earlier run of the report
+
+
+def write_report(
+    study: optuna.Study, out_dir: Path, thresholds: dict[str, float] | None = None
+) -> dict[str, Path]:
+    """Write the four report files and records/ into `out_dir`; returns the files by name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = study_table(study, records_dir=out_dir / "records", thresholds=thresholds)
     if not table.rows:
         raise UserError(f"study {study.study_name}: no completed trial yet, nothing to report")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _export_records(study, table, out_dir / "records")
     renderers: dict[str, Callable[[StudyTable], str | bytes]] = {
         "pareto.csv": render_csv,
         "pareto.md": render_markdown,
@@ -279,6 +313,11 @@ def write_report(study: optuna.Study, out_dir: Path) -> dict[str, Path]:
         write_atomic(path, render(table))
         written[name] = path
     return written
+
+
+def study_hypervolume(study: optuna.Study) -> float | None:
+    """Hypervolume of the feasible COMPLETE trials, the baseline as reference point (None: no baseline)."""
+    return table_hypervolume(study_table(study))
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:

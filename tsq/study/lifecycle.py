@@ -91,6 +91,10 @@ def create_or_load(
     study.sampler = build_sampler(spec.study, 1000 * worker_index + len(study.get_trials(deepcopy=False)))
     if study.metric_names is None:  # new, or stored before tsq named objectives (dashboards showed 0, 1)
         study.set_metric_names(spec.study.metrics)
+    if study.user_attrs.get("front") is None:  # what the report needs to judge the front with its noise
+        study.set_user_attr("front", spec.study.front.model_dump())
+        constraint = spec.study.constraint
+        study.set_user_attr("constraint", None if constraint is None else constraint.model_dump())
     if study.user_attrs.get("objectives") is None:
         study.set_user_attr("objectives", spec.study.metrics)
         study.set_user_attr("searched", sorted(spec.study.searched))

@@ -1,0 +1,186 @@
+"""The data of a study's report: one row per COMPLETE trial with every metric and its 95% interval, Optuna's
+Pareto flag, and the noise-aware front (`p_front`, docs/method.md "Statistics").
+
+Metrics come from the trials' user attrs (`<metric>`, `<metric>_lo`, `<metric>_hi`, as the runner stored
+them); `p_front` is recomputed from each trial's per-response records, resampling problems jointly across the
+trials and the baseline. A trial's records are found at its `records` user attr, or, on another machine, in a
+report folder's `records/` (where `write_report` exports them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tsq.compat.optuna import compute_hypervolume
+from tsq.evaluate import read_records
+from tsq.metrics import METRICS, ProblemSums, baseline_value, objective_metric_names
+from tsq.stats import FrontClass, classify_front, p_front
+
+# Defaults for studies that did not record their own (made before tsq recorded them)
+DEFAULT_FRONT = {"clear": 0.9, "possible": 0.1, "resamples": 1000, "seed": 0}
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int
+    params: dict[str, Any]
+    metrics: dict[str, Any]  # every registry metric with `_lo` / `_hi` (None where the trial lacks it)
+    pareto: bool  # on Optuna's front (study.best_trials: feasible trials only when a constraint is set)
+    feasible: bool
+    p_front: float | None = None  # share of problem resamples in which the trial is on the feasible front
+    front: FrontClass | None = None  # p_front against the study's thresholds
+
+
+@dataclass(frozen=True)
+class StudyTable:
+    study_name: str
+    param_names: list[str]
+    rows: list[Row]
+    baseline: dict[str, Any]
+    objectives: list[tuple[str, str]]  # (metric, direction)
+    front: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRONT))
+    notes: list[str] = field(default_factory=list)  # what the report could not compute, and why
+
+    @property
+    def budget(self) -> int | None:
+        value = self.baseline.get("budget")
+        return None if value is None else int(value)
+
+
+def metric_columns() -> list[str]:
+    """The metrics every report lists: each that can be an objective, in the registry's order."""
+    return list(objective_metric_names())
+
+
+def _row_metrics(trial: FrozenTrial) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    return {
+        key: attrs.get(key) for name in METRICS for key in (name, f"{name}_lo", f"{name}_hi", f"{name}_se")
+    }
+
+
+def study_table(
+    study: optuna.Study, records_dir: Path | None = None, thresholds: dict[str, float] | None = None
+) -> StudyTable:
+    """The report's data: one Row per COMPLETE trial (ordered by number), the baseline and the front."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = {t.number for t in study.best_trials} if complete else set()
+    metrics = study.user_attrs.get("objectives") or []
+    objectives = [(m, d.name.lower()) for m, d in zip(metrics, study.directions, strict=False)]
+    front = {**DEFAULT_FRONT, **(study.user_attrs.get("front") or {}), **(thresholds or {})}
+    rows = [
+        Row(
+            number=t.number,
+            params=dict(t.params),
+            metrics=_row_metrics(t),
+            pareto=t.number in best,
+            feasible=all(v <= 0 for v in t.constraints.values()),
+        )
+        for t in complete
+    ]
+    notes: list[str] = []
+    probabilities = _front_probabilities(study, complete, objectives, front, records_dir, notes)
+    if probabilities is not None:
+        rows = [
+            replace(
+                r,
+                p_front=probabilities[r.number],
+                front=classify_front(probabilities[r.number], front["clear"], front["possible"]),
+            )
+            for r in rows
+        ]
+    return StudyTable(
+        study_name=study.study_name,
+        param_names=sorted({name for t in complete for name in t.params}),
+        rows=rows,
+        baseline=dict(study.user_attrs.get("baseline") or {}),
+        objectives=objectives,
+        front=front,
+        notes=notes,
+    )
+
+
+def records_path(attr: Any, records_dir: Path | None, name: str) -> Path | None:
+    """Where a result's per-response records are: the path the trial stored, else `records_dir/name`."""
+    for path in (Path(attr) if attr else None, records_dir / name if records_dir else None):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+def _front_probabilities(
+    study: optuna.Study,
+    complete: Sequence[FrozenTrial],
+    objectives: list[tuple[str, str]],
+    front: dict[str, float],
+    records_dir: Path | None,
+    notes: list[str],
+) -> dict[int, float] | None:
+    if not complete or not objectives:
+        return None
+    budget = study.user_attrs.get("baseline", {}).get("budget")
+    first = complete[0]
+    base_path = records_path(first.user_attrs.get("baseline_records"), records_dir, "baseline.jsonl")
+    paths = {t.number: records_path(t.user_attrs.get("records"), records_dir, f"trial-{t.number}.jsonl")
+             for t in complete}  # fmt: skip
+    missing = [n for n, p in paths.items() if p is None]
+    if budget is None or base_path is None or missing:
+        notes.append(
+            "p_front not computed: it needs every trial's per-response records "
+            f"(missing for {'the baseline' if base_path is None else f'trials {missing}'})"
+        )
+        return None
+    sums = {n: ProblemSums.from_records(read_records(p), int(budget)) for n, p in paths.items() if p}
+    baseline = ProblemSums.from_records(read_records(base_path), int(budget))
+    constraint = study.user_attrs.get("constraint") or {}
+    return p_front(
+        sums,
+        baseline,
+        objectives,
+        n_resamples=int(front["resamples"]),
+        seed=int(front["seed"]),
+        max_accuracy_drop=constraint.get("max_accuracy_drop"),
+    )
+
+
+def _loss(value: float, direction: str) -> float:
+    return value if direction == "minimize" else -value
+
+
+def hypervolume(
+    points: Sequence[Sequence[float]], reference: Sequence[float], directions: Sequence[str]
+) -> float:
+    """Hypervolume dominated by `points` and bounded by `reference` (e.g. the baseline), in the objectives'
+    own units; points that do not beat the reference in every objective add nothing."""
+    ref = np.array([_loss(r, d) for r, d in zip(reference, directions, strict=True)], dtype=float)
+    losses = np.array(
+        [[_loss(v, d) for v, d in zip(p, directions, strict=True)] for p in points], dtype=float
+    )
+    if losses.size == 0:
+        return 0.0
+    inside = losses[(losses <= ref).all(axis=1)]
+    if inside.size == 0:
+        return 0.0
+    return compute_hypervolume(inside, ref)
+
+
+def table_hypervolume(table: StudyTable) -> float | None:
+    """Hypervolume of the feasible COMPLETE trials, the baseline as reference point (None: no baseline)."""
+    reference = [baseline_value(m, table.baseline) for m, _ in table.objectives]
+    if not table.objectives or any(r is None for r in reference):
+        return None
+    points = [
+        [float(r.metrics[m]) for m, _ in table.objectives]
+        for r in table.rows
+        if r.feasible and all(r.metrics.get(m) is not None for m, _ in table.objectives)
+    ]
+    return hypervolume(
+        points, [float(r) for r in reference if r is not None], [d for _, d in table.objectives]
+    )
