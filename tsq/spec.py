@@ -12,9 +12,13 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tsq.errors import UserError
-from tsq.study.space import StudySpec
+from tsq.knobs import KNOBS
+from tsq.losses import DEFAULT_LOSS, LossName
+from tsq.select import DEFAULT_VARIANT, VariantName
+from tsq.space import StudySpec, bounding_values
 
 
 class _Section(BaseModel):
@@ -28,6 +32,8 @@ class ModelSpec(_Section):
     tiny_variant: Literal["default", "test"] = "default"
     trust_remote_code: bool = False
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # fetch an HF hub model missing from the local HF cache through huggingface_hub (else: an error)
+    download: bool = False
 
 
 class SplitSpec(_Section):
@@ -61,6 +67,14 @@ class SamplingSpec(_Section):
     max_new_tokens: Annotated[int, Field(gt=0)] = 256
     batch_size: Annotated[int, Field(gt=0)] = 64
     seed: int = 0
+    # vLLM only (see "GPU memory plan" in docs/real-models.md). The share of the GPU's memory the engine
+    # takes (weights + KV cache), and the longest prompt + response it serves (None: the model's own
+    # limit; keep it above the longest prompt plus the larger of the two max_new_tokens).
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    max_model_len: Annotated[int, Field(gt=0)] | None = None
+    # vLLM on CUDA: the engine sleeps (weights to CPU RAM, KV cache dropped) while refinement scoring, the
+    # reference pass and training use the GPU, and checks a greedy probe when it wakes. Ignored on CPU.
+    sleep_mode: bool = True
 
 
 class EvaluationSpec(_Section):
@@ -74,7 +88,7 @@ class EvaluationSpec(_Section):
 
 
 class SelectionSpec(_Section):
-    variant: Literal["shortest", "q-fix", "q-dyn", "q-dyn-extra-neg"] = "q-dyn"
+    variant: VariantName = DEFAULT_VARIANT  # the variants: tsq.select.VARIANTS
     max_pairs: Annotated[int, Field(gt=0)] = 64  # M: pairs per problem
     extra_neg_ratio: Annotated[float, Field(gt=1)] = 1.5
     # (our reading) k = max(min_positives, ceil(q*c)) when 1 <= c < N; binds only at alpha = 0. 0 = literal
@@ -91,6 +105,8 @@ class RefinementSpec(_Section):
     kl_reduction: Literal["mean", "sum"] = "mean"
     batch_size: Annotated[int, Field(gt=0)] = 64
     seed: int = 0
+    # steps searched per trace, its longest first (None = all); bounds the one-off cost on long traces
+    max_steps_per_trace: Annotated[int, Field(gt=0)] | None = 64
 
 
 class LoraSpec(_Section):
@@ -101,12 +117,14 @@ class LoraSpec(_Section):
 
 
 class TrainingSpec(_Section):
-    loss: Literal["dpo", "sft", "dpo+sft", "dpo-l+sft"] = "dpo-l+sft"
+    loss: LossName = DEFAULT_LOSS  # the variants and their terms: tsq.losses.LOSSES
     beta: Annotated[float, Field(gt=0)] = 0.1
     learning_rate: Annotated[float, Field(gt=0)] = 2e-4
     max_steps: Annotated[int, Field(gt=0)] = 100
     batch_size: Annotated[int, Field(gt=0)] = 32
-    max_length: Annotated[int, Field(gt=0)] = 512
+    # tokens of prompt + response + EOS; None = derived from the longest prompt + sampling.max_new_tokens + 1
+    # (tsq.train.check_max_length, which also refuses a value too small for them)
+    max_length: Annotated[int, Field(gt=0)] | None = None
     seed: int = 0
     gradient_checkpointing: bool = False
     lora: LoraSpec = LoraSpec()
@@ -134,14 +152,43 @@ class Spec(_Section):
     training: TrainingSpec = TrainingSpec()
     params: TrialParams = TrialParams()
     cache_dir: str | None = None  # default: $TSQ_HOME/cache
-    # The study section (search space, objectives, sampler, budgets): schema in tsq.study.space.
+    # The study section (search space, objectives, sampler, budgets): schema in tsq.space.
     study: StudySpec = Field(default_factory=StudySpec)
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Spec:
         if self.data.min_steps > self.data.max_steps:
             raise ValueError("data.min_steps must be <= data.max_steps")
+        errors = [
+            error
+            for name, entry in self.study.search.items()
+            for where, value in bounding_values(entry)
+            if (error := self._setting_error(name, where, value)) is not None
+        ]
+        if errors:
+            raise ValidationError.from_exception_data("Spec", errors)
         return self
+
+    def _setting_error(
+        self, name: str, where: tuple[str | int, ...], value: object
+    ) -> InitErrorDetails | None:
+        """Whether `value` is a valid setting of knob `name`: applied to the knob's own spec section, so a
+        search range is held to exactly the bounds a spec file is."""
+        knob = KNOBS[name]
+        head, *rest = knob.path
+        data: object = knob.to_spec(value)
+        for key in reversed(rest):
+            data = {key: data}
+        try:
+            type(getattr(self, head)).model_validate(data)
+        except ValidationError as err:
+            msg = err.errors()[0]["msg"]
+            return InitErrorDetails(
+                type=PydanticCustomError("study", "{msg}", {"msg": msg}),
+                loc=("study", "search", name, *where),
+                input=value,
+            )
+        return None
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -172,8 +219,9 @@ def load_spec(path: Path | str) -> Spec:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{path}: malformed YAML{where}") from None
-    if raw is None:
-        raw = {}
+    if raw is None or raw == {}:
+        # an empty file is a wrong path or a failed write far more often than a wish for every default
+        raise UserError(f"{path}: the spec is empty; write at least its name (see sweeps/smoke.yaml)")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the spec must be a mapping of sections, got {type(raw).__name__}")
     try:
