@@ -1,0 +1,127 @@
+"""Which searched knob mattered, per objective: Optuna's PED-ANOVA importances over a study's trials.
+
+PED-ANOVA (Optuna's `PedAnovaImportanceEvaluator`) compares where the best trials of an objective sit in each
+knob's range with where all trials sit: a knob whose good trials bunch up in one part of its range scores
+high. It needs no model fitting (fANOVA would need scikit-learn, which tsq does not install).
+
+Our choices:
+- Trials: COMPLETE ones with finite values; replicates of a point (user attr `replicate_of`, `sweep confirm`)
+  are left out, so a replicated point does not count as several observations.
+- One target per objective, "lower is better" as PED-ANOVA assumes (a maximised metric is negated); the
+  multi-objective default (reaching the Pareto front) is not used, since the report asks which knob moved
+  which metric.
+- The "good" trials are the top quantile max(0.1, min(0.5, 5/n)) of n trials: Optuna recommends at least 5
+  trials there, and a small study has too few in its default top 10%.
+- Importances are normalised to sum to 1 per objective (all 0 when no knob separates the good trials).
+- **Too few trials to trust**: fewer than `MIN_TRIALS` (10) complete trials, or fewer than two per searched
+  knob. Below that a knob's rank mostly reflects where the sampler happened to put the few good trials; the
+  numbers are still shown, with the warning.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+
+import optuna
+from optuna.importance import PedAnovaImportanceEvaluator
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+MIN_TRIALS = 10  # complete trials below which importances carry a warning
+TRIALS_PER_KNOB = 2  # ... and below this many per searched knob
+REPLICATE_ATTR = "replicate_of"
+
+
+def usable_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """COMPLETE trials with finite values that are not replicates of another trial."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.values is not None
+        and all(math.isfinite(v) for v in t.values)
+        and REPLICATE_ATTR not in t.user_attrs
+    ]
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """The study's metric names (set by tsq), else objective_0, objective_1, ..."""
+    names = study.metric_names
+    return list(names) if names else [f"objective_{i}" for i in range(len(study.directions))]
+
+
+def searched_params(trials: Sequence[FrozenTrial]) -> list[str]:
+    """Params that vary across the trials' distributions (a single-valued one cannot be important)."""
+    names = sorted({name for t in trials for name, dist in t.distributions.items() if not dist.single()})
+    return names
+
+
+def target_quantile(n_trials: int) -> float:
+    """The share of trials counted as "good": about 5 trials, between 10% and 50%."""
+    return max(0.1, min(0.5, 5.0 / max(1, n_trials)))
+
+
+def importances(study: optuna.Study) -> dict[str, dict[str, float]]:
+    """Per objective (by metric name): {param: importance}, highest first, summing to 1 (or all 0).
+
+    Empty per objective when fewer than 2 usable trials or no varying param; never writes to the study."""
+    trials = usable_trials(study)
+    params = searched_params(trials)
+    names = objective_names(study)
+    if len(trials) < 2 or not params:
+        return {name: {} for name in names}
+    # a private in-memory copy holding only the usable trials: PED-ANOVA reads every COMPLETE trial of a study
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        copy = optuna.create_study(directions=study.directions)
+        copy.add_trials(trials)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    evaluator = PedAnovaImportanceEvaluator(target_quantile=target_quantile(len(trials)))
+    out: dict[str, dict[str, float]] = {}
+    for i, (name, direction) in enumerate(zip(names, study.directions, strict=True)):
+        sign = -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
+        with warnings.catch_warnings():
+            # PED-ANOVA warns that it minimises the target (we negate maximised ones) and about thin regimes
+            warnings.simplefilter("ignore")
+            raw = evaluator.evaluate(copy, params=params, target=lambda t, i=i, s=sign: s * t.values[i])
+        total = sum(raw.values())
+        scores = {p: (v / total if total > 0 else 0.0) for p, v in raw.items()}
+        out[name] = dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])))
+    return out
+
+
+def importance_warning(study: optuna.Study) -> str | None:
+    """A one-line warning when the study has too few usable trials to trust its importances, else None."""
+    trials = usable_trials(study)
+    n_params = len(searched_params(trials))
+    needed = max(MIN_TRIALS, TRIALS_PER_KNOB * n_params)
+    if len(trials) >= needed:
+        return None
+    return (
+        f"importances from {len(trials)} complete trials over {n_params} searched knobs: too few to trust "
+        f"(want >= {needed}: {MIN_TRIALS} trials and {TRIALS_PER_KNOB} per knob); read them as a hint"
+    )
+
+
+def importance_markdown(imps: Mapping[str, Mapping[str, float]], warning: str | None = None) -> list[str]:
+    """Markdown lines: one row per param, one column per objective (params in order of the first objective's
+    importance), then the warning as a blockquote when there is one."""
+    objectives = list(imps)
+    params = list(dict.fromkeys(p for name in objectives for p in imps[name]))
+    if not params:
+        lines = ["_No importances: fewer than 2 complete trials, or no searched knob varies._"]
+    else:
+        lines = [
+            "| knob | " + " | ".join(objectives) + " |",
+            "|---|" + "---:|" * len(objectives),
+            *(
+                f"| {p} | " + " | ".join(f"{imps[o].get(p, 0.0):.2f}" for o in objectives) + " |"
+                for p in params
+            ),
+        ]
+    if warning:
+        lines += ["", f"> {warning}"]
+    return lines
