@@ -220,7 +220,13 @@ class TokenSqueezeDPOTrainer(FencedDPOTrainer):
 
     args: TokenSqueezeDPOConfig
 
-    def __init__(self, *args: Any, ref_logps_store: RefLogpsStore | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        ref_logps_store: RefLogpsStore | None = None,
+        skip_model_hash: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
         # Set before super().__init__, which tokenises (`prepare_dataset`) and runs the reference pass
         self.ref_logps_store = ref_logps_store
         self.n_ref_computed = (
@@ -229,7 +235,9 @@ class TokenSqueezeDPOTrainer(FencedDPOTrainer):
         self.truncation: Truncation | None = None
         # per-step metrics, kept on the device as tensors until `log` averages them
         self._step_metrics: dict[str, list[torch.Tensor]] = {}
-        super().__init__(*args, skip_model_hash=ref_logps_store is not None, **kwargs)
+        # TRL's model hash only names its own reference cache file, which the store replaces
+        skip = ref_logps_store is not None if skip_model_hash is None else skip_model_hash
+        super().__init__(*args, skip_model_hash=skip, **kwargs)
         self.loss_def = loss_def(self.args.loss_variant)
 
     def prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Dataset:
@@ -496,6 +504,29 @@ def _trainer(
     dtype = pick_dtype(dtype_name, pick_device())
     tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     model = load_causal_lm(model_path, dtype=dtype, trust_remote_code=trust_remote_code)
+    store = RefLogpsStore(cache, model_fingerprint(model_path))
+    return build_trainer(model, tokenizer, pairs, training, lam, eta, out_dir, store, callbacks, unfinished)
+
+
+def build_trainer(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[Pair],
+    training: TrainingSpec,
+    lam: float,
+    eta: float,
+    out_dir: Path,
+    store: RefLogpsStore | None,
+    callbacks: Sequence[TrainerCallback] = (),
+    unfinished: Collection[str] = (),
+    *,
+    skip_model_hash: bool | None = None,
+) -> TokenSqueezeDPOTrainer:
+    """The trainer `train_lora` uses, on a loaded model (benchmarks build it on a model of their own).
+
+    `skip_model_hash` None: skipped when `store` serves the reference log-probs.
+    """
+    dtype = model.dtype
     unfinished = frozenset(unfinished)
     dataset = Dataset.from_list(
         [
@@ -511,7 +542,7 @@ def _trainer(
     )
     lora = training.lora
     args = TokenSqueezeDPOConfig(
-        output_dir=str(out_dir / "trainer"),
+        output_dir=str(Path(out_dir) / "trainer"),
         loss_variant=training.loss,
         length_lambda=lam,
         sft_weight=eta,
@@ -551,8 +582,9 @@ def _trainer(
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=peft_config,
-            callbacks=callbacks,
-            ref_logps_store=RefLogpsStore(cache, model_fingerprint(model_path)),
+            callbacks=list(callbacks),
+            ref_logps_store=store,
+            skip_model_hash=skip_model_hash,
         )
     finally:
         if not bars_were_off:
