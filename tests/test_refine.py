@@ -1,4 +1,7 @@
-"""KL-constrained step refinement: window KL by hand, ε threshold semantics, the tiny model end to end."""
+"""KL-constrained step refinement: window KL by hand, ε threshold semantics, the tiny model end to end.
+
+Step boundaries under a byte-level BPE and the noise floor on a random Qwen2: tests/test_refine_bpe.py.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,18 @@ import torch
 
 from tsq.cache import Cache
 from tsq.data.tiny_world import ChainProblem
+from tsq.generation.base import Completion
 from tsq.refine import (
+    KL_NOISE_FLOOR,
     Candidate,
     StepCandidates,
     TraceCandidates,
+    _keep,
+    _plan,
+    _StepJob,
     compute_candidates,
+    encode_prefix,
+    kl_noise_floor,
     reachable_refinements,
     refine_trace,
     score_step,
@@ -50,6 +60,31 @@ def test_window_kl_hand_values() -> None:
     assert window_kl(P, Q, mask=torch.tensor([[False, False]])).tolist() == [0.0]
     with pytest.raises(ValueError, match="kl_reduction"):
         window_kl(P, Q, reduction="max")  # type: ignore[arg-type]
+
+
+def _naive_kl64(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    logp, logq = torch.log_softmax(p.double(), -1), torch.log_softmax(q.double(), -1)
+    return (logp.exp() * (logp - logq)).sum(-1).mean(-1)
+
+
+def test_window_kl_is_precise_for_nearly_identical_rows() -> None:
+    """float32 inputs, float64-accurate KL: the regime ε's low end lives in (KL ~ 1e-9 … 1e-5)."""
+    gen = torch.Generator().manual_seed(0)
+    p = (torch.randn(1, 4, 5000, generator=gen, dtype=torch.float64) * 4).float()
+    for scale, rel in ((1e-2, 1e-3), (1e-4, 1e-2)):
+        q = (p.double() + scale * torch.randn(p.shape, generator=gen, dtype=torch.float64)).float()
+        exact = _naive_kl64(p, q).item()
+        assert window_kl(p, q).item() == pytest.approx(exact, rel=rel)
+    # identical rows give exactly 0; Σ p (log p − log q) in float32 would not be this close
+    assert window_kl(p, p.clone()).item() == 0.0
+
+
+def test_noise_floor_lookup() -> None:
+    assert kl_noise_floor("float32") == KL_NOISE_FLOOR["float32"] == kl_noise_floor(torch.float32)
+    assert kl_noise_floor("bfloat16") > kl_noise_floor("float32")
+    assert kl_noise_floor("auto") == max(KL_NOISE_FLOOR.values())
+    with pytest.raises(ValueError, match=r"model\.dtype"):
+        kl_noise_floor("int8")
 
 
 def _hand_trace() -> TraceCandidates:
@@ -149,25 +184,87 @@ def test_batched_scoring_equals_one_at_a_time(tiny) -> None:
     def enc(text: str) -> list[int]:
         return tok.encode(text, add_special_tokens=False)
 
-    context = enc(_prompt(tok))
-    original = enc("now we work out b : b is a - 4 , that is 9 - 4 , which gives 5")
+    context = enc(_prompt(tok) + "first we have a = 9 , and we want c \n\n ")
+    original = enc("now we work out b : b is a - 4 , that is 9 - 4 , which gives 5 \n\n")  # a step's piece
     candidates = [
-        enc("b = 9 - 4 = 5"),
+        enc("b = 9 - 4 = 5 \n\n"),
         original,
-        enc("next we want b : b = a - 4 , so b is 9 - 4 , which is 5"),
+        enc("next we want b : b = a - 4 , so b is 9 - 4 , which is 5 \n\n"),
     ]
-    candidates.append(enc("b = 9 - 4 = 7"))  # other content (a slip)
+    candidates.append(enc("b = 9 - 4 = 7 \n\n"))  # other content (a slip)
     future = enc("c = 5 + 1 = 6 \n\n answer : 6")
-    args = (model, context, original, candidates, enc("\n\n"), future)
+    args = (model, context, original, candidates, future)
     batched = score_step(*args, window=8, batch_size=64)
-    single = score_step(*args, window=8, batch_size=1)
+    single = score_step(*args, window=8, batch_size=2)  # the original and one candidate per forward
     assert batched == pytest.approx(single, abs=1e-5)
-    assert batched[1] == pytest.approx(0.0, abs=1e-6)  # the original against itself, left-padded in a batch
-    assert min(batched[0], batched[2], batched[3]) > 0
+    # the original against itself in its own batch: same tokens, same padding, same attention path
+    assert batched[1] == pytest.approx(0.0, abs=1e-9)
+    assert min(batched[0], batched[2], batched[3]) > 1e-4
     # the window is capped by the tokens left
     assert score_step(*args, window=1000, batch_size=3) == pytest.approx(
         score_step(*args, window=len(future), batch_size=3), abs=1e-6
     )
+    # rows that start from a cached prefix (any longer sequence that begins with the context) score the same
+    prefix = encode_prefix(model, context + original + future[:3])
+    assert prefix is not None
+    cached = score_step(*args, window=8, batch_size=64, prefix=prefix)
+    assert cached == pytest.approx(batched, abs=1e-6)
+    with pytest.raises(ValueError, match="not a prefix"):
+        score_step(model, future, original, candidates, future, 8, prefix=prefix)
+
+
+TRACE = (
+    "first we have a = 9 , and we want c \n\n now we work out b : b is a - 4 , that is 9 - 4 , which"
+    " gives 5 \n\n next we want c : c = b + 1 , so c is 5 + 1 , which is 6 \n\n answer : 6"
+)
+
+
+def test_plan_caps_the_searched_steps(tiny) -> None:
+    _, tok = tiny
+    prompt = _prompt(tok)
+    cands, plan = _plan(prompt, TRACE, 0, tok, max_steps=None)
+    assert plan.whole  # the pieces tokenize as the whole text does
+    assert [s.refinable for s in cands.steps] == [True, True, True, False]  # the answer step is kept
+    assert [job.step for job in plan.jobs] == [0, 1, 2]
+    # pieces: each step with its separator; the window after a step starts at the next step's first token
+    for job in plan.jobs:
+        assert tok.decode(plan.ids[job.start : job.end]).split() == (cands.steps[job.step].original.split())
+        assert job.context_text == prompt + "\n\n".join(s.original for s in cands.steps[: job.step]) + (
+            "\n\n" if job.step else ""
+        )
+    capped, plan2 = _plan(prompt, TRACE, 0, tok, max_steps=2)
+    lengths = [s.n_tokens for s in cands.steps]
+    assert [job.step for job in plan2.jobs] == [1, 2] and lengths[0] < min(lengths[1], lengths[2])
+    assert [s.refinable for s in capped.steps] == [False, True, True, False]
+    assert capped.steps[0].n_tokens == cands.steps[0].n_tokens
+
+
+def _job(last: bool, thinking: bool = True) -> _StepJob:
+    stops = ("\n\n", "</think>") if thinking else ("\n\n",)
+    return _StepJob(0, 0, "", 0, 0, list(range(20)), "\n", stops, last)
+
+
+def _completion(text: str) -> Completion:
+    return Completion(text, (), "stop")
+
+
+def test_rewrites_stop_where_the_step_ends(tiny) -> None:
+    _, tok = tiny
+    texts = [
+        "b = 5 \n\n",  # a step
+        "b is 5 \n</think>\n\nanswer : 5",  # ended the thinking
+        "b = 5 \n\n",  # duplicate
+        "b = 9 - 4",  # never reached the end
+        "  \n\n",  # blank
+        "<think> b = 5 \n\n",  # a think tag inside the step
+    ]
+    middle, last = _job(last=False), _job(last=True)
+    _keep(middle, [_completion(t) for t in texts], tok)
+    _keep(last, [_completion(t) for t in texts], tok)
+    assert [text for text, _, _ in middle.kept] == ["b = 5 "]
+    # the last thinking step's rewrite stops at </think> too, without the whitespace the tail brings
+    assert [text for text, _, _ in last.kept] == ["b = 5", "b is 5"]
+    assert all(piece == tok.encode(text + "\n", add_special_tokens=False) for text, _, piece in last.kept)
 
 
 @pytest.mark.slow
@@ -176,17 +273,14 @@ def test_candidates_on_the_tiny_model_are_cached(tiny, tiny_model_dir: Path, tmp
 
     model, tok = tiny
     prompt = _prompt(tok)
-    trace = (
-        "first we have a = 9 , and we want c \n\n now we work out b : b is a - 4 , that is 9 - 4 , which"
-        " gives 5 \n\n next we want c : c = b + 1 , so c is 5 + 1 , which is 6 \n\n answer : 6"
-    )
+    trace = TRACE
     spec = RefinementSpec(k=8, window=16, temperature=1.0, max_step_tokens=24, batch_size=16, seed=0)
     backend = HFBackend(tiny_model_dir, progress=False)
     cache = Cache(tmp_path / "cache")
 
     cands = step_candidates(tiny_model_dir, backend, prompt, trace, spec, cache, model=model, tokenizer=tok)
     assert backend.calls == 1 and cache.stats["misses"] == 1 and cache.stats["hits"] == 0
-    assert [s.refinable for s in cands.steps] == [True, True, True, False]  # the answer step is kept
+    assert [s.refinable for s in cands.steps] == [True, True, True, False]
     assert cands.head + "\n\n".join(s.original for s in cands.steps) + cands.tail == trace
     scored = [c for s in cands.steps for c in s.candidates]
     assert scored, "no candidate rewrites were sampled"

@@ -1,11 +1,15 @@
-"""Model resolution and identity: "tiny", a local directory, or an HF hub id from the local HF cache.
+"""Model resolution, identity and loading.
 
-`model_fingerprint` hashes the weights and config, so cache keys follow the model's content, not its name.
+`resolve_model`: "tiny", a local directory, or an HF hub id from the local HF cache; a hub id missing there is
+fetched through huggingface_hub only when the spec says `model.download: true` (else a one-line error naming
+`hf download`). `model_fingerprint` hashes the weights and config, so cache keys follow the model's content,
+not its name. `load_causal_lm` puts the weights straight onto a CUDA device when there is one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ from tsq.spec import ModelSpec
 log = logging.getLogger(__name__)
 
 _FINGERPRINTED = ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json")
+_NOT_DOWNLOADED = ["*.pth", "*.pt", "*.h5", "*.msgpack", "*.onnx", "*.gguf", "original/*"]
 _fingerprints: dict[tuple[str, tuple[tuple[str, float, int], ...]], str] = {}
 
 
@@ -33,14 +38,24 @@ def resolve_model(spec: ModelSpec) -> Path:
     if spec.path.startswith((".", "/", "~")) or spec.path.count("/") != 1:
         raise UserError(f"model.path: {spec.path} does not exist")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(spec.path, local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError):
+        if not spec.download:
+            raise UserError(
+                f"model.path: {spec.path} is neither a local directory nor in the local HF cache; "
+                f"download it first (hf download {spec.path}) or set model.download: true"
+            ) from None
+    log.info("downloading %s from the Hugging Face hub (model.download: true)", spec.path)
+    try:
+        # the weights once: checkpoints that also ship other frameworks' or the original format's copies
+        return Path(snapshot_download(spec.path, ignore_patterns=_NOT_DOWNLOADED))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
         raise UserError(
-            f"model.path: {spec.path} is neither a local directory nor in the local HF cache; "
-            f"download it first (huggingface-cli download {spec.path}), tsq never downloads at run time"
+            f"model.path: could not download {spec.path} ({_first_line(exc)}); check the id, the network, "
+            f"and for gated models `hf auth login`"
         ) from None
 
 
@@ -71,20 +86,43 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
         raise UserError(f"model.path: cannot load a tokenizer from {path} ({_first_line(exc)})") from None
 
 
-def load_causal_lm(path: Path, dtype: Any = "auto", trust_remote_code: bool = False) -> Any:
-    """An AutoModelForCausalLM; `dtype` "auto" means float32 on CPU (see tsq.devices for GPUs)."""
+def load_causal_lm(
+    path: Path, dtype: Any = "auto", trust_remote_code: bool = False, device: Any = None
+) -> Any:
+    """An AutoModelForCausalLM; `dtype` "auto" means float32 on CPU (see tsq.devices for GPUs).
+
+    The weights load straight onto `device` when it is a CUDA device; `device` None means this process's
+    GPU when CUDA is available (LOCAL_RANK's under a distributed launcher), so a 7B checkpoint never sits
+    in CPU memory. Elsewhere (CPU, MPS) the model loads on the CPU as before and callers move it.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     torch_dtype = (
         torch.float32 if dtype == "auto" else getattr(torch, dtype) if isinstance(dtype, str) else dtype
     )
+    target = _load_device(device)
+    placement = {"device_map": {"": target}} if target is not None else {}
     try:
         return AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, **placement
         )
     except (OSError, ValueError) as exc:
         raise UserError(f"model.path: cannot load a causal LM from {path} ({_first_line(exc)})") from None
+
+
+def _load_device(device: Any) -> Any:
+    """The CUDA device to load onto, or None to load on the CPU."""
+    import torch
+
+    if device is None:
+        if not torch.cuda.is_available():
+            return None
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
 def _first_line(exc: Exception) -> str:
