@@ -1,4 +1,5 @@
-"""Self-sampling on the real tiny model: graded, cached by content, zero model calls on a repeat."""
+"""Self-sampling on the real tiny model: graded, cached by content, zero model calls on a repeat; each
+problem's samples are its own (seeded by its id), whatever problems are sampled with it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from lora_util import perturbed_lora
 
 from tsq.cache import Cache
+from tsq.data.problems import Problem
 from tsq.data.reasoning import grade_completion
 from tsq.data.tiny_world import tiny_problem_set
 from tsq.generation.base import SamplingSettings
@@ -66,3 +68,21 @@ def test_truncated_responses_are_wrong_at_their_truncated_length(
     responses = [r for rs in out.values() for r in rs]
     assert responses and all(r.finish_reason == "length" and r.n_tokens == 4 for r in responses)
     assert not any(r.correct for r in responses)
+
+
+def test_a_problems_samples_do_not_depend_on_the_other_problems(
+    backend: HFBackend, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    problems = tiny_problem_set("train", 5, seed=4, min_steps=1, max_steps=4)
+    together = sample_responses(backend, tiny_model_dir, problems, SETTINGS, Cache(tmp_path / "a"))
+    for problem in (problems.problems[0], problems.problems[3]):
+        alone = replace(problems, problems=(problem,))
+        assert sample_responses(backend, tiny_model_dir, alone, SETTINGS, Cache(tmp_path / "b")) == {
+            problem.id: together[problem.id]
+        }
+    # Two problems with the same question but different ids are two independent draws.
+    q = problems.problems[1]
+    twins = replace(problems, problems=(q, Problem(id=q.id + "-twin", question=q.question, answer=q.answer)))
+    out = sample_responses(backend, tiny_model_dir, twins, SETTINGS, Cache(tmp_path / "c"))
+    assert out[q.id] == together[q.id]
+    assert [r.text for r in out[q.id]] != [r.text for r in out[q.id + "-twin"]]
