@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from tsq.errors import UserError
@@ -58,3 +60,32 @@ def pick_dtype(spec_dtype: str, device: torch.device | str) -> torch.dtype:
 def mixed_precision_flags(dtype: torch.dtype) -> dict[str, bool]:
     """`bf16`/`fp16` for transformers/TRL TrainingArguments matching the model dtype."""
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+
+
+def visible_gpus(environ: dict[str, str] | None = None) -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries: that variable's list when it is set
+    (Slurm and users set it; "" or "-1" hide every GPU), else every GPU torch counts."""
+    value = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    if value is not None:
+        return [d.strip() for d in value.split(",") if d.strip() and d.strip() != "-1"]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def gpu_assignment(workers: int, gpus_per_worker: int | None, visible: list[str]) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES for each of `workers` local workers: one visible GPU each (None: leave the
+    variable as it is, for CPU workers). `gpus_per_worker` None means 1 where GPUs are visible, else 0.
+    One trial uses one GPU, so a worker never gets more than one. Raises UserError (one line) when the GPUs
+    asked for are not there."""
+    per = (1 if visible else 0) if gpus_per_worker is None else gpus_per_worker
+    if per not in (0, 1):
+        raise UserError(f"--gpus-per-worker {per}: a trial uses one GPU; use 0 or 1")
+    if per == 0:
+        return [None] * workers
+    if not visible:
+        raise UserError("--gpus-per-worker 1: no GPU is visible (CUDA_VISIBLE_DEVICES and torch see none)")
+    if workers > len(visible):
+        raise UserError(
+            f"--workers {workers}: only {len(visible)} GPU(s) visible ({','.join(visible)}); use at most "
+            f"{len(visible)} workers, or --gpus-per-worker 0"
+        )
+    return visible[:workers]

@@ -25,11 +25,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The tiny model's build variants (tsq.tiny_model.VARIANTS holds each one's settings)
+TinyVariant = Literal["default", "test"]
+
+
 class ModelSpec(_Section):
     # "tiny" is the built-in tiny reasoning model (built by `tsq model build-tiny`); anything else is an
     # HF hub id or a local model directory.
     path: str = "tiny"
-    tiny_variant: Literal["default", "test"] = "default"
+    tiny_variant: TinyVariant = "default"
     trust_remote_code: bool = False
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # fetch an HF hub model missing from the local HF cache through huggingface_hub (else: an error)

@@ -26,7 +26,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from filelock import FileLock
@@ -36,10 +35,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from tsq.data.tiny_world import MAX_STEPS, WORDS, random_training_example
 from tsq.paths import tiny_model_dir
+from tsq.spec import TinyVariant as Variant
 
 log = logging.getLogger(__name__)
 
-Variant = Literal["default", "test"]
 BUILD_INFO = "tsq_build.json"
 # Bump when the world's text format, the tokenizer or the training code changes meaning: old builds rebuild.
 BUILD_FORMAT = 4  # 4: tiny world v2 (verification that pays off on deep chains, per-step phrasing)

@@ -6,23 +6,23 @@ from typing import Annotated
 
 import typer
 
+from tsq.spec import TinyVariant
+
 app = typer.Typer(help="Build the embedded tiny reasoning model (CPU, cached).", no_args_is_help=True)
 
 
 @app.command("build-tiny")
 def build_tiny_command(
     variant: Annotated[
-        str, typer.Option(help="'default' (the embedded CPU model) or 'test' (fast, for the test suite)")
+        TinyVariant,
+        typer.Option(help="'default' (the embedded CPU model) or 'test' (fast, for the test suite)"),
     ] = "default",
     force: Annotated[bool, typer.Option("--force", help="rebuild even when a matching build exists")] = False,
 ) -> None:
     """Build (or find) the tiny reasoning model: a few minutes on CPU, cached under $TSQ_HOME/models."""
-    from tsq.errors import UserError
-    from tsq.tiny_model import VARIANTS, build_info, build_tiny
+    from tsq.tiny_model import build_info, build_tiny
 
-    if variant not in VARIANTS:
-        raise UserError(f"--variant: unknown tiny variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    path = build_tiny(variant, force=force)  # type: ignore[arg-type]
+    path = build_tiny(variant, force=force)
     info = build_info(path)
     size_mb = sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6
     typer.echo(

@@ -11,6 +11,7 @@ import typer
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
+from tsq.cli import check
 from tsq.cli.console import make_console
 from tsq.spec import load_spec
 from tsq.study.storage import load_study, scrub_argv
@@ -20,6 +21,7 @@ app = typer.Typer(
     help="Launch an Optuna study over α, ε, λ, η; see its state; list its Pareto trials.",
     no_args_is_help=True,
 )
+app.command("check")(check.check)
 
 StudyOpt = Annotated[
     str | None, typer.Option("--study", help="study name (default: the spec's study.name, else its name)")
@@ -53,21 +55,29 @@ def launch(
         ),
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="worker processes to run here")] = 1,
+    gpus_per_worker: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus-per-worker",
+            min=0,
+            max=1,
+            help="GPUs per local worker: 1 gives each worker its own GPU from the visible set (honours "
+            "CUDA_VISIBLE_DEVICES), 0 runs them on CPU. Default: 1 where GPUs are visible, else 0. "
+            "One trial uses one GPU.",
+        ),
+    ] = None,
     tracker: Annotated[
-        str, typer.Option("--tracker", help="wandb (offline unless logged in) or none")
+        TrackerKind, typer.Option("--tracker", help="wandb (offline unless logged in) or none")
     ] = "wandb",
     summary: Annotated[bool, typer.Option("--summary/--no-summary", hidden=True)] = True,
 ) -> None:
     """Create or resume the study and run trials until it holds n_trials complete ones."""
-    from tsq.errors import UserError
     from tsq.study.launch import launch as run_launch
 
     scrub_argv(sys.argv)
-    if tracker not in ("wandb", "none"):
-        raise UserError(f"--tracker {tracker}: use wandb or none")
-    kind: TrackerKind = "wandb" if tracker == "wandb" else "none"
+    kind: TrackerKind = tracker
     loaded = load_spec(spec)
-    result, reports = run_launch(loaded, spec, storage, study, n_trials, workers, kind)
+    result, reports = run_launch(loaded, spec, storage, study, n_trials, workers, kind, gpus_per_worker)
     for i, report in enumerate(reports):
         typer.echo(
             f"worker {i}: ran {report.ran} trials ({report.completed} complete, {report.failed} failed); "

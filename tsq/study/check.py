@@ -499,10 +499,13 @@ def _local_model(spec: Spec) -> Path | str:
     """The model's local directory without building or downloading it, or why there is none."""
     if spec.model.path == "tiny":
         from tsq.paths import tiny_model_dir
+
+        path = tiny_model_dir(spec.model.tiny_variant)
+        if not path.is_dir():  # before importing the builder (torch, transformers)
+            return "the tiny model is not built (tsq model build-tiny)"
         from tsq.tiny_model import VARIANTS as TINY
         from tsq.tiny_model import build_info
 
-        path = tiny_model_dir(spec.model.tiny_variant)
         try:
             if build_info(path).get("digest") == TINY[spec.model.tiny_variant].digest():
                 return path
@@ -525,17 +528,18 @@ def load_cached_inputs(spec: Spec, cache: Cache, *, hub_data: bool = False) -> C
 
     `hub_data`: allow reading a hub dataset's problems (through the datasets cache, which may download); off
     for `sweep check`, on in `sweep launch` after its preflight has loaded them anyway."""
-    from tsq.data.formatting import format_prompt
-    from tsq.data.loading import load_problem_set
-    from tsq.models import load_tokenizer
-    from tsq.sample import STAGE, samples_key, sampling_settings
-
     model = _local_model(spec)
     if not isinstance(model, Path):
         return CachedInputs(why_not=model)
     source = spec.data.source
     if source != "tiny" and not hub_data and not Path(source).expanduser().is_file():
         return CachedInputs(why_not=f"data.source {source} is a hub dataset (not read by the check)")
+    # imported here: transformers (the tokenizer) is a slow import a check without a local model skips
+    from tsq.data.formatting import format_prompt
+    from tsq.data.loading import load_problem_set
+    from tsq.models import load_tokenizer
+    from tsq.sample import STAGE, samples_key, sampling_settings
+
     try:
         problems = load_problem_set(spec.data, "train")
         tokenizer = load_tokenizer(model, spec.model.trust_remote_code)

@@ -13,11 +13,13 @@ import optuna
 from optuna.trial import TrialState
 
 from tsq.data.loading import load_problem_set
+from tsq.devices import gpu_assignment, visible_gpus
 from tsq.errors import UserError
 from tsq.models import resolve_model
 from tsq.program import load_program
 from tsq.signals import sigterm_as_exit
 from tsq.spec import Spec
+from tsq.study.check import warn_before_launch
 from tsq.study.lifecycle import check_compatible, create_or_load, study_name_of
 from tsq.study.storage import StorageURL, open_storage, parse_storage_url
 from tsq.study.worker import POLL_S, WorkerReport, run_worker, state_counts
@@ -44,18 +46,29 @@ def launch(
     n_trials: int | None,
     workers: int,
     tracker_kind: TrackerKind,
+    gpus_per_worker: int | None = None,
 ) -> tuple[optuna.Study, list[WorkerReport]]:
-    """`tsq sweep launch`: run `workers` workers (1: in this process) and return the study."""
+    """`tsq sweep launch`: run `workers` workers (1: in this process) and return the study.
+
+    Each local worker gets its own GPU from the visible set (`tsq.devices.gpu_assignment`), checked before
+    anything is written."""
+    devices = gpu_assignment(workers, gpus_per_worker, visible_gpus())
     storage = parse_storage_url(storage_url or spec.study.storage)
     name = study_name_of(spec, study_name)
     preflight(spec, storage, name)
+    warn_before_launch(spec)  # `tsq sweep check`'s findings on knobs that cannot matter
     target = n_trials if n_trials is not None else spec.study.n_trials
     if workers <= 1:
+        if devices[0] is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]  # before anything here touches CUDA
         progress = not os.environ.get("TSQ_NO_PROGRESS")
         report = run_worker(spec, storage, name, target, spec.study.timeout, tracker_kind, progress)
         return optuna.load_study(study_name=name, storage=open_storage(storage)), [report]
     create_or_load(spec, storage, name)  # once, before the workers race to do it
-    procs = [_spawn_worker(spec_path, storage, name, target, tracker_kind, i) for i in range(workers)]
+    procs = [
+        _spawn_worker(spec_path, storage, name, target, tracker_kind, i, device)
+        for i, device in enumerate(devices)
+    ]
     with sigterm_as_exit():
         codes = _wait_all(procs, storage, name, target)
     if any(code != 0 for code in codes):
@@ -70,9 +83,11 @@ def _spawn_worker(
     n_trials: int | None,
     tracker_kind: TrackerKind,
     index: int,
+    device: str | None,
 ) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-c", "from tsq.cli.main import run; run()", "sweep", "launch", str(spec_path)]
     args += ["--study", name, "--workers", "1", "--tracker", tracker_kind, "--no-summary"]
+    args += ["--gpus-per-worker", "0" if device is None else "1"]
     if n_trials is not None:
         args += ["--n-trials", str(n_trials)]
     # The URL travels in the environment, not argv: `ps` and W&B's metadata never see a password.
@@ -81,6 +96,7 @@ def _spawn_worker(
         "TSQ_STORAGE": storage.url,
         "TSQ_NO_PROGRESS": "1",
         "TSQ_WORKER_INDEX": str(index + 1),
+        **({} if device is None else {"CUDA_VISIBLE_DEVICES": device}),
     }
     return subprocess.Popen(args, env=env)
 

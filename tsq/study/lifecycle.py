@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import socket
+import warnings
 from typing import Any
 
 import optuna
@@ -90,7 +91,9 @@ def create_or_load(
         worker_index = 0 if created else _process_salt()
     study.sampler = build_sampler(spec.study, 1000 * worker_index + len(study.get_trials(deepcopy=False)))
     if study.metric_names is None:  # new, or stored before tsq named objectives (dashboards showed 0, 1)
-        study.set_metric_names(spec.study.metrics)
+        with warnings.catch_warnings():  # public API since Optuna 3.2, still flagged "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(spec.study.metrics)
     if study.user_attrs.get("front") is None:  # what the report needs to judge the front with its noise
         study.set_user_attr("front", spec.study.front.model_dump())
         constraint = spec.study.constraint
