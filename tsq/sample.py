@@ -41,6 +41,30 @@ def sampling_settings(section: SamplingSpec | EvaluationSpec) -> SamplingSetting
     )
 
 
+def samples_key(
+    model_path: Path,
+    problem_set: ProblemSet,
+    prompts: list[str],
+    settings: SamplingSettings,
+    backend_name: str,
+    *,
+    grader: Grader | None = None,
+    adapter: Path | None = None,
+) -> str:
+    """The cache key of `sample_responses` (also read by `tsq sweep check`, which looks samples up)."""
+    return content_key(
+        stage=STAGE,
+        format=_FORMAT,
+        model=model_fingerprint(model_path),
+        adapter=adapter_fingerprint(adapter) if adapter is not None else None,
+        problems=problem_set.fingerprint(),
+        prompts=hashlib.sha256("\0".join(prompts).encode()).hexdigest(),
+        grader=grader or problem_set.grader,
+        settings=asdict(settings),
+        backend=backend_name,
+    )
+
+
 def sample_responses(
     backend: Backend,
     model_path: Path,
@@ -58,16 +82,8 @@ def sample_responses(
     """
     grader = grader or problem_set.grader
     prompts = [format_prompt(backend.tokenizer, p) for p in problem_set.problems]
-    key = content_key(
-        stage=STAGE,
-        format=_FORMAT,
-        model=model_fingerprint(model_path),
-        adapter=adapter_fingerprint(adapter) if adapter is not None else None,
-        problems=problem_set.fingerprint(),
-        prompts=hashlib.sha256("\0".join(prompts).encode()).hexdigest(),
-        grader=grader,
-        settings=asdict(settings),
-        backend=backend.name,
+    key = samples_key(
+        model_path, problem_set, prompts, settings, backend.name, grader=grader, adapter=adapter
     )
 
     def compute() -> dict[str, list[dict]]:
