@@ -135,9 +135,9 @@ class HFBackend(BackendLifecycle):
             processors = LogitsProcessorList()
             if sample:
                 uniforms = row_uniforms(seeds[start : start + self.batch_size], settings.max_new_tokens)
-                processors.append(
-                    SeededSampler(uniforms.to(self.device), prompt_len, settings.temperature, settings.top_p)
-                )
+                # float32 on the device: MPS has no float64, and 2^-24 steps are far below any probability
+                uniforms = uniforms.to(self.device, torch.float32)
+                processors.append(SeededSampler(uniforms, prompt_len, settings.temperature, settings.top_p))
             stopping = (
                 StoppingCriteriaList([StopOnStrings(self.tokenizer, settings.stop, prompt_len)])
                 if settings.stop
