@@ -19,6 +19,7 @@ from tsq.spec import Spec
 from tsq.study.check import (
     alpha_remedy,
     alpha_threshold,
+    check_alpha,
     check_epsilon,
     check_spec,
     distinct_k_vectors,
@@ -343,3 +344,18 @@ def test_cli_text_json_and_bad_spec(tmp_path: Path):
     bad = _cli(str(path), home=tmp_path / "home")
     assert bad.returncode == 2 and bad.stdout == "" and len(bad.stderr.strip().splitlines()) == 1
     assert "study.search.alpha.low" in bad.stderr
+
+
+def test_alpha_on_samples_where_no_problem_sits_at_a_moving_c():
+    # every problem has c = 1 of 8 correct: k = 1 there at any α, though the k-table moves at c = 2..6
+    one_right = [Response(f"r{i}", 10 + i, i == 0, "stop") for i in range(8)]
+    spec = make_spec({"alpha": {"low": 0.05, "high": 1.0}}, sampling={"n": 8})
+    found = check_alpha(spec, FloatRange(low=0.05, high=1.0), {"p0": one_right, "p1": one_right})
+    assert found.state == "inert" and found.distinct == 1
+    assert "the same 14 pairs" in found.reason  # 7 longer incorrect per problem, max_pairs 64
+    assert "k changes only at c = 2, 3, 4, 5, 6 correct of 8" in found.reason
+    # half right: k = 2 once α > 0.5, so the pairs differ
+    half = [Response(f"r{i}", 10 + i, i < 4, "stop") for i in range(8)]
+    found = check_alpha(spec, FloatRange(low=0.05, high=1.0), {"p0": half})
+    assert found.state == "live" and found.distinct == 2
+    assert "(4 pairs at α = 0.05, 8 at α = 1)" in found.reason

@@ -31,7 +31,7 @@ def check(
     loaded = load_spec(spec)
     findings = check_spec(loaded, Cache(cache_dir_of(loaded.cache_dir)))
     if as_json:
-        typer.echo(json.dumps(report_json(findings), indent=2))
+        typer.echo(json.dumps(report_json(findings), indent=2, ensure_ascii=False))
         return
     if not findings:
         typer.echo("study.search fixes every knob: nothing is searched")

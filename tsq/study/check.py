@@ -240,6 +240,21 @@ def pair_set(
     )
 
 
+def _samples_remedy(low: float, high: float, n: int, variant: str, min_positives: int) -> str:
+    """The remedy when the samples are inert: the k-table's, unless the k-table already moves at this
+    sampling.n, and only no problem has a c where it does."""
+    k_low = k_vector(low, n, variant, min_positives)
+    k_high = k_vector(high, n, variant, min_positives)
+    moving = [c for c, (a, b) in enumerate(zip(k_low, k_high, strict=True), start=1) if a != b]
+    if not moving:
+        return alpha_remedy(low, high, n, variant, min_positives)
+    cs = ", ".join(map(str, moving))
+    return (
+        f"k changes only at c = {cs} correct of {n}, and no problem has such a c: sample more problems, or "
+        "problems of middling difficulty"
+    )
+
+
 def _n_pairs(pairs: PairSet) -> int:
     return sum(len(p) for _, p in pairs)
 
@@ -267,7 +282,8 @@ def check_alpha(
         distinct = max(c[0] for c in counts.values())
         where = f"on the cached self-samples ({len(samples)} problems x {n})"
         detail = ", ".join(
-            f"{v}: {d} distinct, {lo_n} pairs at {_fmt(low)} .. {hi_n} at {_fmt(high)}"
+            ("" if len(using) == 1 else f"{v}: ")
+            + f"{d} distinct pair sets ({lo_n} pairs at α = {_fmt(low)}, {hi_n} at α = {_fmt(high)})"
             for v, (d, lo_n, hi_n) in counts.items()
         )
         if distinct > 1:
@@ -278,7 +294,7 @@ def check_alpha(
                 distinct,
             )
         remedies = "; ".join(
-            ("" if len(using) == 1 else f"{v}: ") + alpha_remedy(low, high, n, v, m) for v in using
+            ("" if len(using) == 1 else f"{v}: ") + _samples_remedy(low, high, n, v, m) for v in using
         )
         n_pairs = counts[using[0]][1]
         return Finding(
