@@ -20,6 +20,7 @@ from tsq.data.tiny_world import (
     random_training_example,
     sample_split_problem,
     slip_probability,
+    slip_value,
     split_of,
     step_meaning,
     tiny_problem_set,
@@ -77,28 +78,36 @@ def test_slip_probability_grows_with_position() -> None:
     assert slip_probability(9, 0.15) == 1.0
 
 
+def test_slip_value_by_hand() -> None:
+    assert slip_value(12, ()) == 13  # one too high
+    assert slip_value(19, ()) == 18  # 20 is out of range: one too low instead
+    assert slip_value(18, (("+", 1),)) == 17  # 19 would push the next value out of range
+    assert slip_value(0, (("+", 9), ("+", 9), ("+", 1))) == 0  # neither fits: no slip
+
+
 def test_verification_fixes_slips() -> None:
     """At slip rate 1 the second step always slips (the first never does): a verifying trace still answers
     right and says which value was wrong; a trace without verification answers wrong."""
     problem = ChainProblem(start=7, updates=(("+", 5), ("-", 3)))
-    for seed in range(20):
-        fixed = generate_trace(problem, random.Random(seed), 1.0, TraceStyle(0.0, 1.0, False))
-        assert extract_exact_answer(fixed) == "9"
-        assert split_steps(fixed)[-2].strip().startswith("check : 7 + 5 = 12 - 3 = 9 , not ")
-        broken = generate_trace(problem, random.Random(seed), 1.0, TraceStyle(0.0, 0.0, False))
-        assert extract_exact_answer(broken) != "9"
-
-
-def test_verification_step_by_hand_and_detected_in_both_phrasings() -> None:
-    problem = ChainProblem(start=7, updates=(("+", 5), ("-", 3)))
-    short = generate_trace(problem, random.Random(0), 0.0, TraceStyle(0.0, 1.0, False))
-    assert short == (
-        "b = 7 + 5 = 12 \n\n c = 12 - 3 = 9 \n\n check : 7 + 5 = 12 - 3 = 9 , correct \n\n answer : 9"
+    fixed = generate_trace(problem, random.Random(0), 1.0, TraceStyle(0.0, 1.0, False))
+    assert fixed == (
+        "b = 7 + 5 = 12 \n\n check b : 7 + 5 = 12 , correct \n\n c = 12 - 3 = 10 \n\n"
+        " check c : 12 - 3 = 9 , not 10 , so c = 9 \n\n answer : 9"
     )
-    long = generate_trace(problem, random.Random(0), 0.0, TraceStyle(1.0, 1.0, True))
-    assert "now we check it all again from a : 7 + 5 = 12 - 3 = 9 , so c is 9 , correct" in long
-    assert has_verification(short) and has_verification(long)
-    assert not has_verification(generate_trace(problem, random.Random(0), 0.0, TraceStyle(1.0, 0.0, True)))
+    for seed in range(20):
+        fixed = generate_trace(problem, random.Random(seed), 1.0, TraceStyle(0.5, 1.0, True))
+        assert extract_exact_answer(fixed) == "9"
+        broken = generate_trace(problem, random.Random(seed), 1.0, TraceStyle(0.5, 0.0, True))
+        assert extract_exact_answer(broken) == "10"
+
+
+def test_verification_is_detected_in_any_phrasing() -> None:
+    problem = ChainProblem(start=7, updates=(("+", 5), ("-", 3)))
+    for seed in range(10):
+        rng = random.Random(seed)
+        style = TraceStyle(rng.random(), 1.0, rng.random() < 0.5)
+        assert has_verification(generate_trace(problem, rng, 0.5, style))
+        assert not has_verification(generate_trace(problem, rng, 0.5, TraceStyle(style.p_long, 0.0, True)))
 
 
 def test_long_and_short_phrasings_say_the_same() -> None:
@@ -129,7 +138,7 @@ def test_phrasing_is_drawn_per_step() -> None:
 def test_verification_pays_off_on_deep_chains_only() -> None:
     """Pre-training traces at the default slip rate 0.15: verifying traces are always right; without
     verification a one-step chain is always right and a four-step one is right with probability
-    (1 − .15)(1 − .30)(1 − .45) = 0.327."""
+    (1 − .15)(1 − .30)(1 − .45) = 0.327 (a little more: a slip that fits in neither direction is none)."""
     rng = random.Random(0)
     right: dict[tuple[int, bool], list[bool]] = {}
     for i in range(1600):
@@ -141,7 +150,7 @@ def test_verification_pays_off_on_deep_chains_only() -> None:
         )
     rate = {key: sum(v) / len(v) for key, v in right.items()}
     assert rate[(1, True)] == rate[(1, False)] == rate[(4, True)] == 1.0
-    assert 0.25 < rate[(4, False)] < 0.40
+    assert 0.27 < rate[(4, False)] < 0.39
     assert 0.4 < len(right[(4, True)]) / 800 < 0.6  # about half the traces verify
 
 
@@ -186,10 +195,8 @@ def test_step_meaning_ignores_phrasing_only() -> None:
     assert {step_meaning(s) for s in same} == {("compute", "b", "12")}
     assert step_meaning("b = 7 + 5 = 13") != step_meaning(same[0])  # a value changed
     assert step_meaning("c = 12 - 3 = 9") != step_meaning(same[0])  # another step
-    assert step_meaning("check : 7 + 5 = 12 , correct") == step_meaning(
-        "now we check it all again from a : 7 + 5 = 12 , so b is 12 , correct"
-    )
-    assert step_meaning("check : 7 + 5 = 12 , not 13") == ("check", "not 13")
+    assert step_meaning("check b : 7 + 5 = 12 , correct") == ("check", "b", "correct")
+    assert step_meaning("check b : 7 + 5 = 12 , not 13 , so b = 12") == ("check", "b", "not 13")
     assert step_meaning("answer : 9") == step_meaning("so c is 9 , and the answer is 9") == ("answer", "9")
     assert step_meaning("start with a = 7") == step_meaning("first we have a = 7 , and we want c")
     assert step_meaning("is is")[0] == "other"

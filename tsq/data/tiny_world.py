@@ -6,12 +6,11 @@ A problem with k steps defines a start value and k dependent updates by 1..9, e.
 vocabulary's numbers), so each step is a fact of a small addition/subtraction table a tiny model can learn.
 
 Traces vary along the two axes TokenSqueeze compresses, and only one of them buys accuracy:
-- depth: whether the trace verifies (drawn once per trace). A verifying trace ends with a check step that
-  recomputes the whole chain from the question and corrects the stated value when it was a slip. Slips are
-  rare early in a chain and common late in it (step i slips with probability slip_rate·(i − 1)), so on deep
-  problems the check is worth many points and on one-step problems nothing. An optional restatement of the
-  question adds depth that buys nothing;
-- expression: each step (computing, check, answer, restatement) is said in a long or a short phrasing, drawn
+- depth: whether the trace verifies (drawn once per trace). A verifying trace re-checks every computing step
+  right after it and corrects the value when it was a slip. Slips are rare early in a chain and common late
+  in it (step i slips with probability slip_rate·(i − 1)), so on deep problems checks are worth many points
+  and on one-step problems nothing. An optional restatement of the question adds depth that buys nothing;
+- expression: each computing, answer and restatement step is said in a long or a short phrasing, drawn
   per STEP with a per-trace probability that is never 0, so even the shortest correct responses usually carry
   long-phrased steps that a phrasing-only rewrite can shorten ("now we work out b : b is a + 5 , that is
   7 + 5 , which gives 12" vs "b = 7 + 5 = 12").
@@ -45,7 +44,6 @@ WORDS: tuple[str, ...] = (
     *"=,.:?",
     *("what", "is", "we", "have", "and", "want", "now", "work", "out", "that", "which", "gives", "next"),
     *("check", "again", "correct", "not", "so", "the", "answer", "first", "start", "with"),
-    *("from", "all", "it"),
 )
 
 Split = Literal["train", "eval"]
@@ -151,7 +149,7 @@ class TraceStyle:
     """How a trace is said: drawn once per trace, so a model learns to commit to a style."""
 
     p_long: float  # probability that a step uses a long phrasing (expression), drawn per step
-    p_check: float  # probability that the trace ends with a verification step (depth)
+    p_check: float  # probability that the trace verifies: re-checks every computing step (depth)
     restate: bool  # open with a restatement of the question (depth that buys nothing)
 
 
@@ -188,18 +186,11 @@ def _compute_step(
     )
 
 
-def _check_step(problem: ChainProblem, long: bool, said: int) -> str:
-    """Recompute the whole chain from the question (a check never slips), compare with the stated value.
-
-    The chain is written compactly ("7 + 5 = 12 - 3 = 9"), so a short check costs 4 tokens per step."""
-    values = problem.values()
-    chain = " ".join(f"{op} {y} = {v}" for (op, y), v in zip(problem.updates, values[1:], strict=True))
-    last = VARIABLES[problem.steps]
-    verdict = "correct" if said == values[-1] else f"not {said}"
-    if not long:
-        return f"check : {problem.start} {chain} , {verdict}"
-    start = f"now we check it all again from a : {problem.start}"
-    return f"{start} {chain} , so {last} is {values[-1]} , {verdict}"
+def _check_step(var: str, x: int, op: str, y: int, v: int, said: int) -> str:
+    """Re-check the step just written: recompute it from the same inputs (a check never slips); when the
+    step slipped, say so and restate the right value, which the next step builds on."""
+    verdict = "correct" if said == v else f"not {said} , so {var} = {v}"
+    return f"check {var} : {x} {op} {y} = {v} , {verdict}"
 
 
 def has_verification(text: str) -> bool:
@@ -208,7 +199,7 @@ def has_verification(text: str) -> bool:
 
 
 def step_meaning(step: str) -> tuple[str, ...]:
-    """What a step says, whatever its phrasing: ("compute", var, value), ("check", verdict),
+    """What a step says, whatever its phrasing: ("compute", var, value), ("check", var, verdict),
     ("answer", value), ("restate", start), or ("other", text) for anything the world never writes.
 
     Two phrasings of the same step have the same meaning; a rewrite that changes a stated value or turns one
@@ -217,8 +208,9 @@ def step_meaning(step: str) -> tuple[str, ...]:
     if not words:
         return ("other", "")
     numbers = [w for w in words if w.isdigit()]
-    if "check" in words:
-        return ("check", "correct" if words[-1] == "correct" else f"not {words[-1]}")
+    if words[0] == "check" and len(words) > 1:
+        said = f"not {words[words.index('not') + 1]}" if "not" in words[:-1] else "correct"
+        return ("check", words[1], said)
     if "answer" in words and numbers:
         return ("answer", numbers[-1])
     if words[0] in ("first", "start") and numbers:
@@ -232,15 +224,26 @@ def step_meaning(step: str) -> tuple[str, ...]:
     return ("other", step.strip())
 
 
+def slip_value(right: int, rest: tuple[tuple[str, int], ...]) -> int:
+    """The wrong value a slip states: one too high (one specific wrong value, so slips survive a sampling
+    temperature below 1 far better than a spread of them would, and two slips never cancel), else one too
+    low, keeping the rest of the chain within 0..19; else no slip."""
+    for wrong in (right + 1, right - 1):
+        if in_range(wrong, rest):
+            return wrong
+    return right
+
+
 def generate_trace(problem: ChainProblem, rng: random.Random, slip_rate: float, style: TraceStyle) -> str:
     """One reasoning trace in canonical form, ending with "answer : <value>" (or its long phrasing).
 
-    The computing step at position i slips with `slip_probability(i, slip_rate)`: it states a wrong value
-    near the right one (±1 or ±2, keeping the rest of the chain within 0..19), and later steps build on the
-    value as stated. A verification step, when the trace has one, recomputes the chain and the answer gives
-    the recomputed value, so it fixes every slip; without one, any slip makes the answer wrong.
+    The computing step at position i slips with `slip_probability(i, slip_rate)` (`slip_value`), and later
+    steps build on the value as stated. A verifying trace (`style.p_check`, drawn once per trace) re-checks
+    every computing step right after it, which fixes every slip; without checks any slip makes the answer
+    wrong.
     """
     last = VARIABLES[problem.steps]
+    verify = rng.random() < style.p_check
     steps: list[str] = []
     if style.restate:
         if rng.random() < style.p_long:
@@ -252,14 +255,12 @@ def generate_trace(problem: ChainProblem, rng: random.Random, slip_rate: float, 
         var, prev = VARIABLES[i + 1], VARIABLES[i]
         said = right = apply_op(value, op, operand)
         if rng.random() < slip_probability(i + 1, slip_rate):
-            rest = problem.updates[i + 1 :]
-            slips = [right + d for d in (-2, -1, 1, 2) if in_range(right + d, rest)]
-            said = rng.choice(slips) if slips else right
+            said = slip_value(right, problem.updates[i + 1 :])
         steps.append(_compute_step(rng, rng.random() < style.p_long, var, prev, value, op, operand, said))
+        if verify:
+            steps.append(_check_step(var, value, op, operand, right, said))
+            said = right
         value = said
-    if rng.random() < style.p_check:
-        steps.append(_check_step(problem, rng.random() < style.p_long, value))
-        value = problem.answer()
     if rng.random() < style.p_long:
         steps.append(f"so {last} is {value} , and the answer is {value}")
     else:
