@@ -143,6 +143,9 @@ class StudySpec(_Model):
     search: dict[str, SearchEntry] = Field(default_factory=_default_search)
     objectives: Annotated[list[Objective], Field(min_length=1)] = Field(default_factory=_default_objectives)
     constraint: Constraint | None = None
+    # With a constraint: evaluate in stages (evaluation.stages) and stop a trial, recorded infeasible, once a
+    # test shows it violates the constraint (tsq/early_stop.py); `tsq sweep launch --no-early-stop`: False.
+    early_stop: bool = True
     sampler: SamplerSpec = SamplerSpec()
     # Target number of COMPLETE trials in the study (a relaunch continues up to it, it does not add more).
     n_trials: Annotated[int, Field(gt=0)] | None = 20

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from tsq.early_stop import check_fractions
 from tsq.errors import UserError
 from tsq.knobs import KNOBS
 from tsq.losses import DEFAULT_LOSS, LossName
@@ -89,6 +90,14 @@ class EvaluationSpec(_Section):
     budget: Annotated[int, Field(gt=0)] = 128  # token budget B of the budgeted AUC
     seed: int = 1234
     bootstrap: Annotated[int, Field(gt=0)] = 2000  # resamples for the accuracy-delta CI
+    # Staged evaluation (tsq/early_stop.py): cumulative fractions of the eval problems, increasing, the last
+    # 1.0. Used only when a study constraint is set and the early stop is on (study.early_stop).
+    stages: tuple[float, ...] = (0.25, 0.5, 1.0)
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> EvaluationSpec:
+        check_fractions(self.stages)
+        return self
 
 
 class SelectionSpec(_Section):
