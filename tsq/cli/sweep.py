@@ -70,6 +70,14 @@ def launch(
         TrackerKind, typer.Option("--tracker", help="wandb (offline unless logged in) or none")
     ] = "wandb",
     summary: Annotated[bool, typer.Option("--summary/--no-summary", hidden=True)] = True,
+    no_early_stop: Annotated[
+        bool,
+        typer.Option(
+            "--no-early-stop",
+            help="evaluate every trial on the whole eval set, even one that a staged test already shows "
+            "violating study.constraint (the early stop is on by default when a constraint is set)",
+        ),
+    ] = False,
 ) -> None:
     """Create or resume the study and run trials until it holds n_trials complete ones."""
     from tsq.study.launch import launch as run_launch
@@ -77,6 +85,8 @@ def launch(
     scrub_argv(sys.argv)
     kind: TrackerKind = tracker
     loaded = load_spec(spec)
+    if no_early_stop:
+        loaded = loaded.model_copy(update={"study": loaded.study.model_copy(update={"early_stop": False})})
     result, reports = run_launch(loaded, spec, storage, study, n_trials, workers, kind, gpus_per_worker)
     for i, report in enumerate(reports):
         typer.echo(

@@ -66,7 +66,7 @@ def launch(
         return optuna.load_study(study_name=name, storage=open_storage(storage)), [report]
     create_or_load(spec, storage, name)  # once, before the workers race to do it
     procs = [
-        _spawn_worker(spec_path, storage, name, target, tracker_kind, i, device)
+        _spawn_worker(spec_path, storage, name, target, tracker_kind, i, device, spec.study.early_stop)
         for i, device in enumerate(devices)
     ]
     with sigterm_as_exit():
@@ -84,10 +84,12 @@ def _spawn_worker(
     tracker_kind: TrackerKind,
     index: int,
     device: str | None,
+    early_stop: bool = True,
 ) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-c", "from tsq.cli.main import run; run()", "sweep", "launch", str(spec_path)]
     args += ["--study", name, "--workers", "1", "--tracker", tracker_kind, "--no-summary"]
     args += ["--gpus-per-worker", "0" if device is None else "1"]
+    args += [] if early_stop else ["--no-early-stop"]
     if n_trials is not None:
         args += ["--n-trials", str(n_trials)]
     # The URL travels in the environment, not argv: `ps` and W&B's metadata never see a password.

@@ -84,6 +84,11 @@ class TrialObjective:
                 on_log=run.log,
                 trial_number=trial.number,
                 backend=self.backend(),
+                early_stop_max_drop=(
+                    study_cfg.constraint.max_accuracy_drop
+                    if study_cfg.constraint is not None and study_cfg.early_stop
+                    else None
+                ),
             )
             result = self.program(trial_spec, trial_spec.params, ctx)
             objective_values = [result.metrics.get(m) for m in study_cfg.metrics]
@@ -123,11 +128,19 @@ class TrialObjective:
             trial.set_user_attr(key, json_safe(value))
         if "baseline" not in trial.study.user_attrs:
             trial.study.set_user_attr("baseline", json_safe(result.baseline))
+        # A trial the staged test stopped (tsq/early_stop.py) is COMPLETE with the metrics of the problems it
+        # evaluated; the attr says at which stage and by which test.
+        early_stop = result.stats.get("early_stop")
+        if early_stop is not None:
+            trial.set_user_attr("early_stop", json_safe(early_stop))
         constraint = self.spec.study.constraint
         if constraint is not None:
             drop = float(result.metrics["accuracy_delta"])
             # Feasible (<= 0) when accuracy >= baseline accuracy - max_accuracy_drop.
-            trial.set_constraint("accuracy_drop", -drop - constraint.max_accuracy_drop)
+            value = -drop - constraint.max_accuracy_drop
+            if early_stop is not None and early_stop.get("stopped"):
+                value = max(value, 1e-9)  # the test showed it violated, so samplers see it infeasible
+            trial.set_constraint("accuracy_drop", value)
 
 
 def _finite(value: Any) -> bool:
