@@ -128,8 +128,11 @@ def _front_probabilities(
     budget = study.user_attrs.get("baseline", {}).get("budget")
     first = complete[0]
     base_path = records_path(first.user_attrs.get("baseline_records"), records_dir, "baseline.jsonl")
+    # A trial stopped early (tsq/early_stop.py) holds records of part of the problems and is infeasible: it is
+    # never on the front, and leaving it out keeps the joint resamples on every problem.
+    stopped = [t.number for t in complete if (t.user_attrs.get("early_stop") or {}).get("stopped")]
     paths = {t.number: records_path(t.user_attrs.get("records"), records_dir, f"trial-{t.number}.jsonl")
-             for t in complete}  # fmt: skip
+             for t in complete if t.number not in stopped}  # fmt: skip
     missing = [n for n, p in paths.items() if p is None]
     if budget is None or base_path is None or missing:
         notes.append(
@@ -140,7 +143,7 @@ def _front_probabilities(
     sums = {n: ProblemSums.from_records(read_records(p), int(budget)) for n, p in paths.items() if p}
     baseline = ProblemSums.from_records(read_records(base_path), int(budget))
     constraint = study.user_attrs.get("constraint") or {}
-    return p_front(
+    probabilities = p_front(
         sums,
         baseline,
         objectives,
@@ -148,6 +151,7 @@ def _front_probabilities(
         seed=int(front["seed"]),
         max_accuracy_drop=constraint.get("max_accuracy_drop"),
     )
+    return {**probabilities, **dict.fromkeys(stopped, 0.0)}
 
 
 def _loss(value: float, direction: str) -> float:
