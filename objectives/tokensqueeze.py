@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack, closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tsq.cache import Cache
 from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
 from tsq.data.traces import Response
+from tsq.early_stop import run_stages, stage_problems, stop_record
 from tsq.errors import TrialFailed
 from tsq.evaluate import EvalResult, baseline, compare, evaluate, intervals
 from tsq.fileio import write_atomic
 from tsq.generation import backend_from_spec
 from tsq.generation.base import Backend
-from tsq.metrics import budget_curve
+from tsq.metrics import ProblemSums, budget_curve, summarize
 from tsq.models import model_fingerprint, resolve_model
 from tsq.program import StudyScope, TrialContext, TrialResult, TrialSeeds
 from tsq.refine import TraceCandidates, compute_candidates, reachable_refinements, refine_trace
@@ -117,8 +120,19 @@ def _run(
         **model_options,
     )
 
-    # 5. evaluation of model + adapter vs the baseline
-    result = evaluate(spec, model_path, ctx.cache, adapter=trained.adapter_dir, backend=backend)
+    # 5. evaluation of model + adapter vs the baseline: in stages with an early stop when the study has a
+    # constraint and the early stop is on (ctx.early_stop_max_drop), else on the whole split at once
+    started = time.perf_counter()
+    early_stop: dict[str, Any] | None = None
+    if ctx.early_stop_max_drop is None or ctx.split != "eval":
+        result = evaluate(spec, model_path, ctx.cache, adapter=trained.adapter_dir, backend=backend)
+    else:
+        result, early_stop = evaluate_staged(
+            spec, model_path, ctx.cache, base, ctx.early_stop_max_drop, adapter=trained.adapter_dir,
+            backend=backend,
+        )  # fmt: skip
+    evaluation = {"seconds": time.perf_counter() - started, "problems": len(result.responses),
+                  "of": len(base.responses)}  # fmt: skip
     # judged by the text: an immediate end-of-sequence still counts one token (the eos is kept)
     if all(not r.text.strip() for rs in result.responses.values() for r in rs):
         raise TrialFailed("the trained adapter produces empty outputs")
@@ -158,6 +172,8 @@ def _run(
                 "ref_logps_computed_ahead": ref_covered,
             },
             "cache": {stage: dict(c) for stage, c in ctx.cache.stage_stats.items()},
+            "evaluation": evaluation,
+            **({} if early_stop is None else {"early_stop": early_stop}),
         },
     )
     write_atomic(ctx.out_dir / "metrics.json", json.dumps(trial.to_json(), indent=2, default=str))
@@ -230,6 +246,46 @@ def refine_pairs(
         "tokens_per_step_after": sum(after) / max(1, len(after)),
     }
     return out, stats
+
+
+def evaluate_staged(
+    spec: Spec,
+    model_path: Path,
+    cache: Cache,
+    base: EvalResult,
+    max_accuracy_drop: float,
+    *,
+    adapter: Path | None,
+    backend: Backend,
+) -> tuple[EvalResult, dict[str, Any]]:
+    """Evaluate in `spec.evaluation.stages` and stop once the staged test shows the accuracy-drop constraint
+    violated (`tsq.early_stop`). Returns the evaluation of the problems evaluated so far and the record of
+    the looks: `stopped`, `stage`, `problems` of `of`, and each look's statistic, p-value and threshold.
+
+    Each stage samples only the problems it adds (stages are prefixes of one seeded order); a problem's
+    samples are seeded per (problem, sample), so a trial that passes every stage holds exactly the responses
+    `tsq.evaluate.evaluate` draws on the whole set."""
+    problems = load_problem_set(spec.data, "eval")
+    by_id = {p.id: p for p in problems.problems}
+    settings = sampling_settings(spec.evaluation)
+    responses: dict[str, list[Response]] = {}
+
+    def evaluate_more(ids: Sequence[str]) -> ProblemSums:
+        added = replace(problems, problems=tuple(by_id[i] for i in ids))
+        sampled = sample_responses(backend, model_path, added, settings, cache, adapter=adapter)
+        responses.update(sampled)
+        return ProblemSums.from_responses(sampled, spec.evaluation.budget)
+
+    stages = stage_problems(list(by_id), spec.evaluation.stages, spec.evaluation.seed)
+    looks = run_stages(base.problem_sums(), stages, evaluate_more, max_accuracy_drop)
+    for seen in looks:
+        log.info("evaluation stage %d/%d: %d problems, accuracy change %+.3f, p %s (stop below %s)",
+                 seen.stage, seen.n_stages, seen.problems, seen.accuracy_change, seen.p_value,
+                 seen.threshold)  # fmt: skip
+    ordered = {p.id: responses[p.id] for p in problems.problems if p.id in responses}  # as `evaluate` orders
+    difficulty = {pid: by_id[pid].difficulty for pid in ordered}
+    result = EvalResult(ordered, difficulty, summarize(ordered, difficulty, spec.evaluation.budget))
+    return result, stop_record(looks)
 
 
 def _curve(result: EvalResult, budget: int) -> list[tuple[int, float]]:
