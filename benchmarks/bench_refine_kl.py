@@ -1,8 +1,9 @@
 """Batched vs one-candidate-at-a-time KL scoring of step rewrites (tsq.refine.score_step), side by side.
 
 Samples K rewrites of one step of a tiny-world trace with the HF backend, then scores them with the same
-function twice: all candidates in one left-padded batch, and one forward per candidate. Prints both
-times, the ratio and the largest difference between the two sets of KL values.
+function twice: all candidates in one left-padded batch with the original, and one forward per candidate
+(the original and that candidate). Prints both times, the ratio and the largest difference between the two
+sets of KL values. Prefix reuse and the noise floor: benchmarks/bench_refine_prefix.py.
 
     .venv/bin/python benchmarks/bench_refine_kl.py [--variant test|default] [--k 64] [--window 32]
 """
@@ -45,9 +46,10 @@ def kl_scoring(path: Path, k: int = 64, window: int = 32, repeats: int = 3) -> d
     def enc(text: str) -> list[int]:
         return tok.encode(text, add_special_tokens=False)
 
-    # every sampled rewrite (duplicates included, so the batch is K rows as in the worst case)
-    candidates = [enc(c.text.split("\n\n")[0]) or enc(STEP) for c in completions]
-    common = (model, enc(context_text), enc(STEP), candidates, enc("\n\n"), enc(FUTURE), window)
+    # every sampled rewrite (duplicates included, so the batch is K rows as in the worst case), each encoded
+    # with its separator as a step's piece is
+    candidates = [enc((c.text.split("\n\n")[0] or STEP) + "\n\n") for c in completions]
+    common = (model, enc(context_text), enc(STEP + "\n\n"), candidates, enc(FUTURE), window)
 
     def timed(batch_size: int) -> tuple[float, list[float]]:
         best, scores = float("inf"), []
@@ -57,8 +59,8 @@ def kl_scoring(path: Path, k: int = 64, window: int = 32, repeats: int = 3) -> d
             best = min(best, time.perf_counter() - start)
         return best, scores
 
-    t_batched, batched = timed(len(candidates))
-    t_single, single = timed(1)
+    t_batched, batched = timed(len(candidates) + 1)
+    t_single, single = timed(2)
     return {
         "candidates": len(candidates),
         "batched_s": t_batched,
@@ -71,7 +73,7 @@ def report(r: dict[str, float], window: int) -> str:
     n = int(r["candidates"])
     return (
         f"KL scoring of {n} rewrites (window {window}, torch threads {torch.get_num_threads()}): "
-        f"batched {r['batched_s'] * 1000:.1f} ms | one at a time ({n + 1} forwards) "
+        f"batched {r['batched_s'] * 1000:.1f} ms | one at a time ({n} forwards of 2 rows) "
         f"{r['single_s'] * 1000:.1f} ms | {r['single_s'] / r['batched_s']:.1f}x; "
         f"max |KL batched - KL single| = {r['max_kl_diff']:.2e}"
     )

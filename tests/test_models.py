@@ -25,7 +25,9 @@ def test_resolve_tiny_finds_the_built_model(tiny_model_dir: Path, monkeypatch: p
 def test_resolve_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty local HF cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(UserError, match=r"model\.path: .*not-a-user/not-a-model.*download it first"):
+    with pytest.raises(
+        UserError, match=r"model\.path: .*not-a-user/not-a-model.*hf download not-a-user/not-a-m"
+    ):
         resolve_model(ModelSpec(path="not-a-user/not-a-model"))
     with pytest.raises(UserError, match=r"model\.path: .* does not exist"):
         resolve_model(ModelSpec(path=str(tmp_path / "missing")))
@@ -52,3 +54,28 @@ def test_loaders(tiny_model_dir: Path, tmp_path: Path) -> None:
         load_causal_lm(tmp_path)
     with pytest.raises(UserError, match=r"model\.path: cannot load a tokenizer"):
         load_tokenizer(tmp_path)
+
+
+def test_download_is_explicit_and_its_failure_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: set it here
+    spec = ModelSpec(path="not-a-user/not-a-model", download=True)
+    with pytest.raises(
+        UserError, match=r"model\.path: could not download not-a-user/not-a-model .*hf auth login"
+    ):
+        resolve_model(spec)
+
+
+def test_cpu_loading_is_unchanged(tiny_model_dir: Path) -> None:
+    """On CPU no device map (as before); with CUDA the default is to load onto the GPU directly."""
+    import torch
+
+    for device in (None, "cpu"):
+        model = load_causal_lm(tiny_model_dir, device=device)
+        on_gpu = torch.cuda.is_available() and device is None
+        assert next(model.parameters()).device.type == ("cuda" if on_gpu else "cpu")
+        assert hasattr(model, "hf_device_map") == on_gpu
