@@ -69,7 +69,7 @@ def _run(
     train_set = load_problem_set(spec.data, "train")
     prompts = {p.id: format_prompt(backend.tokenizer, p) for p in train_set.problems}
     samples = sample_responses(backend, model_path, train_set, sampling_settings(spec.sampling), ctx.cache)
-    base = baseline(spec, ctx.cache, backend=backend)
+    base = baseline(spec, ctx.cache, backend=backend, split=ctx.split)
 
     # 2. adaptive depth selection: α
     pairs = build_pairs(samples, prompts, params.alpha, spec.selection)
@@ -100,32 +100,36 @@ def _run(
     # computes them for every sequence any trial can train on, so later trials make no reference pass.
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     model_options = {"trust_remote_code": spec.model.trust_remote_code, "dtype": spec.model.dtype}
-    ref_covered = cache_reference_logps(
-        model_path,
-        reference_cover(cover, reachable, samples),
-        spec.training,
-        ctx.cache,
-        ctx.out_dir,
-        **model_options,
-    )
-    trained = train_lora(
-        model_path,
-        pairs,
-        spec.training,
-        params.lam,
-        params.eta,
-        ctx.out_dir,
-        ctx.cache,
-        on_log=ctx.on_log,
-        **model_options,
-    )
+    # The generation engine sleeps meanwhile (vLLM on CUDA: its GPU memory goes to training; a no-op on CPU)
+    with backend.asleep():
+        ref_covered = cache_reference_logps(
+            model_path,
+            reference_cover(cover, reachable, samples),
+            spec.training,
+            ctx.cache,
+            ctx.out_dir,
+            **model_options,
+        )
+        trained = train_lora(
+            model_path,
+            pairs,
+            spec.training,
+            params.lam,
+            params.eta,
+            ctx.out_dir,
+            ctx.cache,
+            on_log=ctx.on_log,
+            **model_options,
+        )
 
     # 5. evaluation of model + adapter vs the baseline: in stages with an early stop when the study has a
     # constraint and the early stop is on (ctx.early_stop_max_drop), else on the whole split at once
     started = time.perf_counter()
     early_stop: dict[str, Any] | None = None
     if ctx.early_stop_max_drop is None or ctx.split != "eval":
-        result = evaluate(spec, model_path, ctx.cache, adapter=trained.adapter_dir, backend=backend)
+        result = evaluate(
+            spec, model_path, ctx.cache, adapter=trained.adapter_dir, backend=backend, split=ctx.split
+        )
     else:
         result, early_stop = evaluate_staged(
             spec, model_path, ctx.cache, base, ctx.early_stop_max_drop, adapter=trained.adapter_dir,

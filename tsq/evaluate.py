@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tsq.cache import Cache
-from tsq.data.loading import load_problem_set
+from tsq.data.loading import Split, load_problem_set
 from tsq.data.traces import Response
 from tsq.errors import UserError
 from tsq.fileio import write_atomic
@@ -102,9 +102,10 @@ def evaluate(
     *,
     adapter: Path | None = None,
     backend: Backend | None = None,
+    split: Split = "eval",
 ) -> EvalResult:
-    """Evaluate the model (plus `adapter`, if given) on the spec's eval split."""
-    problems = load_problem_set(spec.data, "eval")
+    """Evaluate the model (plus `adapter`, if given) on the spec's eval split (or its held-out `test`)."""
+    problems = load_problem_set(spec.data, split)
     backend = backend or backend_from_spec(spec, model_path)
     responses = sample_responses(
         backend, model_path, problems, sampling_settings(spec.evaluation), cache, adapter=adapter
@@ -113,9 +114,11 @@ def evaluate(
     return EvalResult(responses, difficulty, summarize(responses, difficulty, spec.evaluation.budget))
 
 
-def baseline(spec: Spec, cache: Cache, *, backend: Backend | None = None) -> EvalResult:
-    """The base model (no adapter) on the eval split: computed once, then read from the cache."""
-    return evaluate(spec, resolve_model(spec.model), cache, backend=backend)
+def baseline(
+    spec: Spec, cache: Cache, *, backend: Backend | None = None, split: Split = "eval"
+) -> EvalResult:
+    """The base model (no adapter) on the eval split (or `test`): computed once, then read from the cache."""
+    return evaluate(spec, resolve_model(spec.model), cache, backend=backend, split=split)
 
 
 def intervals(result: EvalResult | ProblemSums, evaluation: EvaluationSpec) -> dict[str, float | None]:

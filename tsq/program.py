@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tsq.cache import Cache
+from tsq.data.loading import Split
 from tsq.errors import UserError
 from tsq.generation.base import Backend
 from tsq.space import Categorical, FloatRange, IntRange, StudySpec
@@ -76,7 +77,9 @@ class TrialContext:
     # own). The program must not close it.
     backend: Backend | None = None
     seeds: TrialSeeds = field(default_factory=TrialSeeds)
-    split: str = "eval"  # the split the trial is evaluated on ("test": the held-out split of `sweep confirm`)
+    split: Split = (
+        "eval"  # the split the trial is evaluated on ("test": the held-out split of `sweep confirm`)
+    )
     # The study's max_accuracy_drop when the early stop is on (a constraint is set, no --no-early-stop): the
     # program may then evaluate in stages and stop a trial that violates it (tsq/early_stop.py). None: off.
     early_stop_max_drop: float | None = None

@@ -580,7 +580,9 @@ def compute_candidates(
 
     Generation is batched across all steps of all uncached traces (grouped by where their rewrites stop);
     scoring runs trace by trace, each step's original and candidates in shared batches, the trace's prefix
-    reused (`prefix_cache`). Pass `model`/`tokenizer` to reuse a loaded model for scoring.
+    reused (`prefix_cache`; False runs every row's whole context, for benchmarks: the same KLs up to the
+    model dtype's rounding, and the cache key does not tell them apart). Pass `model`/`tokenizer` to reuse a
+    loaded model for scoring.
     """
     model_path = Path(model_path)
     fingerprint = model_fingerprint(model_path)

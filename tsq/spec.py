@@ -58,6 +58,8 @@ class DataSpec(_Section):
     instruction: str | None = None
     train: SplitSpec = SplitSpec(n=400)
     eval: SplitSpec = SplitSpec(n=100)
+    # a held-out split the sweep never sees, for `tsq sweep confirm --split test` (winner's curse)
+    test: SplitSpec | None = None
     seed: int = 0
     # tiny world only: difficulty range (number of dependent steps)
     min_steps: Annotated[int, Field(ge=1)] = 1

@@ -145,6 +145,7 @@ def p_front(
     n_resamples: int,
     seed: int,
     max_accuracy_drop: float | None = None,
+    seed_sd: Mapping[str, float] | None = None,
 ) -> dict[K, float]:
     """Each trial's share of bootstrap resamples in which it is on the feasible Pareto front.
 
@@ -154,6 +155,11 @@ def p_front(
     accuracy − `max_accuracy_drop`, when given) are recomputed, then non-domination among the feasible trials
     (`non_dominated`). A trial with an undefined objective in a resample (e.g. Len-T with no correct
     response drawn) is not on the front in that resample. The baseline is a reference, not a competitor.
+
+    `seed_sd` (metric -> between-seed standard deviation, measured from replicates) adds seed noise: in each
+    resample every trial's value of such a metric moves by an independent normal draw of that spread, since
+    a trial trained and sampled with other seeds would land elsewhere by about that much. Without it the
+    front is judged by evaluation noise alone.
     """
     if not trials:
         return {}
@@ -169,9 +175,13 @@ def p_front(
     base_abs = absolute_draws(baseline.select(ids), weights)
     losses = np.empty((len(keys), n_resamples, len(objectives)))
     feasible = np.ones((len(keys), n_resamples), dtype=bool)
+    noise = np.random.default_rng([seed, 1])
     for t, key in enumerate(keys):
         values = absolute_draws(trials[key].select(ids), weights)
         values.update(relative_values(values, base_abs))
+        for name, sd in (seed_sd or {}).items():
+            if sd > 0 and name in values:
+                values[name] = values[name] + noise.normal(0.0, sd, n_resamples)
         for o, (name, direction) in enumerate(objectives):
             v = values[metric(name).name]
             losses[t, :, o] = v if direction == "minimize" else -v

@@ -81,6 +81,8 @@ class TokenSqueezeDPOConfig(DPOConfig):
             raise ValueError(
                 "tsq's losses come from loss_variant: leave loss_type, loss_weights, label_smoothing"
             )
+        if self.truncation_mode != "keep_start":
+            raise ValueError("tsq tokenises with truncation_mode 'keep_start' only (`tokenize_pairs`)")
         super().__post_init__()
 
 
@@ -229,9 +231,8 @@ class TokenSqueezeDPOTrainer(FencedDPOTrainer):
     ) -> None:
         # Set before super().__init__, which tokenises (`prepare_dataset`) and runs the reference pass
         self.ref_logps_store = ref_logps_store
-        self.n_ref_computed = (
-            0  # pairs whose reference log-probs were computed rather than read from the cache
-        )
+        # pairs whose reference log-probs were computed rather than read from the cache
+        self.n_ref_computed = 0
         self.truncation: Truncation | None = None
         # per-step metrics, kept on the device as tensors until `log` averages them
         self._step_metrics: dict[str, list[torch.Tensor]] = {}

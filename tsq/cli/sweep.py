@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import optuna
 import typer
@@ -120,6 +120,7 @@ def _summarise(study: optuna.Study, project: str, entity: str | None, kind: Trac
         "n_complete": len(table.rows),
         "n_pareto": sum(r.pareto for r in table.rows),
         "hypervolume_vs_baseline": table_hypervolume(table),
+        **{f"importance/{o}/{k}": v for o, shares in table.importances.items() for k, v in shares.items()},
         **{f"baseline/{k}": v for k, v in table.baseline.items() if isinstance(v, int | float)},
     }
     Tracker(kind, study.study_name, project, entity).summary(columns, rows, metrics, files["pareto.png"])
@@ -157,6 +158,7 @@ def _estimate(trial: FrozenTrial, name: str, value: float) -> str:
 
 
 def _print_status(study: optuna.Study) -> None:
+    from tsq.report.importance import importance_markdown
     from tsq.report.pareto import pareto_trials
     from tsq.report.table import study_table, table_hypervolume
     from tsq.stats import FRONT_CLASS_LABELS
@@ -179,6 +181,46 @@ def _print_status(study: optuna.Study) -> None:
         console.print(f"note: {note}")
     hv = table_hypervolume(table)
     console.print("hypervolume vs baseline: " + ("n/a (no baseline yet)" if hv is None else f"{hv:.4g}"))
+    if table.importances:
+        console.print("importance (PED-ANOVA) per objective:")
+        console.print("\n".join(importance_markdown(table.importances, table.importance_warning)))
+
+
+@app.command()
+def confirm(
+    spec: Annotated[Path, typer.Argument(help="the sweep spec the study was launched with")],
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", min=1, help="the K trials with the highest p_front (default: the front)"),
+    ] = None,
+    replicates: Annotated[int, typer.Option("--replicates", min=1, help="new seeds per trial")] = 3,
+    split: Annotated[
+        Literal["eval", "test"],
+        typer.Option("--split", help="eval: the sweep's split; test: the spec's held-out data.test"),
+    ] = "eval",
+    tracker: Annotated[
+        TrackerKind, typer.Option("--tracker", help="wandb (offline unless logged in) or none")
+    ] = "wandb",
+) -> None:
+    """Re-run the front with new training and evaluation seeds, to measure seed noise and the winner's curse.
+
+    Replicates are trials of the same study (user attr replicate_of), do not count toward n_trials and never
+    enter the front on their own; the report aggregates them under their original. With --split test they are
+    evaluated on data.test, which the sweep never saw, next to what the sweep measured.
+    """
+    from tsq.paths import tsq_home
+    from tsq.report.pareto import write_report
+    from tsq.study.confirm import confirm as run_confirm
+
+    scrub_argv(sys.argv)
+    loaded = load_spec(spec)
+    result, wanted = run_confirm(loaded, storage, study, top, replicates, split, tracker)
+    trials = sorted({r.of for r in wanted})
+    typer.echo(f"confirmed trials {trials}: {len(wanted)} replicates on the {split} split")
+    files = write_report(result, tsq_home() / "studies" / result.study_name / "report")
+    typer.echo(f"report: {files['pareto.md']}")
 
 
 @app.command()

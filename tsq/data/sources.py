@@ -31,10 +31,10 @@ if TYPE_CHECKING:  # the spec sits above the data layer; this module only reads 
     from tsq.spec import DataSpec, SplitSpec
 
 SourceFormat = Literal["math500", "gsm8k", "aime"]
-Role = Literal["train", "eval"]
+Role = Literal["train", "eval", "test"]
 
 DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-DEFAULT_SPLITS: dict[Role, str] = {"train": "train", "eval": "test"}
+DEFAULT_SPLITS: dict[Role, str] = {"train": "train", "eval": "test", "test": "test"}
 # DeepSeek's recommended instruction for R1-style models on math: it asks for the boxed answer we grade.
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -227,10 +227,12 @@ def hf_problem_set(data: DataSpec, role: Role) -> ProblemSet:
         Path(ref.path).stem if ref.local else ref.split,
         MATH_INSTRUCTION if data.instruction is None else data.instruction,
     )
+    # Splits drawn from the same data are made disjoint: eval draws first (its choice never depends on the
+    # other settings), then the held-out test split, then train.
     exclude: frozenset[str] = frozenset()
-    if role == "train" and resolve_split(data, "eval") == ref:
-        # eval draws from the same data first; its choice never depends on the train settings
-        eval_subset = choose_subset(problems, data.eval, data.seed, frozenset(), "data.eval")
-        exclude = frozenset(p.id for p in eval_subset)
+    for earlier in {"eval": (), "test": ("eval",), "train": ("eval", "test")}[role]:
+        if getattr(data, earlier) is not None and resolve_split(data, earlier) == ref:  # type: ignore[arg-type]
+            drawn = choose_subset(problems, getattr(data, earlier), data.seed, exclude, f"data.{earlier}")
+            exclude = exclude | {p.id for p in drawn}
     chosen = choose_subset(problems, getattr(data, role), data.seed, exclude, f"data.{role}")
     return ProblemSet(name=f"{ref.label}[{role}]", problems=tuple(chosen), grader="math")

@@ -12,8 +12,8 @@ Traces vary along the two axes TokenSqueeze compresses, and only one of them buy
   and on one-step problems nothing. An optional restatement of the question adds depth that buys nothing;
 - expression: each computing, answer and restatement step is said in a long or a short phrasing, drawn
   per STEP with a per-trace probability that is never 0, so even the shortest correct responses usually carry
-  long-phrased steps that a phrasing-only rewrite can shorten ("now we work out b : b is a + 5 , that is
-  7 + 5 , which gives 12" vs "b = 7 + 5 = 12").
+  long-phrased steps that a phrasing-only rewrite can shorten ("now we work out b : b = a + 5 , that is
+  7 + 5 , which gives 12" vs "b = a + 5 = 12").
 
 Every text is in canonical form: words separated by single spaces, steps separated by " \\n\\n " (a blank
 line as its own word), so the tiny model's word-level tokenizer round-trips it exactly.
@@ -176,11 +176,15 @@ def slip_probability(position: int, slip_rate: float) -> float:
 def _compute_step(
     rng: random.Random, long: bool, var: str, prev: str, x: int, op: str, y: int, v: int
 ) -> str:
+    # Every phrasing opens with the update exactly as the question says it ("c = b + 2"), so the operand is
+    # a verbatim copy; the v1 short form "c = 12 + 2 = 14" had the tiny model copy the wrong update's operand
+    # on most deep chains. The short form computes from the previous value as stated; the long forms and the
+    # re-check write the numbers out.
     if not long:
-        return f"{var} = {x} {op} {y} = {v}"
+        return f"{var} = {prev} {op} {y} = {v}"
     return rng.choice(
         (
-            f"now we work out {var} : {var} is {prev} {op} {y} , that is {x} {op} {y} , which gives {v}",
+            f"now we work out {var} : {var} = {prev} {op} {y} , that is {x} {op} {y} , which gives {v}",
             f"next we want {var} : {var} = {prev} {op} {y} , so {var} is {x} {op} {y} , which is {v}",
         )
     )

@@ -21,8 +21,17 @@ from optuna.trial import FrozenTrial
 
 from tsq.errors import UserError
 from tsq.fileio import write_atomic
-from tsq.metrics import axis_label, baseline_value, display_value, format_estimate, metric
-from tsq.report.table import Row, StudyTable, metric_columns, records_path, study_table, table_hypervolume
+from tsq.metrics import axis_label, baseline_value, display_value, format_estimate, format_value, metric
+from tsq.report.importance import importance_markdown
+from tsq.report.table import (
+    Row,
+    StudyTable,
+    front_trials,
+    metric_columns,
+    records_path,
+    study_table,
+    table_hypervolume,
+)
 from tsq.stats import FRONT_CLASS_LABELS
 
 # The paper's columns (docs/method.md "Metrics"), then any objective the study adds
@@ -104,7 +113,43 @@ def render_markdown(table: StudyTable) -> str:
         members = [r.number for r in table.rows if r.front == cls]
         lines.append(f"- {FRONT_CLASS_LABELS[cls]}: " + (", ".join(f"trial {n}" for n in members) or "none"))
     lines += [f"- note: {note}" for note in table.notes]
+    lines += _replicated_markdown(table)
+    if table.importances:
+        lines += ["", "## Which knob mattered (PED-ANOVA importance per objective)", ""]
+        lines += importance_markdown(table.importances, table.importance_warning)
     return "\n".join(lines) + "\n"
+
+
+def _replicated_markdown(table: StudyTable) -> list[str]:
+    """The replicates of `tsq sweep confirm`, by trial and split: means whose intervals hold seed noise, next
+    to the value the sweep saw (its pick was the max of noisy evaluations: the winner's curse)."""
+    if not table.replicated:
+        return []
+    names = [m for m in _report_metrics(table) if any(m in r.estimates for r in table.replicated)]
+    header = [
+        "trial",
+        "split",
+        "n",
+        *(f"{axis_label(m, table.budget)}: sweep saw → replicated" for m in names),
+    ]
+    lines = [
+        "",
+        "## Confirmed over seeds (`tsq sweep confirm`)",
+        "",
+        "Means over the replicates (eval: the original and its re-seeded runs; test: the held-out split the "
+        "sweep never saw), with 95% intervals holding seed and evaluation noise.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in table.replicated:
+        cells = [f"trial {row.of}", row.split, str(row.n)]
+        for m in names:
+            est = row.estimates.get(m)
+            saw = format_value(m, row.original.get(m))
+            cells.append("" if est is None else f"{saw} → {format_estimate(m, est.mean, est.lo, est.hi)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _axes(table: StudyTable) -> tuple[str, str]:
@@ -186,11 +231,10 @@ def render_html(table: StudyTable) -> str:
     if table.rows and table.param_names:
         parts.append(_knobs_figure(table).to_html(include_plotlyjs=False, full_html=False))
     body = "\n".join(parts)
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.notes)
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>tsq report: {html.escape(table.study_name)}</title></head><body>"
-        f"{body}{_markdown_as_html(table)}" + (f"<ul>{notes}</ul>" if notes else "") + "</body></html>"
+        f"{body}{_markdown_as_html(table)}</body></html>"
     )
 
 
@@ -224,19 +268,34 @@ def _knobs_figure(table: StudyTable) -> Any:
 
 
 def _markdown_as_html(table: StudyTable) -> str:
-    """The markdown table as a plain HTML table (no markdown renderer needed offline)."""
-    rows = [line for line in render_markdown(table).splitlines() if line.startswith("|")]
-    if len(rows) < 2:
-        return ""
-    cells = [
-        [html.escape(c.strip()) for c in line.strip("|").split("|")] for line in rows if "---" not in line
-    ]
-    head = "".join(f"<th>{c}</th>" for c in cells[0])
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
-    style = "border-collapse:collapse;font-family:sans-serif;font-size:13px"
-    return (
-        f"<h3>Front and baseline</h3><table border='1' cellpadding='4' style='{style}'>{head}{body}</table>"
-    )
+    """pareto.md's tables, lists and notes as plain HTML (no markdown renderer needed offline)."""
+    out: list[str] = []
+    rows: list[list[str]] = []
+
+    def flush() -> None:
+        if rows:
+            head = "".join(f"<th>{c}</th>" for c in rows[0])
+            body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows[1:])
+            out.append(f"<table border='1' cellpadding='4' style='{_TABLE_STYLE}'>{head}{body}</table>")
+            rows.clear()
+
+    for line in render_markdown(table).splitlines()[1:]:  # the title is the plot's
+        if line.startswith("|"):
+            if "---" not in line:
+                rows.append([html.escape(c.strip()) for c in line.strip("|").split("|")])
+            continue
+        flush()
+        if line.startswith("## "):
+            out.append(f"<h3>{html.escape(line[3:])}</h3>")
+        elif line.startswith(("- ", "> ")):
+            out.append(f"<p>{html.escape(line[2:])}</p>")
+        elif line.strip():
+            out.append(f"<p style='font-family:sans-serif;font-size:13px'>{html.escape(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
+_TABLE_STYLE = "border-collapse:collapse;font-family:sans-serif;font-size:13px"
 
 
 def render_png(table: StudyTable) -> bytes:
@@ -321,5 +380,5 @@ def study_hypervolume(study: optuna.Study) -> float | None:
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Optuna's Pareto front (`study.best_trials`), ordered by trial number."""
-    return sorted(study.best_trials, key=lambda t: t.number)
+    """The Pareto front (Optuna's rule, replicates left out), ordered by trial number."""
+    return front_trials(study)

@@ -21,7 +21,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tsq.compat.optuna import compute_hypervolume
 from tsq.evaluate import read_records
 from tsq.metrics import METRICS, ProblemSums, baseline_value, objective_metric_names
-from tsq.stats import FrontClass, classify_front, p_front
+from tsq.report.importance import importance_warning, importances
+from tsq.stats import FrontClass, ReplicateEstimate, aggregate_replicates, classify_front, p_front
 
 # Defaults for studies that did not record their own (made before tsq recorded them)
 DEFAULT_FRONT = {"clear": 0.9, "possible": 0.1, "resamples": 1000, "seed": 0}
@@ -47,11 +48,44 @@ class StudyTable:
     objectives: list[tuple[str, str]]  # (metric, direction)
     front: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRONT))
     notes: list[str] = field(default_factory=list)  # what the report could not compute, and why
+    importances: dict[str, dict[str, float]] = field(default_factory=dict)  # objective -> knob -> share
+    importance_warning: str | None = None  # too few trials to trust the importances
+    replicated: list[ReplicatedRow] = field(default_factory=list)  # `sweep confirm` results, per trial/split
+    seed_sd: dict[str, float] = field(default_factory=dict)  # pooled between-seed SD per metric
 
     @property
     def budget(self) -> int | None:
         value = self.baseline.get("budget")
         return None if value is None else int(value)
+
+
+def is_replicate(trial: FrozenTrial) -> bool:
+    """A replicate of another trial (`tsq sweep confirm`): not counted in n_trials, never a front point."""
+    return trial.user_attrs.get("replicate_of") is not None
+
+
+def _feasible(trial: FrozenTrial) -> bool:
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def front_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The feasible, non-dominated COMPLETE trials that are not replicates, by number: Optuna's
+    `study.best_trials` rule, with replicates left out (they are the same points at other seeds)."""
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not is_replicate(t) and _feasible(t) and t.values is not None
+    ]
+    signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions]
+    losses = [[s * v for s, v in zip(signs, t.values, strict=True)] for t in trials]
+
+    def dominated(i: int) -> bool:
+        return any(
+            all(a <= b for a, b in zip(other, losses[i], strict=True)) and other != losses[i]
+            for other in losses
+        )
+
+    return [t for i, t in enumerate(trials) if not dominated(i)]
 
 
 def metric_columns() -> list[str]:
@@ -70,8 +104,9 @@ def study_table(
     study: optuna.Study, records_dir: Path | None = None, thresholds: dict[str, float] | None = None
 ) -> StudyTable:
     """The report's data: one Row per COMPLETE trial (ordered by number), the baseline and the front."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = {t.number for t in study.best_trials} if complete else set()
+    every = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [t for t in every if not is_replicate(t)]
+    best = {t.number for t in front_trials(study)}
     metrics = study.user_attrs.get("objectives") or []
     objectives = [(m, d.name.lower()) for m, d in zip(metrics, study.directions, strict=False)]
     front = {**DEFAULT_FRONT, **(study.user_attrs.get("front") or {}), **(thresholds or {})}
@@ -81,12 +116,24 @@ def study_table(
             params=dict(t.params),
             metrics=_row_metrics(t),
             pareto=t.number in best,
-            feasible=all(v <= 0 for v in t.constraints.values()),
+            feasible=_feasible(t),
         )
         for t in complete
     ]
     notes: list[str] = []
-    probabilities = _front_probabilities(study, complete, objectives, front, records_dir, notes)
+    replicated = replicate_groups(complete, [t for t in every if is_replicate(t)], objectives)
+    seed_sd = pooled_seed_sd(replicated)
+    if seed_sd:
+        notes.append(
+            "p_front includes seed noise measured from replicates (pooled between-seed SD: "
+            + ", ".join(f"{m} {v:.3g}" for m, v in seed_sd.items())
+            + ")"
+        )
+    else:
+        notes.append(
+            "p_front and intervals hold evaluation noise only: no replicates yet (tsq sweep confirm)"
+        )
+    probabilities = _front_probabilities(study, complete, objectives, front, records_dir, notes, seed_sd)
     if probabilities is not None:
         rows = [
             replace(
@@ -96,6 +143,7 @@ def study_table(
             )
             for r in rows
         ]
+    imps = importances(study) if complete else {}
     return StudyTable(
         study_name=study.study_name,
         param_names=sorted({name for t in complete for name in t.params}),
@@ -104,7 +152,75 @@ def study_table(
         objectives=objectives,
         front=front,
         notes=notes,
+        importances=imps,
+        importance_warning=importance_warning(study) if complete else None,
+        replicated=replicated,
+        seed_sd=seed_sd,
     )
+
+
+# Metrics the replicate table aggregates, besides the study's objectives
+REPLICATED_METRICS = ("accuracy", "accuracy_delta", "len_all", "token_reduction", "auc")
+
+
+@dataclass(frozen=True)
+class ReplicatedRow:
+    """One trial's replicates on one split: the mean of each metric over them, with an interval that holds
+    the seed noise as well as the evaluation noise (`tsq.stats.aggregate_replicates`)."""
+
+    of: int
+    params: dict[str, Any]
+    split: str  # "eval": the original and its re-seeded replicates; "test": the held-out split
+    n: int
+    original: dict[str, Any]  # the original trial's values on the sweep's eval split (what the sweep saw)
+    estimates: dict[str, ReplicateEstimate]
+
+
+def replicate_groups(
+    originals: Sequence[FrozenTrial], replicates: Sequence[FrozenTrial], objectives: list[tuple[str, str]]
+) -> list[ReplicatedRow]:
+    names = list(dict.fromkeys([*(m for m, _ in objectives), *REPLICATED_METRICS]))
+    by_number = {t.number: t for t in originals}
+    groups: dict[tuple[int, str], list[FrozenTrial]] = {}
+    for t in replicates:
+        groups.setdefault((int(t.user_attrs["replicate_of"]), t.user_attrs.get("split", "eval")), []).append(
+            t
+        )
+    rows = []
+    for (of, split), members in sorted(groups.items()):
+        original = by_number.get(of)
+        if original is None:
+            continue
+        if split == "eval":
+            members = [original, *members]  # the original is the replicate at the sweep's own seeds
+        estimates = {}
+        for name in names:
+            values = [t.user_attrs.get(name) for t in members]
+            if any(v is None for v in values):
+                continue
+            ses = [t.user_attrs.get(f"{name}_se") for t in members]
+            estimates[name] = aggregate_replicates(
+                [float(v) for v in values], se_boot=None if None in ses else [float(x) for x in ses]
+            )
+        rows.append(
+            ReplicatedRow(of, dict(original.params), split, len(members), _row_metrics(original), estimates)
+        )
+    return rows
+
+
+def pooled_seed_sd(rows: Sequence[ReplicatedRow]) -> dict[str, float]:
+    """Between-seed SD per metric, pooled over the configurations replicated on the eval split:
+    √(Σ (n_i − 1)·s_i² / Σ (n_i − 1))."""
+    sums: dict[str, list[float]] = {}
+    for row in rows:
+        if row.split != "eval" or row.n < 2:
+            continue
+        for name, est in row.estimates.items():
+            if est.sd_seed is not None:
+                acc = sums.setdefault(name, [0.0, 0.0])
+                acc[0] += (row.n - 1) * est.sd_seed**2
+                acc[1] += row.n - 1
+    return {name: (num / den) ** 0.5 for name, (num, den) in sums.items() if den > 0}
 
 
 def records_path(attr: Any, records_dir: Path | None, name: str) -> Path | None:
@@ -122,6 +238,7 @@ def _front_probabilities(
     front: dict[str, float],
     records_dir: Path | None,
     notes: list[str],
+    seed_sd: dict[str, float],
 ) -> dict[int, float] | None:
     if not complete or not objectives:
         return None
@@ -150,6 +267,7 @@ def _front_probabilities(
         n_resamples=int(front["resamples"]),
         seed=int(front["seed"]),
         max_accuracy_drop=constraint.get("max_accuracy_drop"),
+        seed_sd=seed_sd,
     )
     return {**probabilities, **dict.fromkeys(stopped, 0.0)}
 

@@ -17,7 +17,7 @@ from tsq.generation import backend_from_spec
 from tsq.generation.base import Backend
 from tsq.models import resolve_model
 from tsq.paths import tsq_home
-from tsq.program import TrialContext, TrialResult, load_program, scope_of
+from tsq.program import TrialContext, TrialResult, TrialSeeds, load_program, scope_of
 from tsq.spec import Spec
 from tsq.study.params import apply_params
 from tsq.study.provenance import json_safe, provenance
@@ -76,6 +76,8 @@ class TrialObjective:
         trial.set_user_attr("worker_pid", os.getpid())
         if run.run_id:
             trial.set_user_attr("wandb_run_id", run.run_id)
+        # a replicate enqueued by `tsq sweep confirm` carries its seeds and split, and is evaluated in full
+        replicate = trial.user_attrs.get("replicate_of") is not None
         try:
             ctx = TrialContext(
                 cache=self.cache,
@@ -84,9 +86,11 @@ class TrialObjective:
                 on_log=run.log,
                 trial_number=trial.number,
                 backend=self.backend(),
+                seeds=TrialSeeds(**trial.user_attrs.get("replicate_seeds", {})),
+                split=trial.user_attrs.get("split", "eval"),
                 early_stop_max_drop=(
                     study_cfg.constraint.max_accuracy_drop
-                    if study_cfg.constraint is not None and study_cfg.early_stop
+                    if study_cfg.constraint is not None and study_cfg.early_stop and not replicate
                     else None
                 ),
             )

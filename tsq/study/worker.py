@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tsq.signals import sigterm_as_exit
 from tsq.spec import Spec
+from tsq.report.table import is_replicate
 from tsq.study.lifecycle import create_or_load
 from tsq.study.objective import TrialObjective
 from tsq.study.storage import StorageURL
@@ -42,9 +43,11 @@ class WorkerReport:
 
 
 def state_counts(study: optuna.Study) -> dict[TrialState, int]:
+    """Trials by state; replicates (`tsq sweep confirm`) do not count toward the study's n_trials."""
     counts = dict.fromkeys(TrialState, 0)
     for t in study.get_trials(deepcopy=False):
-        counts[t.state] += 1
+        if not is_replicate(t):
+            counts[t.state] += 1
     return counts
 
 

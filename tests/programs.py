@@ -1,0 +1,79 @@
+"""Small trial programs for tests of the runner and the report, where the real pipeline is not what is under
+test. Each implements `tsq.program.TrialProgram` and is loaded by name (`study.program: programs:NAME`), so
+the tests folder must be on PYTHONPATH for spawned workers (`env_with_tests_on_path`).
+
+`synthetic_trial` writes per-response records whose accuracy and length follow the trial's knobs and scores
+them with tsq's own statistics, so every registry metric, its interval and p_front come out as in a real
+trial. It records the CUDA_VISIBLE_DEVICES it ran under.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tsq.evaluate import compare, intervals, read_records
+from tsq.fileio import write_atomic
+from tsq.metrics import ProblemSums, metric_values
+from tsq.program import TrialContext, TrialResult
+from tsq.spec import Spec, TrialParams
+
+TESTS = Path(__file__).resolve().parent
+N_PROBLEMS, N_SAMPLES = 24, 2
+
+
+def env_with_tests_on_path() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def _write_records(path: Path, accuracy: float, length: int) -> Path:
+    import json
+
+    rows = []
+    for i in range(N_PROBLEMS):
+        for j in range(N_SAMPLES):
+            # problem i is solved in the first round(accuracy * N) draws of a fixed order: shared difficulty
+            correct = (7 * i + 3 * j) % (N_PROBLEMS * N_SAMPLES) < accuracy * N_PROBLEMS * N_SAMPLES
+            rows.append(
+                {"problem_id": f"syn-{i:02d}", "sample": j, "n_tokens": length + (i % 5), "correct": correct,
+                 "finish_reason": "stop", "truncated": False, "difficulty": 1 + i % 3, "steps": 2 + i % 2}
+            )  # fmt: skip
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def synthetic_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
+    """Accuracy rises with η and falls with α; length falls with α. Another training seed moves the length
+    by a token or two (seed noise); the held-out split is 5 points harder (the winner's curse)."""
+    time.sleep(float(os.environ.get("TSQ_TEST_TRIAL_SECONDS", "0")))
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    budget = spec.evaluation.budget
+    harder = 0.05 if ctx.split == "test" else 0.0
+    jitter = (ctx.seeds.training or 0) % 3
+    base_path = _write_records(ctx.out_dir / "baseline_records.jsonl", 0.6 - harder, 40)
+    path = _write_records(
+        ctx.out_dir / "records.jsonl",
+        0.5 + 0.2 * params.eta - 0.1 * params.alpha - harder,
+        int(40 - 20 * params.alpha) + jitter,
+    )
+    base = ProblemSums.from_records(read_records(base_path), budget)
+    new = ProblemSums.from_records(read_records(path), budget)
+    baseline = {**metric_values(base), **intervals(base, spec.evaluation), "budget": budget}
+    metrics = {
+        **metric_values(new, base),
+        **intervals(new, spec.evaluation),
+        **compare(base, new, spec.evaluation),
+    }
+    return TrialResult(
+        params={"alpha": params.alpha, "epsilon": params.epsilon, "lambda": params.lam, "eta": params.eta},
+        metrics={**metrics, "budget": budget},
+        baseline=baseline,
+        budget_curve=[],
+        baseline_budget_curve=[],
+        adapter_dir=ctx.out_dir,
+        records=path,
+        baseline_records=base_path,
+        stats={"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()},
+    )

@@ -1,0 +1,117 @@
+"""`tsq sweep confirm`: replicates of the front with new seeds, on the eval split and on a held-out split,
+through the CLI with a synthetic trial program (tests/programs.py): what is under test is the study logic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from tsq.cli.main import app
+from tsq.report.pareto import pareto_trials
+from tsq.report.table import is_replicate, study_table
+from tsq.study.confirm import plan
+
+
+def _spec(tmp_path: Path, test_split: bool) -> Path:
+    spec = {
+        "name": "conf",
+        "model": {"path": "tiny", "tiny_variant": "test"},
+        "data": {"train": {"n": 8}, "eval": {"n": 12}, **({"test": {"n": 12}} if test_split else {})},
+        "evaluation": {"bootstrap": 200},
+        "study": {
+            "search": {"alpha": {"low": 0.05, "high": 0.5}, "eta": {"low": 0.0, "high": 1.0}},
+            "sampler": {"name": "random", "seed": 1},
+            "n_trials": 4,
+            "program": "programs:synthetic_trial",
+            "front": {"resamples": 200},
+        },
+    }
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    return result.output
+
+
+@pytest.fixture
+def launched(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    # the session's TSQ_HOME: the launch's preflight resolves the (already built) tiny test model
+    monkeypatch.setenv("TSQ_HOME", str(tiny_model_dir.parents[1]))
+    monkeypatch.setenv("TSQ_NO_PROGRESS", "1")
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    spec = _spec(tmp_path, test_split=True)
+    _cli("sweep", "launch", str(spec), "--storage", url, "--tracker", "none")
+    return spec, url
+
+
+def test_replicates_are_marked_not_counted_and_never_front_points(launched: tuple[Path, str]) -> None:
+    spec, url = launched
+    study = optuna.load_study(study_name="conf", storage=url)
+    front = [t.number for t in pareto_trials(study)]
+    out = _cli("sweep", "confirm", str(spec), "--storage", url, "--replicates", "2", "--tracker", "none")
+    assert f"confirmed trials {front}" in out
+    study = optuna.load_study(study_name="conf", storage=url)
+    reps = [t for t in study.get_trials() if is_replicate(t)]
+    assert len(reps) == 2 * len(front) and all(t.state == TrialState.COMPLETE for t in reps)
+    assert {t.user_attrs["replicate_of"] for t in reps} == set(front)
+    assert all(t.params == study.trials[t.user_attrs["replicate_of"]].params for t in reps)
+    assert [t.number for t in pareto_trials(study)] == front  # replicates are no points of their own
+    # a relaunch with the same n_trials runs nothing: replicates do not count toward it
+    _cli("sweep", "launch", str(spec), "--storage", url, "--tracker", "none")
+    assert len(optuna.load_study(study_name="conf", storage=url).trials) == 4 + len(reps)
+    # a second confirm adds nothing: every replicate exists
+    _cli("sweep", "confirm", str(spec), "--storage", url, "--replicates", "2", "--tracker", "none")
+    assert len(optuna.load_study(study_name="conf", storage=url).trials) == 4 + len(reps)
+    table = study_table(optuna.load_study(study_name="conf", storage=url))
+    assert [r.number for r in table.rows] == [0, 1, 2, 3]
+    assert {(r.of, r.split, r.n) for r in table.replicated} == {(n, "eval", 3) for n in front}
+    assert table.seed_sd.get("len_all", 0) > 0  # the synthetic seeds move the length: measured seed noise
+    assert any("seed noise measured from replicates" in n for n in table.notes)
+
+
+def test_confirm_on_the_held_out_split_shows_the_winners_curse(launched: tuple[Path, str]) -> None:
+    spec, url = launched
+    _cli("sweep", "confirm", str(spec), "--storage", url, "--replicates", "2", "--split", "test",
+         "--tracker", "none")  # fmt: skip
+    table = study_table(optuna.load_study(study_name="conf", storage=url))
+    held_out = [r for r in table.replicated if r.split == "test"]
+    assert held_out and all(r.n == 2 for r in held_out)
+    for row in held_out:  # the synthetic held-out split is 5 points harder
+        assert row.estimates["accuracy"].mean == pytest.approx(row.original["accuracy"] - 0.05, abs=0.03)
+    md = (Path(os.environ["TSQ_HOME"]) / "studies" / "conf" / "report" / "pareto.md").read_text()
+    assert "Confirmed over seeds" in md and "| trial" in md and " test " in md
+
+
+def test_confirm_without_a_held_out_split_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TSQ_HOME", str(tmp_path / "home"))
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    spec = _spec(tmp_path, test_split=False)
+    result = CliRunner().invoke(app, ["sweep", "confirm", str(spec), "--storage", url, "--split", "test"])
+    assert result.exit_code != 0 and "data.test" in str(result.exception)
+
+
+def test_plan_seeds_new_on_eval_and_original_first_on_test() -> None:
+    from tsq.spec import Spec
+
+    spec = Spec()
+    trial = optuna.trial.create_trial(params={}, distributions={}, values=[0.0])
+    trial.number = 5
+    on_eval = plan(spec, [trial], 2, "eval")
+    on_test = plan(spec, [trial], 2, "test")
+    assert [r.index for r in on_eval] == [1, 2] and [r.index for r in on_test] == [0, 1]
+    assert (
+        on_test[0].training_seed == spec.training.seed and on_test[0].evaluation_seed == spec.evaluation.seed
+    )
+    assert len({r.training_seed for r in on_eval} | {spec.training.seed}) == 3

@@ -1,0 +1,118 @@
+"""`tsq sweep confirm`: re-run the front (or the top K by p_front) with new training and evaluation seeds, on
+the sweep's eval split or on a held-out split it never saw (docs/method.md "Statistics": seed noise and the
+winner's curse).
+
+Replicates are ordinary trials of the same study, enqueued with the original's parameters and user attrs
+`replicate_of` (the original's number), `replicate` (its index), `replicate_seeds` and `split`. The objective
+hands those seeds and that split to the trial program (`TrialContext.seeds`, `.split`), which re-evaluates the
+baseline at each new evaluation seed. Replicates do not count toward `n_trials` and never enter the front as
+points of their own; the report aggregates them under their original.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tsq.data.loading import Split, load_problem_set
+from tsq.errors import UserError
+from tsq.report.table import front_trials, is_replicate, study_table
+from tsq.signals import sigterm_as_exit
+from tsq.spec import Spec
+from tsq.study.lifecycle import create_or_load, study_name_of
+from tsq.study.objective import TrialObjective
+from tsq.study.storage import StorageURL, parse_storage_url
+from tsq.tracking import Tracker, TrackerKind
+
+
+@dataclass(frozen=True)
+class Replicate:
+    of: int  # the original trial's number
+    index: int
+    split: Split
+    training_seed: int
+    evaluation_seed: int
+
+
+def plan(spec: Spec, targets: list[FrozenTrial], replicates: int, split: Split) -> list[Replicate]:
+    """Seeds of each replicate. On the eval split, replicate r ≥ 1 shifts both seeds by r (the original is
+    replicate 0); on the held-out split, r = 0 keeps the original's seeds, so the first replicate measures the
+    very trial the sweep picked, and later ones add seed noise."""
+    first = 1 if split == "eval" else 0
+    return [
+        Replicate(t.number, r, split, spec.training.seed + 7919 * r, spec.evaluation.seed + 7919 * r)
+        for t in targets
+        for r in range(first, first + replicates)
+    ]
+
+
+def targets_of(study: optuna.Study, top: int | None) -> list[FrozenTrial]:
+    """The front (non-replicate, feasible, non-dominated), or the top K trials by p_front."""
+    if top is None:
+        return front_trials(study)
+    table = study_table(study)
+    if any(r.p_front is None for r in table.rows):
+        raise UserError(f"--top {top}: p_front is unknown for this study ({'; '.join(table.notes)})")
+    best = sorted(table.rows, key=lambda r: (-(r.p_front or 0.0), r.number))[:top]
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    return [trials[r.number] for r in best]
+
+
+def confirm(
+    spec: Spec,
+    storage_url: str | None,
+    study_name: str | None,
+    top: int | None,
+    replicates: int,
+    split: Split,
+    tracker_kind: TrackerKind,
+) -> tuple[optuna.Study, list[Replicate]]:
+    """Enqueue the replicates a study lacks and run them here; returns the study and the replicates."""
+    storage: StorageURL = parse_storage_url(storage_url or spec.study.storage)
+    name = study_name_of(spec, study_name)
+    if split == "test":
+        load_problem_set(spec.data, "test")  # a spec without a held-out split: one line, before any work
+    study = create_or_load(spec, storage, name)
+    targets = targets_of(study, top)
+    if not targets:
+        raise UserError(f"study {name}: no complete trial on the front to confirm yet")
+    wanted = plan(spec, targets, replicates, split)
+    existing = _replicates(study, (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING))
+    params = {t.number: t.params for t in targets}
+    for r in wanted:
+        if (r.of, r.index, r.split) not in existing:  # a relaunch adds only what is missing
+            study.enqueue_trial(params[r.of], user_attrs=_attrs(r))
+    tracker = Tracker(tracker_kind, name, spec.study.wandb.project, spec.study.wandb.entity)
+    with sigterm_as_exit(), closing(TrialObjective(spec, tracker, storage.masked)) as objective:
+        for _ in range(2 * len(wanted)):  # room to retry each failed replicate once
+            missing = [r for r in wanted if (r.of, r.index, r.split) not in _replicates(study)]
+            if not missing:
+                break
+            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                for r in missing:  # what failed goes back in the queue
+                    study.enqueue_trial(params[r.of], user_attrs=_attrs(r))
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+    return study, wanted
+
+
+def _attrs(r: Replicate) -> dict[str, object]:
+    return {
+        "replicate_of": r.of,
+        "replicate": r.index,
+        "split": r.split,
+        "replicate_seeds": {"training": r.training_seed, "evaluation": r.evaluation_seed},
+    }
+
+
+def _replicates(
+    study: optuna.Study, states: tuple[TrialState, ...] = (TrialState.COMPLETE,)
+) -> set[tuple[object, object, object]]:
+    """(original, index, split) of the study's replicates in `states`."""
+    return {
+        (t.user_attrs.get("replicate_of"), t.user_attrs.get("replicate"), t.user_attrs.get("split"))
+        for t in study.get_trials(deepcopy=False, states=states)
+        if is_replicate(t)
+    }
