@@ -66,7 +66,7 @@ def tiny_pairs(tokenizer, n: int = 8) -> list[Pair]:
         verbose = TraceStyle(p_long=1.0, p_check=1.0, restate=True)
         chosen = " " + generate_trace(problem, rng, slip_rate=0.0, style=terse)
         rejected = " " + generate_trace(problem, rng, slip_rate=1.0, style=verbose)
-        pairs.append(Pair(f"p{i}", prompt, chosen, rejected, 0, 0))
+        pairs.append(Pair(f"p{i}", prompt, chosen, rejected))
     return pairs
 
 

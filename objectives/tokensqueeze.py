@@ -224,7 +224,7 @@ def reference_cover(
         sequences = list(dict.fromkeys([*texts, *(r.text for r in samples[problem_id])]))
         for i in range(0, len(sequences), 2):
             second = sequences[i + 1] if i + 1 < len(sequences) else sequences[0]
-            out.append(Pair(problem_id, prompt, sequences[i], second, 0, 0))  # lengths unused
+            out.append(Pair(problem_id, prompt, sequences[i], second))
     return out
 
 
@@ -233,11 +233,7 @@ def refine_pairs(
 ) -> tuple[list[Pair], dict[str, Any]]:
     """Replace each chosen response by its refined trace at ε; the rejected side stays as sampled."""
     refined = {(p.prompt, p.chosen): refine_trace(candidates[p.prompt, p.chosen], epsilon) for p in pairs}
-    out = []
-    for p in pairs:
-        r = refined[p.prompt, p.chosen]
-        saved = sum(r.tokens_before) - sum(r.tokens_after)
-        out.append(replace(p, chosen=r.text, chosen_tokens=p.chosen_tokens - saved))
+    out = [replace(p, chosen=refined[p.prompt, p.chosen].text) for p in pairs]
     before = [n for r in refined.values() for n in r.tokens_before]
     after = [n for r in refined.values() for n in r.tokens_after]
     stats = {

@@ -8,9 +8,9 @@ from tsq.data.reasoning import (
     grade_completion,
     prompt_opens_think,
     reasoning_parts,
-    reasoning_steps,
     response_for_grading,
 )
+from tsq.data.traces import join_steps
 
 R1_COMPLETION = (  # the template opened <think> in the prompt; the model closes it
     "Let me add 2 and 3.\n\nThat is 5, wait, check: 2 + 3 = 5.\n</think>\n\nThe sum is $\\boxed{5}$."
@@ -39,13 +39,13 @@ def test_unclosed_thinking_has_no_answer() -> None:
 
 
 def test_steps_are_blank_line_chunks_of_the_thinking() -> None:
-    assert reasoning_steps(R1_COMPLETION, in_think=True) == [
+    assert reasoning_parts(R1_COMPLETION, in_think=True).steps == (
         "Let me add 2 and 3.",
         "That is 5, wait, check: 2 + 3 = 5.",
-    ]
-    assert reasoning_steps(FULL_THINK) == ["First, 2 + 3 = 5.", "Double-check: yes."]
+    )
+    assert reasoning_parts(FULL_THINK).steps == ("First, 2 + 3 = 5.", "Double-check: yes.")
     # no think block (the tiny world): every blank-line chunk is a step
-    assert reasoning_steps("a is 3\n\nb is 4\n\nanswer : 7") == ["a is 3", "b is 4", "answer : 7"]
+    assert reasoning_parts("a is 3\n\nb is 4\n\nanswer : 7").steps == ("a is 3", "b is 4", "answer : 7")
 
 
 @pytest.mark.parametrize(
@@ -61,13 +61,13 @@ def test_steps_are_blank_line_chunks_of_the_thinking() -> None:
 )
 def test_parts_reassemble_to_the_original(text: str, in_think: bool) -> None:
     parts = reasoning_parts(text, in_think)
-    assert parts.assemble(parts.steps) == text
+    assert parts.head + join_steps(list(parts.steps)) + parts.tail == text  # as refinement reassembles
 
 
 def test_refined_steps_keep_the_answer_and_tags() -> None:
     parts = reasoning_parts(FULL_THINK)
     assert parts.thinking and parts.closed
-    refined = parts.assemble(["2 + 3 = 5.", "Yes."])
+    refined = parts.head + join_steps(["2 + 3 = 5.", "Yes."]) + parts.tail
     assert refined == "<think>\n2 + 3 = 5.\n\nYes.\n</think>\n\n**Answer:** \\boxed{5}"
 
 

@@ -117,8 +117,8 @@ def test_build_pairs_over_problems() -> None:
     prompts = {"a": "PA", "b": "PB", "c": "PC"}
     pairs = build_pairs(samples, prompts, alpha=0.2, selection_spec=SelectionSpec())
     assert pairs == [
-        Pair("b", "PB", "b-short", "b-long-wrong", 3, 9),
-        Pair("c", "PC", "c-right", "c-wrong-long", 6, 8),
+        Pair("b", "PB", "b-short", "b-long-wrong"),
+        Pair("c", "PC", "c-right", "c-wrong-long"),
     ]
     with pytest.raises(KeyError, match="'c'"):
         build_pairs(samples, {"a": "PA", "b": "PB"}, alpha=0.2, selection_spec=SelectionSpec())

@@ -62,8 +62,6 @@ def make_pairs(model_dir: Path, n: int, seed: int = 0) -> list[Pair]:
                 prompt=prompt,
                 chosen=" " + chosen,
                 rejected=" " + rejected,
-                chosen_tokens=len(tokenizer(chosen)["input_ids"]),
-                rejected_tokens=len(tokenizer(rejected)["input_ids"]),
             )
         )
     return pairs

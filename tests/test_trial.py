@@ -79,7 +79,7 @@ def test_reference_cover_holds_each_sequence_once() -> None:
         return Response(text=text, n_tokens=len(text.split()), correct=correct, finish_reason="stop")
 
     samples = {"p1": [r("short", True), r("long one", True), r("wrong x y", False)], "p2": [r("a b", True)]}
-    cover = [Pair("p1", "P1", "short", "wrong x y", 1, 3), Pair("p2", "P2", "a b", "a b", 2, 2)]
+    cover = [Pair("p1", "P1", "short", "wrong x y"), Pair("p2", "P2", "a b", "a b")]
     reachable = {("P1", "short"): ["short", "sh"], ("P2", "a b"): ["a b"]}
     pairs = reference_cover(cover, reachable, samples)
     sides = {prompt: [] for prompt in ("P1", "P2")}

@@ -131,8 +131,6 @@ class Pair:
     prompt: str  # the formatted prompt the responses continue
     chosen: str
     rejected: str
-    chosen_tokens: int
-    rejected_tokens: int
 
 
 def build_pairs(
@@ -164,8 +162,6 @@ def build_pairs(
                     prompt=prompts[problem_id],
                     chosen=chosen.text,
                     rejected=rejected.text,
-                    chosen_tokens=chosen.n_tokens,
-                    rejected_tokens=rejected.n_tokens,
                 )
             )
     return pairs

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from tsq.data.grading import grade
 from tsq.data.problems import Grader
-from tsq.data.traces import join_steps, split_steps
+from tsq.data.traces import split_steps
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -40,10 +40,6 @@ class ReasoningParts:
     tail: str  # whitespace, "</think>" and the answer after it; "" without a think block
     thinking: bool  # the steps come from a think block (closed or not)
     closed: bool  # a think block was closed, so there is an answer part (False also without thinking)
-
-    def assemble(self, steps: list[str] | tuple[str, ...]) -> str:
-        """The response with its steps replaced (refinement), everything else as generated."""
-        return self.head + join_steps(list(steps)) + self.tail
 
 
 def reasoning_parts(text: str, in_think: bool = False) -> ReasoningParts:
@@ -79,11 +75,6 @@ def response_for_grading(text: str, in_think: bool = False) -> str:
     if in_think or THINK_OPEN in text:
         return ""
     return text
-
-
-def reasoning_steps(text: str, in_think: bool = False) -> list[str]:
-    """The reasoning steps: blank-line chunks of the thinking part, or of the whole text without thinking."""
-    return list(reasoning_parts(text, in_think).steps)
 
 
 def grade_completion(
