@@ -1,0 +1,217 @@
+"""One training step of tsq's TRL-based trainer against a minimal hand-written PyTorch step, side by side.
+
+Both train the same LoRA (same rank, alpha, target modules) on the same model weights and the same batch,
+with the same loss, DPO-L(λ) + η·SFT, the same AdamW and gradient clipping (the HF Trainer's default 1.0).
+
+- tsq: the trainer exactly as `train_lora` builds it (`tsq.train._trainer`), run by `trainer.train()` with a
+  logging step every step (as `train_lora` logs a run of under 200 steps). Its step time is everything
+  the loop does between two steps: fetching and collating the batch, forward, backward, clipping, the
+  optimiser, the scheduler, the metrics and the log.
+- hand: the batch collated once; `model(input_ids, attention_mask).logits` → log-softmax → gather → the
+  same loss → backward → clip → AdamW step → zero_grad.
+
+The hand step runs inside a callback at the end of each trainer step, so repetitions interleave one to
+one and the machine's noise hits both alike. The dataset holds exactly one batch of pairs, so every
+trainer step sees the same pairs (in shuffled order: same padded shape).
+
+    .venv/bin/python benchmarks/bench_train_step.py [--model tiny|qwen2] [--steps 20] [--batch 8]
+
+To time the trainer of another checkout (say, before a change): PYTHONPATH=/path/to/that/checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+import tsq.train as tsq_train
+from tsq.cache import Cache
+from tsq.data.tiny_world import TraceStyle, generate_trace, random_problem
+from tsq.losses import dpo_l_loss
+from tsq.select import Pair
+from tsq.spec import TrainingSpec
+from tsq.tiny_model import build_tiny
+
+LAM, ETA, BETA, LR = 1.0, 0.5, 0.1, 1e-4
+
+
+def make_pairs(tokenizer, n: int) -> list[Pair]:
+    rng = random.Random(0)
+    terse = TraceStyle(p_long=0.0, p_check=0.0, restate=False)
+    verbose = TraceStyle(p_long=1.0, p_check=1.0, restate=True)
+    pairs = []
+    for i in range(n):
+        problem = random_problem(rng, steps=1 + i % 3)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": problem.question()}], tokenize=False, add_generation_prompt=True
+        )
+        chosen = " " + generate_trace(problem, rng, slip_rate=0.0, style=terse)
+        rejected = " " + generate_trace(problem, rng, slip_rate=1.0, style=verbose)
+        pairs.append(Pair(f"p{i}", prompt, chosen, rejected))
+    return pairs
+
+
+def random_qwen2(out: Path, tokenizer_dir: Path, layers: int, hidden: int) -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=max(1, hidden // 256),
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+class HandStep:
+    """The minimal step: plain logits, the DPO-L + η·SFT formula, AdamW, clipping."""
+
+    def __init__(self, model_dir: Path, lora: LoraConfig, batch: dict[str, torch.Tensor]) -> None:
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        self.model = get_peft_model(base, lora)
+        self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=LR, weight_decay=0.0)
+        self.batch = batch
+
+    def __call__(self) -> float:
+        b = self.batch
+        logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        tokens = logp.gather(-1, b["input_ids"][:, 1:, None]).squeeze(-1)
+        mask = b["completion_mask"][:, 1:].to(tokens.dtype)
+        seq = (tokens * mask).sum(1)
+        lengths = mask.sum(1)
+        chosen, rejected = seq.chunk(2)
+        chosen_len, rejected_len = lengths.chunk(2)
+        dpo = dpo_l_loss(
+            chosen,
+            rejected,
+            b["ref_chosen_logps"],
+            b["ref_rejected_logps"],
+            chosen_len,
+            rejected_len,
+            beta=BETA,
+            lam=LAM,
+        ).mean()
+        chosen_tokens, chosen_mask = tokens.chunk(2)[0], mask.chunk(2)[0]
+        loss = dpo + ETA * (-(chosen_tokens * chosen_mask).sum() / chosen_mask.sum())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+
+class Interleave(TrainerCallback):
+    """At each trainer step's end: note the time, run one hand step (timed), note the time again."""
+
+    def __init__(self) -> None:
+        self.hand: HandStep | None = None
+        self.trainer_times: list[float] = []
+        self.hand_times: list[float] = []
+        self._resumed: float | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self._resumed is None:  # the first step: time from here (the batch is already fetched)
+            self._resumed = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer_times.append(time.perf_counter() - self._resumed)
+        start = time.perf_counter()
+        self.hand()
+        self.hand_times.append(time.perf_counter() - start)
+        self._resumed = time.perf_counter()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", choices=["tiny", "qwen2"], default="tiny")
+    parser.add_argument("--layers", type=int, default=8, help="qwen2 only")
+    parser.add_argument("--hidden", type=int, default=768, help="qwen2 only")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--profile", type=int, default=0, help="print the N costliest functions (cProfile)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    tiny = build_tiny("test")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_dir = tiny
+        if args.model == "qwen2":
+            model_dir = tmp / "qwen2"
+            random_qwen2(model_dir, tiny, args.layers, args.hidden)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        pairs = make_pairs(tokenizer, args.batch)
+        training = TrainingSpec(
+            max_steps=args.warmup + args.steps,
+            batch_size=args.batch,
+            learning_rate=LR,
+            beta=BETA,
+            lora={"r": 8, "alpha": 16},
+        )
+        relay = Interleave()
+        trainer = tsq_train._trainer(
+            model_dir, pairs, training, LAM, ETA, tmp / "out", Cache(tmp / "cache"), [relay], False, "auto"
+        )
+        lora = training.lora
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+        relay.hand = HandStep(
+            model_dir,
+            LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules, task_type="CAUSAL_LM"
+            ),
+            batch,
+        )
+        n_params = sum(p.numel() for p in relay.hand.model.parameters())
+        if args.profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            profiler.runcall(trainer.train)
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
+        else:
+            trainer.train()
+
+    tsq_times = relay.trainer_times[args.warmup :]
+    hand_times = relay.hand_times[args.warmup :]
+    tsq_med, hand_med = statistics.median(tsq_times), statistics.median(hand_times)
+    shape = tuple(batch["input_ids"].shape)
+    print(
+        f"model {args.model}: {n_params / 1e6:.1f}M parameters, batch {args.batch} pairs -> input {shape},"
+        f" {len(tsq_times)} steps after {args.warmup} warm-up, CPU, {torch.get_num_threads()} threads"
+    )
+    print(f"trainer from {tsq_train.__file__}")
+    print(f"tsq/TRL step: median {tsq_med * 1e3:.1f} ms  (min {min(tsq_times) * 1e3:.1f})")
+    print(f"hand step:    median {hand_med * 1e3:.1f} ms  (min {min(hand_times) * 1e3:.1f})")
+    paired = statistics.median(t / h for t, h in zip(tsq_times, hand_times, strict=True))
+    print(
+        f"ratio tsq/TRL : hand = {tsq_med / hand_med:.2f}x (medians),"
+        f" {paired:.2f}x (median of per-step ratios)"
+    )
+
+
+if __name__ == "__main__":
+    main()
