@@ -33,7 +33,7 @@ from tsq.refine import TraceCandidates, compute_candidates, reachable_refinement
 from tsq.sample import sample_responses, sampling_settings
 from tsq.select import Pair, build_pairs
 from tsq.spec import Spec, TrialParams
-from tsq.train import cache_reference_logps, train_lora
+from tsq.train import cache_reference_logps, check_max_length, train_lora
 
 log = logging.getLogger(__name__)
 
@@ -100,25 +100,41 @@ def _run(
     # computes them for every sequence any trial can train on, so later trials make no reference pass.
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     model_options = {"trust_remote_code": spec.model.trust_remote_code, "dtype": spec.model.dtype}
+    # max_length holds the longest prompt + max_new_tokens + EOS (derived when unset, refused when too small);
+    # a response that ran into max_new_tokens is trained without an EOS it never generated. The reference pass
+    # and training get the same settings, or their cached log-probs would not match.
+    training = spec.training.model_copy(
+        update={
+            "max_length": check_max_length(
+                spec.training.max_length,
+                list(prompts.values()),
+                backend.tokenizer,
+                spec.sampling.max_new_tokens,
+            )
+        }
+    )
+    unfinished = {r.text for rs in samples.values() for r in rs if r.finish_reason == "length"}
     # The generation engine sleeps meanwhile (vLLM on CUDA: its GPU memory goes to training; a no-op on CPU)
     with backend.asleep():
         ref_covered = cache_reference_logps(
             model_path,
             reference_cover(cover, reachable, samples),
-            spec.training,
+            training,
             ctx.cache,
             ctx.out_dir,
+            unfinished=unfinished,
             **model_options,
         )
         trained = train_lora(
             model_path,
             pairs,
-            spec.training,
+            training,
             params.lam,
             params.eta,
             ctx.out_dir,
             ctx.cache,
             on_log=ctx.on_log,
+            unfinished=unfinished,
             **model_options,
         )
 
@@ -174,6 +190,7 @@ def _run(
                 "mean_loss": trained.mean_loss,
                 "ref_logps_computed": trained.n_ref_computed,
                 "ref_logps_computed_ahead": ref_covered,
+                "truncation": trained.truncation.as_stats(),
             },
             "cache": {stage: dict(c) for stage, c in ctx.cache.stage_stats.items()},
             "evaluation": evaluation,

@@ -13,6 +13,9 @@ import os
 import time
 from pathlib import Path
 
+import yaml
+
+from tsq.errors import TrialFailed
 from tsq.evaluate import compare, intervals, read_records
 from tsq.fileio import write_atomic
 from tsq.metrics import ProblemSums, metric_values
@@ -21,6 +24,27 @@ from tsq.spec import Spec, TrialParams
 
 TESTS = Path(__file__).resolve().parent
 N_PROBLEMS, N_SAMPLES = 24, 2
+
+
+def synthetic_spec(path: Path, name: str, n_trials: int, **study: object) -> Path:
+    """A spec file for `synthetic_trial` on the tiny test model (its preflight resolves that model), with
+    `study` entries over the defaults: α and η searched by a seeded random sampler."""
+    spec = {
+        "name": name,
+        "model": {"path": "tiny", "tiny_variant": "test"},
+        "data": {"train": {"n": 8}, "eval": {"n": 12}, "test": {"n": 12}},
+        "evaluation": {"bootstrap": 200},
+        "study": {
+            "search": {"alpha": {"low": 0.05, "high": 0.5}, "eta": {"low": 0.0, "high": 1.0}},
+            "sampler": {"name": "random", "seed": 1},
+            "n_trials": n_trials,
+            "program": "programs:synthetic_trial",
+            "front": {"resamples": 200},
+            **study,
+        },
+    }
+    path.write_text(yaml.safe_dump(spec))
+    return path
 
 
 def env_with_tests_on_path() -> dict[str, str]:
@@ -77,3 +101,7 @@ def synthetic_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> Trial
         baseline_records=base_path,
         stats={"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()},
     )
+
+
+def failing_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
+    raise TrialFailed("a trial that cannot succeed")

@@ -213,6 +213,9 @@ CASES = [
         usage=True,
     ),
     Case("spec-empty", "the spec is empty", raw=b""),
+    Case(
+        "max-length-too-small", "training.max_length: 8 is too small", patch={"training": {"max_length": 8}}
+    ),
     Case("spec-comments-only", "the spec is empty", raw=b"# a sweep, one day\n"),
     Case("spec-null", "the spec is empty", raw=b"null\n"),
     Case("spec-empty-mapping", "the spec is empty", raw=b"{}\n"),

@@ -10,6 +10,7 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
+from programs import synthetic_spec
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
@@ -19,21 +20,11 @@ from tsq.study.confirm import plan
 
 
 def _spec(tmp_path: Path, test_split: bool) -> Path:
-    spec = {
-        "name": "conf",
-        "model": {"path": "tiny", "tiny_variant": "test"},
-        "data": {"train": {"n": 8}, "eval": {"n": 12}, **({"test": {"n": 12}} if test_split else {})},
-        "evaluation": {"bootstrap": 200},
-        "study": {
-            "search": {"alpha": {"low": 0.05, "high": 0.5}, "eta": {"low": 0.0, "high": 1.0}},
-            "sampler": {"name": "random", "seed": 1},
-            "n_trials": 4,
-            "program": "programs:synthetic_trial",
-            "front": {"resamples": 200},
-        },
-    }
-    path = tmp_path / "conf.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path = synthetic_spec(tmp_path / "conf.yaml", "conf", 4)
+    if not test_split:
+        spec = yaml.safe_load(path.read_text())
+        del spec["data"]["test"]
+        path.write_text(yaml.safe_dump(spec))
     return path
 
 

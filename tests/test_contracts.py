@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from programs import env_with_tests_on_path
+from programs import env_with_tests_on_path, synthetic_spec
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
@@ -26,7 +26,7 @@ from tsq.devices import gpu_assignment, visible_gpus
 from tsq.errors import UserError
 from tsq.knobs import KNOBS
 from tsq.losses import LOSSES
-from tsq.metrics import METRICS, objective_metric_names
+from tsq.metrics import objective_metric_names
 from tsq.select import VARIANTS
 from tsq.spec import Spec, load_spec
 from tsq.study.params import apply_params, default_point
@@ -133,23 +133,9 @@ def test_every_objective_metric_goes_through_launch_status_best_and_report(
     name: str, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     objectives = [{"metric": "accuracy"}, {"metric": name}] if name != "accuracy" else [{"metric": name}]
-    spec = {
-        "name": "m",
-        "model": SMOKE["model"],
-        "data": SMOKE["data"],
-        "evaluation": {"bootstrap": 200},
-        "study": {
-            "search": {"alpha": {"low": 0.05, "high": 0.5}, "eta": {"low": 0.0, "high": 1.0}},
-            "objectives": objectives,
-            "constraint": {"max_accuracy_drop": 0.1},
-            "sampler": {"name": "random", "seed": 0},
-            "n_trials": 3,
-            "program": "programs:synthetic_trial",
-            "front": {"resamples": 200},
-        },
-    }
-    path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path = synthetic_spec(
+        tmp_path / "m.yaml", "m", 3, objectives=objectives, constraint={"max_accuracy_drop": 0.1}
+    )
     monkeypatch.setenv("TSQ_HOME", str(tiny_model_dir.parents[1]))  # preflight finds the built test model
     monkeypatch.setenv("TSQ_NO_PROGRESS", "1")
     url = f"sqlite:///{tmp_path / 'm.db'}"
@@ -160,7 +146,7 @@ def test_every_objective_metric_goes_through_launch_status_best_and_report(
     assert study.metric_names == [o["metric"] for o in objectives]
     rows = list(csv.DictReader((tmp_path / "report" / "pareto.csv").open()))
     assert len(rows) == 3 and all(r["p_front"] != "" for r in rows)
-    assert all(r[f"{name}_lo"] != "" for r in rows) or METRICS[name].relative is False
+    assert all(r[f"{name}_lo"] != "" and r[f"{name}_hi"] != "" for r in rows)  # every metric's interval
     assert (tmp_path / "report" / "records" / "baseline.jsonl").is_file()
 
 
@@ -178,21 +164,7 @@ def test_gpu_assignment_gives_each_worker_its_own_device() -> None:
 
 @pytest.mark.slow
 def test_spawned_workers_report_disjoint_visible_devices(tmp_path: Path, tiny_model_dir: Path) -> None:
-    spec = {
-        "name": "g",
-        "model": SMOKE["model"],
-        "data": SMOKE["data"],
-        "evaluation": {"bootstrap": 100},
-        "study": {
-            "search": {"alpha": {"low": 0.05, "high": 0.5}},
-            "sampler": {"name": "random"},
-            "n_trials": 4,
-            "program": "programs:synthetic_trial",
-            "front": {"resamples": 100},
-        },
-    }
-    path = tmp_path / "g.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path = synthetic_spec(tmp_path / "g.yaml", "g", 4, search={"alpha": {"low": 0.05, "high": 0.5}})
     env = {
         **env_with_tests_on_path(),
         "TSQ_HOME": str(tiny_model_dir.parents[1]),

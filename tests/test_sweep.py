@@ -73,17 +73,17 @@ def test_smoke_sweep_sqlite_with_wandb_offline(home: Path) -> None:
 
 def test_failing_trials_are_recorded_and_the_worker_stops(home: Path) -> None:
     spec = home / "broken.yaml"
-    # every prompt is longer than 8 tokens: each trial fails in training (a bad model path is refused
-    # before the study is touched; see tests/test_bad_input.py)
-    text = SMOKE.read_text().replace("max_length: 256", "max_length: 8")
-    spec.write_text(text.replace("n_trials: 2", "n_trials: 2\n  max_consecutive_failures: 2"))
+    # every trial raises TrialFailed (bad input such as a too small training.max_length is refused before the
+    # study is touched; see tests/test_bad_input.py)
+    text = SMOKE.read_text().replace("n_trials: 2", "n_trials: 2\n  max_consecutive_failures: 2")
+    spec.write_text(text + "  program: programs:failing_trial\n")
     url = f"sqlite:///{home / 's.db'}"
     result = CliRunner().invoke(app, ["sweep", "launch", str(spec), "--storage", url, "--tracker", "none"])
     assert result.exit_code == 0, result.output
     assert "2 trials failed in a row" in result.output
     study = optuna.load_study(study_name="smoke", storage=url)
     assert _states(study) == [TrialState.FAIL, TrialState.FAIL]
-    assert "training.max_length=8" in study.trials[0].user_attrs["error"]
+    assert "TrialFailed: a trial that cannot succeed" in study.trials[0].user_attrs["error"]
 
 
 @pytest.mark.postgres

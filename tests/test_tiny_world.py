@@ -67,7 +67,7 @@ def test_trace_without_slips_is_right_and_ends_with_the_answer() -> None:
     problem = ChainProblem(start=7, updates=(("+", 5), ("-", 3)))
     style = TraceStyle(p_long=0.0, p_check=0.0, restate=False)
     trace = generate_trace(problem, random.Random(0), slip_rate=0.0, style=style)
-    assert trace == "b = 7 + 5 = 12 \n\n c = 12 - 3 = 9 \n\n answer : 9"
+    assert trace == "b = a + 5 = 12 \n\n c = b - 3 = 9 \n\n answer : 9"
     assert split_steps(trace)[-1].strip() == "answer : 9"
 
 
@@ -91,7 +91,7 @@ def test_verification_fixes_slips() -> None:
     problem = ChainProblem(start=7, updates=(("+", 5), ("-", 3)))
     fixed = generate_trace(problem, random.Random(0), 1.0, TraceStyle(0.0, 1.0, False))
     assert fixed == (
-        "b = 7 + 5 = 12 \n\n check b : 7 + 5 = 12 , correct \n\n c = 12 - 3 = 10 \n\n"
+        "b = a + 5 = 12 \n\n check b : 7 + 5 = 12 , correct \n\n c = b - 3 = 10 \n\n"
         " check c : 12 - 3 = 9 , not 10 , so c = 9 \n\n answer : 9"
     )
     for seed in range(20):
@@ -188,13 +188,13 @@ def test_training_traces_vary_and_are_mostly_right() -> None:
 
 def test_step_meaning_ignores_phrasing_only() -> None:
     same = [
-        "b = 7 + 5 = 12",
-        "now we work out b : b is a + 5 , that is 7 + 5 , which gives 12",
+        "b = a + 5 = 12",
+        "now we work out b : b = a + 5 , that is 7 + 5 , which gives 12",
         "next we want b : b = a + 5 , so b is 7 + 5 , which is 12",
     ]
     assert {step_meaning(s) for s in same} == {("compute", "b", "12")}
-    assert step_meaning("b = 7 + 5 = 13") != step_meaning(same[0])  # a value changed
-    assert step_meaning("c = 12 - 3 = 9") != step_meaning(same[0])  # another step
+    assert step_meaning("b = a + 5 = 13") != step_meaning(same[0])  # a value changed
+    assert step_meaning("c = b - 3 = 9") != step_meaning(same[0])  # another step
     assert step_meaning("check b : 7 + 5 = 12 , correct") == ("check", "b", "correct")
     assert step_meaning("check b : 7 + 5 = 12 , not 13 , so b = 12") == ("check", "b", "not 13")
     assert step_meaning("answer : 9") == step_meaning("so c is 9 , and the answer is 9") == ("answer", "9")

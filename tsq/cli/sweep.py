@@ -37,6 +37,11 @@ StorageOpt = Annotated[
 ]
 
 
+TrackerOpt = Annotated[
+    TrackerKind, typer.Option("--tracker", help="wandb (offline unless logged in) or none")
+]
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -66,9 +71,7 @@ def launch(
             "One trial uses one GPU.",
         ),
     ] = None,
-    tracker: Annotated[
-        TrackerKind, typer.Option("--tracker", help="wandb (offline unless logged in) or none")
-    ] = "wandb",
+    tracker: TrackerOpt = "wandb",
     summary: Annotated[bool, typer.Option("--summary/--no-summary", hidden=True)] = True,
     no_early_stop: Annotated[
         bool,
@@ -200,9 +203,7 @@ def confirm(
         Literal["eval", "test"],
         typer.Option("--split", help="eval: the sweep's split; test: the spec's held-out data.test"),
     ] = "eval",
-    tracker: Annotated[
-        TrackerKind, typer.Option("--tracker", help="wandb (offline unless logged in) or none")
-    ] = "wandb",
+    tracker: TrackerOpt = "wandb",
 ) -> None:
     """Re-run the front with new training and evaluation seeds, to measure seed noise and the winner's curse.
 

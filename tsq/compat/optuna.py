@@ -20,9 +20,8 @@ import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
-from packaging.specifiers import SpecifierSet
-from packaging.version import InvalidVersion, Version
 
+from tsq.compat import require_version
 from tsq.errors import UserError
 
 # The Optuna releases whose private API below was read and tested (pyproject.toml pins the same range)
@@ -41,13 +40,7 @@ def check_optuna(version: str | None = None, names: Sequence[tuple[str, str]] = 
     """Raise OptunaVersionError (one line) unless Optuna `version` (default: installed) is in SUPPORTED and
     every private name the adapter uses still exists."""
     version = optuna.__version__ if version is None else version
-    hint = f"tsq/compat/optuna.py supports optuna{SUPPORTED}; install one: pip install 'optuna{SUPPORTED}'"
-    try:
-        supported = SpecifierSet(SUPPORTED).contains(Version(version), prereleases=True)
-    except InvalidVersion:
-        supported = False
-    if not supported:
-        raise OptunaVersionError(f"optuna {version} is installed, but {hint}")
+    hint = require_version("optuna", version, SUPPORTED, OptunaVersionError)
     for module_name, dotted in names:
         try:
             found: object = importlib.import_module(module_name)

@@ -26,10 +26,9 @@ from typing import Any
 
 import trl
 import trl.trainer.dpo_trainer as dpo_trainer_module
-from packaging.specifiers import SpecifierSet
-from packaging.version import InvalidVersion, Version
 from trl import DPOTrainer
 
+from tsq.compat import require_version
 from tsq.errors import UserError
 
 # The TRL releases whose private API below was read and tested (pyproject.toml pins the same range)
@@ -62,13 +61,7 @@ def check_trl(
     """Raise TrlVersionError (one line) unless TRL `version` (default: installed) is in SUPPORTED and
     `trainer_cls` still has every private hook with the parameters tsq calls it with."""
     version = trl.__version__ if version is None else version
-    hint = f"tsq/compat/trl.py supports trl{SUPPORTED}; install one: pip install 'trl{SUPPORTED}'"
-    try:
-        supported = SpecifierSet(SUPPORTED).contains(Version(version), prereleases=True)
-    except InvalidVersion:
-        supported = False
-    if not supported:
-        raise TrlVersionError(f"trl {version} is installed, but {hint}")
+    hint = require_version("trl", version, SUPPORTED, TrlVersionError)
     for name, params in hooks.items():
         method = getattr(trainer_cls, name, None)
         if not callable(method):

@@ -12,10 +12,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
 from tsq.devices import gpu_assignment, visible_gpus
 from tsq.errors import UserError
-from tsq.models import resolve_model
+from tsq.models import load_tokenizer, resolve_model
 from tsq.program import load_program
 from tsq.signals import sigterm_as_exit
 from tsq.spec import Spec
@@ -24,15 +25,20 @@ from tsq.study.lifecycle import check_compatible, create_or_load, study_name_of
 from tsq.study.storage import StorageURL, open_storage, parse_storage_url
 from tsq.study.worker import POLL_S, WorkerReport, run_worker, state_counts
 from tsq.tracking import TrackerKind
+from tsq.train import check_max_length
 
 
 def preflight(spec: Spec, storage: StorageURL, name: str) -> None:
     """Check what a launch needs before anything is written: the model, both problem sets, the storage (it
-    opens; a study of this name must match the spec) and the trial program (a slow import: last). A bad
-    input is then one UserError line and exit 2, not a study full of failed trials."""
-    resolve_model(spec.model)
-    load_problem_set(spec.data, "train")
+    opens; a study of this name must match the spec), `training.max_length` against the longest prompt, and
+    the trial program (a slow import: last). A bad input is then one UserError line and exit 2, not a study
+    full of failed trials."""
+    model_path = resolve_model(spec.model)
+    train = load_problem_set(spec.data, "train")
     load_problem_set(spec.data, "eval")
+    tokenizer = load_tokenizer(model_path, trust_remote_code=spec.model.trust_remote_code)
+    prompts = [format_prompt(tokenizer, p) for p in train.problems]
+    check_max_length(spec.training.max_length, prompts, tokenizer, spec.sampling.max_new_tokens)
     if storage.path is None or storage.path.exists():  # a new SQLite/journal file is made only by the launch
         check_compatible(spec, open_storage(storage), name)
     load_program(spec.study.program)

@@ -19,9 +19,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tsq.report.table import is_replicate
 from tsq.signals import sigterm_as_exit
 from tsq.spec import Spec
-from tsq.report.table import is_replicate
 from tsq.study.lifecycle import create_or_load
 from tsq.study.objective import TrialObjective
 from tsq.study.storage import StorageURL
