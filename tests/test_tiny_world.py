@@ -20,8 +20,8 @@ from tsq.data.tiny_world import (
     random_training_example,
     sample_split_problem,
     slip_probability,
-    slip_value,
     split_of,
+    stale_value,
     step_meaning,
     tiny_problem_set,
 )
@@ -67,7 +67,7 @@ def test_trace_without_slips_is_right_and_ends_with_the_answer() -> None:
     problem = ChainProblem(start=7, updates=(("+", 5), ("-", 3)))
     style = TraceStyle(p_long=0.0, p_check=0.0, restate=False)
     trace = generate_trace(problem, random.Random(0), slip_rate=0.0, style=style)
-    assert trace == "b = a + 5 = 12 \n\n c = b - 3 = 9 \n\n answer : 9"
+    assert trace == "b = 7 + 5 = 12 \n\n c = 12 - 3 = 9 \n\n answer : 9"
     assert split_steps(trace)[-1].strip() == "answer : 9"
 
 
@@ -78,27 +78,28 @@ def test_slip_probability_grows_with_position() -> None:
     assert slip_probability(9, 0.15) == 1.0
 
 
-def test_slip_value_by_hand() -> None:
-    assert slip_value(12, ()) == 13  # one too high
-    assert slip_value(19, ()) == 18  # 20 is out of range: one too low instead
-    assert slip_value(18, (("+", 1),)) == 17  # 19 would push the next value out of range
-    assert slip_value(0, (("+", 9), ("+", 9), ("+", 1))) == 0  # neither fits: no slip
+def test_stale_value_by_hand() -> None:
+    assert stale_value([7, 12], 2, "-", 3, ()) == 7  # the second step copies a instead of b
+    assert stale_value([7, 12, 9], 3, "+", 2, ()) == 12
+    assert stale_value([7], 1, "+", 5, ()) is None  # a first step has nothing stale to copy
+    assert stale_value([2, 12], 2, "-", 3, ()) is None  # 2 - 3 leaves 0..19
+    assert stale_value([15, 6], 2, "+", 3, (("+", 2),)) is None  # 15 + 3 + 2 = 20 leaves it later
 
 
 def test_verification_fixes_slips() -> None:
-    """At slip rate 1 the second step always slips (the first never does): a verifying trace still answers
-    right and says which value was wrong; a trace without verification answers wrong."""
+    """At slip rate 1 the second step always slips (copies a = 7 instead of b = 12; the first step never
+    slips): a verifying trace still answers right and says which value was wrong; one without answers 4."""
     problem = ChainProblem(start=7, updates=(("+", 5), ("-", 3)))
     fixed = generate_trace(problem, random.Random(0), 1.0, TraceStyle(0.0, 1.0, False))
     assert fixed == (
-        "b = a + 5 = 12 \n\n check b : 7 + 5 = 12 , correct \n\n c = b - 3 = 10 \n\n"
-        " check c : 12 - 3 = 9 , not 10 , so c = 9 \n\n answer : 9"
+        "b = 7 + 5 = 12 \n\n check b : 7 + 5 = 12 , correct \n\n c = 7 - 3 = 4 \n\n"
+        " check c : 12 - 3 = 9 , not 4 , so c = 9 \n\n answer : 9"
     )
     for seed in range(20):
         fixed = generate_trace(problem, random.Random(seed), 1.0, TraceStyle(0.5, 1.0, True))
         assert extract_exact_answer(fixed) == "9"
         broken = generate_trace(problem, random.Random(seed), 1.0, TraceStyle(0.5, 0.0, True))
-        assert extract_exact_answer(broken) == "10"
+        assert extract_exact_answer(broken) == "4"
 
 
 def test_verification_is_detected_in_any_phrasing() -> None:
@@ -138,7 +139,8 @@ def test_phrasing_is_drawn_per_step() -> None:
 def test_verification_pays_off_on_deep_chains_only() -> None:
     """Pre-training traces at the default slip rate 0.15: verifying traces are always right; without
     verification a one-step chain is always right and a four-step one is right with probability
-    (1 − .15)(1 − .30)(1 − .45) = 0.327 (a little more: a slip that fits in neither direction is none)."""
+    (1 − .15)(1 − .30)(1 − .45) = 0.327, or more: a slip whose stale value would leave 0..19 never
+    happens."""
     rng = random.Random(0)
     right: dict[tuple[int, bool], list[bool]] = {}
     for i in range(1600):
@@ -150,7 +152,7 @@ def test_verification_pays_off_on_deep_chains_only() -> None:
         )
     rate = {key: sum(v) / len(v) for key, v in right.items()}
     assert rate[(1, True)] == rate[(1, False)] == rate[(4, True)] == 1.0
-    assert 0.27 < rate[(4, False)] < 0.39
+    assert 0.30 < rate[(4, False)] < 0.48  # 0.394 here
     assert 0.4 < len(right[(4, True)]) / 800 < 0.6  # about half the traces verify
 
 
@@ -188,12 +190,12 @@ def test_training_traces_vary_and_are_mostly_right() -> None:
 
 def test_step_meaning_ignores_phrasing_only() -> None:
     same = [
-        "b = a + 5 = 12",
+        "b = 7 + 5 = 12",
         "now we work out b : b = a + 5 , that is 7 + 5 , which gives 12",
         "next we want b : b = a + 5 , so b is 7 + 5 , which is 12",
     ]
     assert {step_meaning(s) for s in same} == {("compute", "b", "12")}
-    assert step_meaning("b = a + 5 = 13") != step_meaning(same[0])  # a value changed
+    assert step_meaning("b = 7 + 5 = 13") != step_meaning(same[0])  # a value changed
     assert step_meaning("c = b - 3 = 9") != step_meaning(same[0])  # another step
     assert step_meaning("check b : 7 + 5 = 12 , correct") == ("check", "b", "correct")
     assert step_meaning("check b : 7 + 5 = 12 , not 13 , so b = 12") == ("check", "b", "not 13")

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 BUILD_INFO = "tsq_build.json"
 # Bump when the world's text format, the tokenizer or the training code changes meaning: old builds rebuild.
-BUILD_FORMAT = 6  # 6: tiny world v2 (per-step re-checks that pay off on deep chains, per-step phrasing)
+BUILD_FORMAT = 7  # 7: tiny world v2 (per-step re-checks that pay off on deep chains, per-step phrasing)
 
 PAD, BOS, EOS, UNK, USER, ASSISTANT = "<pad>", "<s>", "</s>", "<unk>", "<user>", "<assistant>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, USER, ASSISTANT)

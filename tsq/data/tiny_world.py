@@ -13,7 +13,7 @@ Traces vary along the two axes TokenSqueeze compresses, and only one of them buy
 - expression: each computing, answer and restatement step is said in a long or a short phrasing, drawn
   per STEP with a per-trace probability that is never 0, so even the shortest correct responses usually carry
   long-phrased steps that a phrasing-only rewrite can shorten ("now we work out b : b = a + 5 , that is
-  7 + 5 , which gives 12" vs "b = a + 5 = 12").
+  7 + 5 , which gives 12" vs "b = 7 + 5 = 12").
 
 Every text is in canonical form: words separated by single spaces, steps separated by " \\n\\n " (a blank
 line as its own word), so the tiny model's word-level tokenizer round-trips it exactly.
@@ -176,12 +176,11 @@ def slip_probability(position: int, slip_rate: float) -> float:
 def _compute_step(
     rng: random.Random, long: bool, var: str, prev: str, x: int, op: str, y: int, v: int
 ) -> str:
-    # Every phrasing opens with the update exactly as the question says it ("c = b + 2"), so the operand is
-    # a verbatim copy; the v1 short form "c = 12 + 2 = 14" had the tiny model copy the wrong update's operand
-    # on most deep chains. The short form computes from the previous value as stated; the long forms and the
-    # re-check write the numbers out.
+    # The long phrasings quote the update as the question says it ("c = b + 2"): v1's "c is b + 2" had the
+    # tiny model copy the wrong update's operand on most deep chains. Every phrasing writes the numbers out,
+    # so the sums the model learns are always exact (a slip is a wrong copy, never a wrong sum).
     if not long:
-        return f"{var} = {prev} {op} {y} = {v}"
+        return f"{var} = {x} {op} {y} = {v}"
     return rng.choice(
         (
             f"now we work out {var} : {var} = {prev} {op} {y} , that is {x} {op} {y} , which gives {v}",
@@ -228,23 +227,25 @@ def step_meaning(step: str) -> tuple[str, ...]:
     return ("other", step.strip())
 
 
-def slip_value(right: int, rest: tuple[tuple[str, int], ...]) -> int:
-    """The wrong value a slip states: one too high (one specific wrong value, so slips survive a sampling
-    temperature below 1 far better than a spread of them would, and two slips never cancel), else one too
-    low, keeping the rest of the chain within 0..19; else no slip."""
-    for wrong in (right + 1, right - 1):
-        if in_range(wrong, rest):
-            return wrong
-    return right
+def stale_value(
+    values: list[int], position: int, op: str, y: int, rest: tuple[tuple[str, int], ...]
+) -> int | None:
+    """The value a slip at 1-based `position` builds on: the one before the previous (a stale copy, so the
+    sum as written stays exact and only the copy is wrong), or None when there is none or the chain would
+    leave 0..19 from it."""
+    if position < 2:
+        return None
+    stale = values[position - 2]
+    return stale if in_range(apply_op(stale, op, y), rest) else None
 
 
 def generate_trace(problem: ChainProblem, rng: random.Random, slip_rate: float, style: TraceStyle) -> str:
     """One reasoning trace in canonical form, ending with "answer : <value>" (or its long phrasing).
 
-    The computing step at position i slips with `slip_probability(i, slip_rate)` (`slip_value`), and later
-    steps build on the value as stated. A verifying trace (`style.p_check`, drawn once per trace) re-checks
-    every computing step right after it, which fixes every slip; without checks any slip makes the answer
-    wrong.
+    The computing step at position i slips with `slip_probability(i, slip_rate)`: it copies a stale value
+    (`stale_value`) and computes from it, and later steps build on the value as stated. A verifying trace
+    (`style.p_check`, drawn once per trace) re-checks every computing step right after it from the value as
+    stated before it, which fixes every slip; without checks any slip makes the answer wrong.
     """
     last = VARIABLES[problem.steps]
     verify = rng.random() < style.p_check
@@ -254,17 +255,22 @@ def generate_trace(problem: ChainProblem, rng: random.Random, slip_rate: float, 
             steps.append(f"first we have a = {problem.start} , and we want {last}")
         else:
             steps.append(f"start with a = {problem.start}")
-    value = problem.start
+    stated = [problem.start]  # values as the trace states them (after any re-check)
     for i, (op, operand) in enumerate(problem.updates):
         var, prev = VARIABLES[i + 1], VARIABLES[i]
-        said = right = apply_op(value, op, operand)
+        x = stated[-1]
+        right = apply_op(x, op, operand)
+        used = x
         if rng.random() < slip_probability(i + 1, slip_rate):
-            said = slip_value(right, problem.updates[i + 1 :])
-        steps.append(_compute_step(rng, rng.random() < style.p_long, var, prev, value, op, operand, said))
+            stale = stale_value(stated, i + 1, op, operand, problem.updates[i + 1 :])
+            used = x if stale is None else stale
+        said = apply_op(used, op, operand)
+        steps.append(_compute_step(rng, rng.random() < style.p_long, var, prev, used, op, operand, said))
         if verify:
-            steps.append(_check_step(var, value, op, operand, right, said))
+            steps.append(_check_step(var, x, op, operand, right, said))
             said = right
-        value = said
+        stated.append(said)
+    value = stated[-1]
     if rng.random() < style.p_long:
         steps.append(f"so {last} is {value} , and the answer is {value}")
     else:
