@@ -143,7 +143,7 @@ def test_noise_floor_is_below_the_documented_bound(qwen, dtype: torch.dtype) -> 
             assert max(abs(v) for v in floor.values()) < bound
         # the original among its candidates scores 0: same batch, same path
         scores = score_step(model, *args[1:3], [args[2][1:], args[2]], args[3], 16, pad_id=tok.pad_token_id)
-        assert scores[1] == pytest.approx(0.0, abs=1e-12) and scores[0] > 100 * bound
+        assert scores[1] == pytest.approx(0.0, abs=1e-12) and scores[0] > 10 * bound
 
 
 def test_prefix_cache_scores_equal_full_rows(qwen) -> None:
