@@ -7,14 +7,17 @@ costs one short training run plus one evaluation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack, closing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from tsq.cache import Cache
 from tsq.data.formatting import format_prompt
@@ -32,7 +35,7 @@ from tsq.program import StudyScope, TrialContext, TrialResult, TrialSeeds
 from tsq.refine import TraceCandidates, compute_candidates, reachable_refinements, refine_trace
 from tsq.sample import sample_responses, sampling_settings
 from tsq.select import Pair, build_pairs
-from tsq.spec import Spec, TrialParams
+from tsq.spec import Spec, TrainingSpec, TrialParams
 from tsq.train import cache_reference_logps, check_max_length, train_lora
 
 log = logging.getLogger(__name__)
@@ -62,80 +65,142 @@ def with_seeds(spec: Spec, seeds: TrialSeeds) -> Spec:
     )
 
 
+@dataclass
+class Shared:
+    """What every trial of a study shares, computed by its first trial (or `tsq cache warm`) and cached."""
+
+    train_fingerprint: str
+    prompts: dict[str, str]
+    samples: dict[str, list[Response]]
+    base: EvalResult
+    candidates: dict[tuple[str, str], TraceCandidates] | None  # None: refinement off
+    training: TrainingSpec  # with the checked max_length
+    unfinished: set[str]  # sampled texts that ran into max_new_tokens (trained without EOS)
+    ref_computed: int  # sequences the covering reference pass computed (0 when it was cached)
+
+
+def shared_stages(
+    spec: Spec, params: TrialParams, ctx: TrialContext, model_path: Path, backend: Backend
+) -> Shared:
+    """Steps 1, 3 and 4 that do not depend on the trial's knobs: self-samples and the baseline, the step
+    candidates of every positive any trial can pick, and the reference pass over every sequence any trial can
+    train on. Under one lock per spec, so workers starting together wait for the first instead of computing
+    the same entries; everything after the first trial is a cache hit."""
+    with FileLock(str(ctx.cache.root / "locks" / f"shared-{_shared_key(spec)}.lock")):
+        # 1. self-samples on the train split and the baseline on the evaluated split
+        train_set = load_problem_set(spec.data, "train")
+        prompts = {p.id: format_prompt(backend.tokenizer, p) for p in train_set.problems}
+        samples = sample_responses(
+            backend, model_path, train_set, sampling_settings(spec.sampling), ctx.cache
+        )
+        base = baseline(spec, ctx.cache, backend=backend, split=ctx.split)
+
+        # 3. candidates and their KL, per trace, for the positives of every α and variant of the study
+        cover = covering_pairs(spec, samples, prompts, params.alpha, ctx.scope)
+        reachable = {(p.prompt, p.chosen): [p.chosen] for p in cover}  # chosen texts any trial can train on
+        candidates = None
+        if spec.refinement.enabled:
+            traces = sorted(reachable)
+            found = compute_candidates(
+                model_path,
+                backend,
+                traces,
+                spec.refinement,
+                ctx.cache,
+                trust_remote_code=spec.model.trust_remote_code,
+                dtype=spec.model.dtype,
+            )
+            candidates = dict(zip(traces, found, strict=True))
+            low, high = ctx.scope.extent("epsilon", params.epsilon)
+            reachable = {t: reachable_refinements(c, low, high) for t, c in candidates.items()}
+
+        # 4a. max_length holds the longest prompt + max_new_tokens + EOS (derived when unset, refused when too
+        # small); a response that ran into max_new_tokens is trained without an EOS it never generated. The
+        # reference pass and training get the same settings, or their cached log-probs would not match.
+        training = spec.training.model_copy(
+            update={
+                "max_length": check_max_length(
+                    spec.training.max_length,
+                    list(prompts.values()),
+                    backend.tokenizer,
+                    spec.sampling.max_new_tokens,
+                )
+            }
+        )
+        unfinished = {r.text for rs in samples.values() for r in rs if r.finish_reason == "length"}
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        with backend.asleep():  # vLLM on CUDA: its GPU memory goes to the reference model (CPU: a no-op)
+            ref_computed = cache_reference_logps(
+                model_path,
+                reference_cover(cover, reachable, samples),
+                training,
+                ctx.cache,
+                ctx.out_dir,
+                unfinished=unfinished,
+                **_model_options(spec),
+            )
+    return Shared(
+        train_set.fingerprint(), prompts, samples, base, candidates, training, unfinished, ref_computed
+    )
+
+
+def warm_cache(spec: Spec, ctx: TrialContext) -> dict[str, Any]:
+    """`tsq cache warm`: every shared stage of the spec's study, before any trial (cache use by stage)."""
+    spec = with_seeds(spec, ctx.seeds)
+    model_path = resolve_model(spec.model)
+    with ExitStack() as owned:
+        backend = ctx.backend or owned.enter_context(closing(backend_from_spec(spec, model_path)))
+        shared = shared_stages(spec, spec.params, ctx, model_path, backend)
+    return {
+        "reference_sequences_computed": shared.ref_computed,
+        "cache": {stage: dict(c) for stage, c in ctx.cache.stage_stats.items()},
+    }
+
+
+run_trial.warm = warm_cache  # type: ignore[attr-defined]  # tsq.program.WarmableProgram
+
+
+def _shared_key(spec: Spec) -> str:
+    """The settings the shared stages depend on (not the knobs, nor training's optimiser settings)."""
+    parts = spec.model_dump(mode="json", include={"model", "data", "sampling", "evaluation", "selection",
+                                                 "refinement"})  # fmt: skip
+    parts["max_length"] = spec.training.max_length
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _model_options(spec: Spec) -> dict[str, Any]:
+    return {"trust_remote_code": spec.model.trust_remote_code, "dtype": spec.model.dtype}
+
+
 def _run(
     spec: Spec, params: TrialParams, ctx: TrialContext, model_path: Path, backend: Backend
 ) -> TrialResult:
-    # 1. self-samples on the train split and the baseline on the eval split (both cached once per sweep)
-    train_set = load_problem_set(spec.data, "train")
-    prompts = {p.id: format_prompt(backend.tokenizer, p) for p in train_set.problems}
-    samples = sample_responses(backend, model_path, train_set, sampling_settings(spec.sampling), ctx.cache)
-    base = baseline(spec, ctx.cache, backend=backend, split=ctx.split)
+    shared = shared_stages(spec, params, ctx, model_path, backend)
+    samples, base = shared.samples, shared.base
 
     # 2. adaptive depth selection: α
-    pairs = build_pairs(samples, prompts, params.alpha, spec.selection)
+    pairs = build_pairs(samples, shared.prompts, params.alpha, spec.selection)
     if not pairs:
         raise TrialFailed(f"selection produced no pairs (alpha={params.alpha}, {spec.selection.variant})")
 
-    # 3. KL-constrained step refinement: ε (candidates and their KL are cached per trace)
-    cover = covering_pairs(spec, samples, prompts, params.alpha, ctx.scope)
-    reachable = {(p.prompt, p.chosen): [p.chosen] for p in cover}  # chosen texts any trial can train on
+    # 3. KL-constrained step refinement: ε thresholds the cached candidates
     refinement: dict[str, Any] = {"enabled": False}
-    if spec.refinement.enabled:
-        traces = sorted(reachable)
-        found = compute_candidates(
-            model_path,
-            backend,
-            traces,
-            spec.refinement,
-            ctx.cache,
-            trust_remote_code=spec.model.trust_remote_code,
-            dtype=spec.model.dtype,
-        )
-        candidates = dict(zip(traces, found, strict=True))
-        pairs, refinement = refine_pairs(pairs, candidates, params.epsilon)
-        low, high = ctx.scope.extent("epsilon", params.epsilon)
-        reachable = {t: reachable_refinements(c, low, high) for t, c in candidates.items()}
+    if shared.candidates is not None:
+        pairs, refinement = refine_pairs(pairs, shared.candidates, params.epsilon)
 
-    # 4. LoRA DPO-L + SFT: λ, η. Reference log-probs are cached per sequence; the first trial of a sweep
-    # computes them for every sequence any trial can train on, so later trials make no reference pass.
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    model_options = {"trust_remote_code": spec.model.trust_remote_code, "dtype": spec.model.dtype}
-    # max_length holds the longest prompt + max_new_tokens + EOS (derived when unset, refused when too small);
-    # a response that ran into max_new_tokens is trained without an EOS it never generated. The reference pass
-    # and training get the same settings, or their cached log-probs would not match.
-    training = spec.training.model_copy(
-        update={
-            "max_length": check_max_length(
-                spec.training.max_length,
-                list(prompts.values()),
-                backend.tokenizer,
-                spec.sampling.max_new_tokens,
-            )
-        }
-    )
-    unfinished = {r.text for rs in samples.values() for r in rs if r.finish_reason == "length"}
-    # The generation engine sleeps meanwhile (vLLM on CUDA: its GPU memory goes to training; a no-op on CPU)
-    with backend.asleep():
-        ref_covered = cache_reference_logps(
-            model_path,
-            reference_cover(cover, reachable, samples),
-            training,
-            ctx.cache,
-            ctx.out_dir,
-            unfinished=unfinished,
-            **model_options,
-        )
+    # 4. LoRA DPO-L + SFT: λ, η; reference log-probs all come from the cache (the shared reference pass)
+    with backend.asleep():  # the generation engine sleeps meanwhile (vLLM on CUDA; a no-op on CPU)
         trained = train_lora(
             model_path,
             pairs,
-            training,
+            shared.training,
             params.lam,
             params.eta,
             ctx.out_dir,
             ctx.cache,
             on_log=ctx.on_log,
-            unfinished=unfinished,
-            **model_options,
+            unfinished=shared.unfinished,
+            **_model_options(spec),
         )
 
     # 5. evaluation of model + adapter vs the baseline: in stages with an early stop when the study has a
@@ -172,7 +237,7 @@ def _run(
         records=result.write_records(ctx.out_dir / "records.jsonl"),
         baseline_records=base.write_records(ctx.out_dir / "baseline_records.jsonl"),
         adapter_dir=trained.adapter_dir,
-        cache_keys={"model": model_fingerprint(model_path), "train_problems": train_set.fingerprint()},
+        cache_keys={"model": model_fingerprint(model_path), "train_problems": shared.train_fingerprint},
         seeds={
             "sampling": spec.sampling.seed,
             "refinement": spec.refinement.seed,
@@ -189,7 +254,7 @@ def _run(
                 "final_loss": trained.final_loss,
                 "mean_loss": trained.mean_loss,
                 "ref_logps_computed": trained.n_ref_computed,
-                "ref_logps_computed_ahead": ref_covered,
+                "ref_logps_computed_ahead": shared.ref_computed,
                 "truncation": trained.truncation.as_stats(),
             },
             "cache": {stage: dict(c) for stage, c in ctx.cache.stage_stats.items()},

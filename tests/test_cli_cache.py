@@ -63,3 +63,48 @@ def test_human_size() -> None:
         "5.0 MiB",
         "3.0 GiB",
     ]
+
+
+@pytest.mark.slow
+def test_warm_fills_every_shared_stage_once_even_from_two_workers(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Two `tsq cache warm` processes at once: one computes each shared stage, the other waits on the lock
+    and reads it (no stage is computed twice); a trial afterwards computes only its own evaluation."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from objectives.tokensqueeze import run_trial
+    from tsq.program import TrialContext, scope_of
+    from tsq.spec import load_spec
+
+    smoke = yaml.safe_load((Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml").read_text())
+    spec_path = tmp_path / "warm.yaml"
+    spec_path.write_text(yaml.safe_dump({**smoke, "cache_dir": str(tmp_path / "cache")}))
+    env = {**os.environ, "TSQ_HOME": str(tiny_model_dir.parents[1]), "TSQ_NO_PROGRESS": "1"}
+    cmd = [sys.executable, "-m", "tsq", "cache", "warm", str(spec_path)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=900) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+
+    def misses(out: str) -> dict[str, int]:
+        rows = [line.strip("│ ").split("│") for line in out.splitlines() if line.startswith("│")]
+        return {r[0].strip(): int(r[2]) for r in rows}
+
+    first, second = (misses(out) for out, _ in outputs)
+    for stage in ("samples", "candidates", "ref_logps"):
+        assert min(first.get(stage, 0), second.get(stage, 0)) == 0, (first, second)  # computed once
+        assert max(first.get(stage, 0), second.get(stage, 0)) > 0
+
+    spec = load_spec(spec_path)
+    cache = Cache(tmp_path / "cache")
+    ctx = TrialContext(cache=cache, out_dir=tmp_path / "trial", scope=scope_of(spec.study))
+    result = run_trial(spec, spec.params, ctx)
+    stats = result.stats["cache"]
+    assert stats["samples"]["misses"] == 1  # its own evaluation, nothing shared
+    assert stats["candidates"]["misses"] == 0 and stats["ref_logps"]["misses"] == 0
+    assert result.stats["training"]["ref_logps_computed_ahead"] == 0

@@ -113,6 +113,21 @@ class TrialProgram(Protocol):
     def __call__(self, spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult: ...
 
 
+class WarmableProgram(TrialProgram, Protocol):
+    """A program whose parameter-independent stages can run ahead of any trial (`tsq cache warm`): it has a
+    `warm` attribute, `warm(spec, ctx) -> summary`, that fills the cache every trial of the study reads."""
+
+    warm: Callable[[Spec, TrialContext], dict[str, Any]]
+
+
+def warm_hook(program: TrialProgram, path: str) -> Callable[[Spec, TrialContext], dict[str, Any]]:
+    """The program's warm-up; UserError when it has none."""
+    warm = getattr(program, "warm", None)
+    if not callable(warm):
+        raise UserError(f"study.program: {path} has no warm-up (a `warm` attribute); nothing to warm")
+    return warm
+
+
 def load_program(path: str) -> TrialProgram:
     """`module:function`, e.g. `objectives.tokensqueeze:run_trial`."""
     module_name, _, func_name = path.partition(":")

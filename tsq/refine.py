@@ -519,13 +519,13 @@ def _keep(job: _StepJob, completions: Sequence[Any], tokenizer: Any) -> None:
         job.kept.append((text, ids, _encode(tokenizer, text + job.boundary)))
 
 
-def _load(model_path: Path, trust_remote_code: bool, dtype: str) -> tuple[torch.nn.Module, Any]:
-    """The scoring model (eval mode, loaded straight onto the default device) and its tokenizer."""
+def _load_model(model_path: Path, trust_remote_code: bool, dtype: str) -> torch.nn.Module:
+    """The scoring model, in eval mode, loaded straight onto the default device."""
     device = pick_device()
     model = load_causal_lm(
         model_path, dtype=pick_dtype(dtype, device), trust_remote_code=trust_remote_code, device=device
     )
-    return model.to(device).eval(), load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+    return model.to(device).eval()
 
 
 def score_trace(
@@ -596,8 +596,8 @@ def compute_candidates(
     if not missing:
         return [r for r in results if r is not None]
 
-    if model is None or tokenizer is None:
-        model, tokenizer = _load(model_path, trust_remote_code, dtype)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     planned: dict[int, TraceCandidates] = {}
     plans: dict[int, _TracePlan] = {}
     for i in missing:
@@ -627,6 +627,11 @@ def compute_candidates(
             for job, completions in zip(chunk, outputs, strict=True):
                 _keep(job, completions, tokenizer)
 
+    # the scoring model loads only once the rewrites are sampled: on a GPU the backend's engine can sleep
+    # while it runs (docs/real-models.md, GPU memory plan), and it is freed before this returns
+    loaded = model is None
+    if model is None:
+        model = _load_model(model_path, trust_remote_code, dtype)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     head = LMHead(model)
     for i in tqdm(missing, desc="refinement: scoring rewrites (KL)", unit="trace"):
@@ -644,7 +649,20 @@ def compute_candidates(
             for s, step in enumerate(planned[i].steps)
         )
         results[i] = _store(cache, keys[i], dataclasses.replace(planned[i], steps=steps))
+    del head
+    if loaded:
+        del model
+        _free_accelerator_memory()
     return [r for r in results if r is not None]
+
+
+def _free_accelerator_memory() -> None:
+    """Hand the scoring model's memory back to the device (a sleeping engine takes it back at wake-up)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _store(cache: Cache, key: str, value: TraceCandidates) -> TraceCandidates:

@@ -11,7 +11,10 @@ from tsq.cache import Cache
 from tsq.cli.console import make_console
 from tsq.paths import default_cache_dir
 
-app = typer.Typer(help="Inspect or clear the stage cache (samples, step candidates, reference log-probs).")
+app = typer.Typer(
+    help="Warm, inspect or clear the stage cache (samples, step candidates, reference log-probs).",
+    no_args_is_help=True,
+)
 
 _CACHE_DIR = typer.Option(None, "--cache-dir", help="cache root (default: $TSQ_HOME/cache)")
 _STAGE = typer.Option(None, "--stage", help="only this stage")
@@ -19,6 +22,34 @@ _STAGE = typer.Option(None, "--stage", help="only this stage")
 
 def _cache(cache_dir: Path | None) -> Cache:
     return Cache(cache_dir if cache_dir is not None else default_cache_dir())
+
+
+@app.command("warm")
+def warm(spec: Path = typer.Argument(..., help="sweep spec YAML")) -> None:
+    """Fill the cache with every stage the spec's trials share, before any trial: the baseline, the
+    self-samples, the step candidates and the reference pass. Safe to run from many workers at once: one
+    lock per spec makes the others wait and then read what the first computed."""
+    import tempfile
+
+    from tsq.cache import cache_dir_of
+    from tsq.program import TrialContext, load_program, scope_of, warm_hook
+    from tsq.signals import sigterm_as_exit
+    from tsq.spec import load_spec
+
+    loaded = load_spec(spec)
+    program = load_program(loaded.study.program)
+    hook = warm_hook(program, loaded.study.program)
+    with tempfile.TemporaryDirectory(prefix="tsq-warm-") as work, sigterm_as_exit():
+        ctx = TrialContext(
+            cache=Cache(cache_dir_of(loaded.cache_dir)), out_dir=Path(work), scope=scope_of(loaded.study)
+        )
+        summary = hook(loaded, ctx)
+    table = Table(title=f"cache warmed for {spec}")
+    for column in ("stage", "hits", "misses"):
+        table.add_column(column)
+    for stage, counts in sorted(summary.get("cache", {}).items()):
+        table.add_row(stage, str(counts.get("hits", 0)), str(counts.get("misses", 0)))
+    make_console().print(table)
 
 
 @app.command("ls")
