@@ -78,7 +78,10 @@ class HFBackend(BackendLifecycle):
     def _load_base(self) -> PreTrainedModel:
         if self._base is None:
             model = load_causal_lm(
-                self.model_path, dtype=self._dtype, trust_remote_code=self._trust_remote_code
+                self.model_path,
+                dtype=self._dtype,
+                trust_remote_code=self._trust_remote_code,
+                device=self.device,  # straight onto this backend's device, never via another
             )
             self._base = model.to(self.device).eval()
         return self._base
