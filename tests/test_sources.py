@@ -179,3 +179,24 @@ def test_load_problem_set_dispatches_on_source() -> None:
     assert tiny.problems == tiny_problem_set("eval", 5, 0, defaults.min_steps, defaults.max_steps).problems
     with pytest.raises(UserError, match=r"data\.train: the tiny world takes a count n"):
         load_problem_set(DataSpec(train={"ids": ["tiny-x"]}), "train")
+
+
+def test_the_held_out_split_is_disjoint_from_eval_and_train() -> None:
+    # one local file holds every split: eval draws first, then the held-out test split, then train
+    data = spec(FIXTURES / "math500.jsonl", eval={"n": 3}, test={"n": 3}, train={"n": 3})
+    ids = {
+        split: {p.id for p in load_problem_set(data, split).problems} for split in ("eval", "test", "train")
+    }
+    assert all(len(v) == 3 for v in ids.values())
+    assert not (ids["eval"] & ids["test"]) and not (ids["train"] & (ids["eval"] | ids["test"]))
+    # adding a test split leaves the eval problems as they were
+    assert ids["eval"] == {
+        p.id for p in load_problem_set(spec(FIXTURES / "math500.jsonl", eval={"n": 3}), "eval").problems
+    }
+    # the tiny world's held-out problems continue the eval draw: eval unchanged, test disjoint from it
+    tiny = DataSpec(eval={"n": 8}, test={"n": 8})
+    eval_ids = {p.id for p in load_problem_set(tiny, "eval").problems}
+    assert eval_ids == {p.id for p in load_problem_set(DataSpec(eval={"n": 8}), "eval").problems}
+    assert not eval_ids & {p.id for p in load_problem_set(tiny, "test").problems}
+    with pytest.raises(UserError, match=r"data\.test: this spec has no held-out split"):
+        load_problem_set(DataSpec(), "test")
