@@ -195,9 +195,12 @@ class BackendLifecycle:
         finally:
             self.wake_up()
 
-    def _check_open(self) -> None:
+    def _begin_generate(self) -> None:
+        """Every generate() starts here: refused after close(), wakes a sleeping engine, counts the call."""
         if self._closed:
             raise BackendClosedError(f"{type(self).__name__}: generate() after close()")
+        self.wake_up()
+        self.calls = getattr(self, "calls", 0) + 1  # read by tests and benchmarks
 
     def __enter__(self) -> Self:
         return self

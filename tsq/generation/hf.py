@@ -113,9 +113,7 @@ class HFBackend(BackendLifecycle):
         adapter: Path | None = None,
         keys: Sequence[str] | None = None,
     ) -> list[list[Completion]]:
-        self._check_open()
-        self.wake_up()
-        self.calls += 1
+        self._begin_generate()
         sample = settings.temperature > 0
         seeds = row_seeds(prompts, settings, keys)  # checks keys even when greedy
         adapter_name = self._activate(adapter)

@@ -168,9 +168,7 @@ class VLLMBackend(BackendLifecycle):
         adapter: Path | None = None,
         keys: Sequence[str] | None = None,
     ) -> list[list[Completion]]:
-        self._check_open()
-        self.wake_up()
-        self.calls += 1
+        self._begin_generate()
         if prompts and self._probe_prompt is None:
             self._probe_prompt = prompts[0]
         if adapter is not None:
