@@ -72,7 +72,13 @@ def launch(
         ),
     ] = None,
     tracker: TrackerOpt = "wandb",
-    summary: Annotated[bool, typer.Option("--summary/--no-summary", hidden=True)] = True,
+    summary: Annotated[
+        bool,
+        typer.Option(
+            "--summary/--no-summary",
+            help="write the report and the W&B summary run at exit (--no-summary: e.g. for array tasks)",
+        ),
+    ] = True,
     no_early_stop: Annotated[
         bool,
         typer.Option(
