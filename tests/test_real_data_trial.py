@@ -187,7 +187,9 @@ def test_trial_on_a_local_file(schema: str, think_model_dir: Path, tmp_path: Pat
     correct = [(r, answer) for r, answer in graded if r.correct]
     assert correct and len(correct) < len(graded)
     assert all(THINK_CLOSE in r.text for r, _ in correct)
-    # the exact (tiny-world) grader would have rejected some of them: no "answer" word after </think>
-    assert any(
-        not grade_completion("exact", r.text, r.finish_reason, answer, in_think=True) for r, answer in correct
-    )
+    # the math grader, not the tiny world's exact one, decides: a boxed answer after </think> with no
+    # "answer" word is right for the first and wrong for the second (sampled responses no longer guarantee
+    # one such case since samples are seeded per problem and index, so it is checked on a fixed text)
+    boxed = "Let me add.\n\n2 + 3 = 5.\n</think>\n\n\\boxed{5}"
+    assert grade_completion("math", boxed, "stop", "5", in_think=True)
+    assert not grade_completion("exact", boxed, "stop", "5", in_think=True)

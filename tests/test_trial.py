@@ -40,7 +40,7 @@ def test_trial_cli_then_warm_trial_reuses_caches(smoke_spec: Path, tmp_path: Pat
            "0.01", "--lambda", "1.0", "--eta", "0.5", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "baseline" in proc.stdout and "trial" in proc.stdout and "95% CI" in proc.stdout
+    assert "baseline" in proc.stdout and "trial" in proc.stdout and "intervals: 95%" in proc.stdout
     first = json.loads((out / "metrics.json").read_text())
     for key in ("accuracy", "len_all", "len_correct", "auc", "accuracy_delta", "token_reduction"):
         assert key in first["metrics"]

@@ -115,6 +115,8 @@ def _summarise(study: optuna.Study, project: str, entity: str | None, kind: Trac
     from tsq.report.table import metric_columns, study_table, table_hypervolume
     from tsq.tracking import Tracker
 
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return  # nothing to report yet (every trial failed): the status table says why
     out = tsq_home() / "studies" / study.study_name / "report"
     files = write_report(study, out)
     table = study_table(study, records_dir=out / "records")
