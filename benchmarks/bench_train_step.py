@@ -22,63 +22,25 @@ To time the trainer of another checkout (say, before a change): PYTHONPATH=/path
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+# the same pairs and random Qwen2 as the trainer-construction benchmark (run from benchmarks/, on its path)
+from bench_trainer_init import random_qwen2, tiny_pairs
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 import tsq.train as tsq_train
 from tsq.cache import Cache
-from tsq.data.tiny_world import TraceStyle, generate_trace, random_problem
 from tsq.losses import dpo_l_loss
-from tsq.select import Pair
 from tsq.spec import TrainingSpec
 from tsq.tiny_model import build_tiny
 
 LAM, ETA, BETA, LR = 1.0, 0.5, 0.1, 1e-4
-
-
-def make_pairs(tokenizer, n: int) -> list[Pair]:
-    rng = random.Random(0)
-    terse = TraceStyle(p_long=0.0, p_check=0.0, restate=False)
-    verbose = TraceStyle(p_long=1.0, p_check=1.0, restate=True)
-    pairs = []
-    for i in range(n):
-        problem = random_problem(rng, steps=1 + i % 3)
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": problem.question()}], tokenize=False, add_generation_prompt=True
-        )
-        chosen = " " + generate_trace(problem, rng, slip_rate=0.0, style=terse)
-        rejected = " " + generate_trace(problem, rng, slip_rate=1.0, style=verbose)
-        pairs.append(Pair(f"p{i}", prompt, chosen, rejected))
-    return pairs
-
-
-def random_qwen2(out: Path, tokenizer_dir: Path, layers: int, hidden: int) -> None:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        num_key_value_heads=max(1, hidden // 256),
-        max_position_embeddings=2048,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
 
 
 class HandStep:
@@ -163,7 +125,7 @@ def main() -> None:
             model_dir = tmp / "qwen2"
             random_qwen2(model_dir, tiny, args.layers, args.hidden)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        pairs = make_pairs(tokenizer, args.batch)
+        pairs = tiny_pairs(tokenizer, args.batch)
         training = TrainingSpec(
             max_steps=args.warmup + args.steps,
             batch_size=args.batch,
