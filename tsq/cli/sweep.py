@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import optuna
 import typer
@@ -16,6 +16,9 @@ from tsq.cli.console import make_console
 from tsq.spec import load_spec
 from tsq.study.storage import load_study, scrub_argv
 from tsq.tracking import TrackerKind
+
+if TYPE_CHECKING:  # the report is imported where it is used: `tsq --help` stays fast
+    from tsq.report.table import StudyTable
 
 app = typer.Typer(
     help="Launch an Optuna study over α, ε, λ, η; see its state; list its Pareto trials.",
@@ -103,23 +106,23 @@ def launch(
             f"stopped: {report.stopped_reason}"
         )
     if summary:
-        _summarise(result, loaded.study.wandb.project, loaded.study.wandb.entity, kind)
-        _print_status(result)
+        table = _summarise(result, loaded.study.wandb.project, loaded.study.wandb.entity, kind)
+        _print_status(result, table)
 
 
-def _summarise(study: optuna.Study, project: str, entity: str | None, kind: TrackerKind) -> None:
+def _summarise(study: optuna.Study, project: str, entity: str | None, kind: TrackerKind) -> StudyTable | None:
     """The launch's W&B summary run: Pareto table with intervals and p_front, and the plot (the report files
-    land in the study's folder)."""
+    land in the study's folder). Returns the study's table (None: no complete trial), computed once."""
     from tsq.paths import tsq_home
     from tsq.report.pareto import write_report
     from tsq.report.table import metric_columns, study_table, table_hypervolume
     from tsq.tracking import Tracker
 
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return  # nothing to report yet (every trial failed): the status table says why
+        return None  # nothing to report yet (every trial failed): the status table says why
     out = tsq_home() / "studies" / study.study_name / "report"
-    files = write_report(study, out)
     table = study_table(study, records_dir=out / "records")
+    files = write_report(study, out, table=table)
     names = [c for m in metric_columns() for c in (m, f"{m}_lo", f"{m}_hi")]
     columns = ["trial", *table.param_names, *names, "pareto", "p_front"]
     rows = [
@@ -136,6 +139,7 @@ def _summarise(study: optuna.Study, project: str, entity: str | None, kind: Trac
     }
     Tracker(kind, study.study_name, project, entity).summary(columns, rows, metrics, files["pareto.png"])
     typer.echo(f"report: {files['pareto.md'].parent}")
+    return table
 
 
 def _trial_table(
@@ -168,7 +172,7 @@ def _estimate(trial: FrozenTrial, name: str, value: float) -> str:
     return format_estimate(name, value, attrs.get(f"{name}_lo"), attrs.get(f"{name}_hi"))
 
 
-def _print_status(study: optuna.Study) -> None:
+def _print_status(study: optuna.Study, table: StudyTable | None = None) -> None:
     from tsq.report.importance import importance_markdown
     from tsq.report.pareto import pareto_trials
     from tsq.report.table import study_table, table_hypervolume
@@ -176,7 +180,7 @@ def _print_status(study: optuna.Study) -> None:
 
     console = make_console()
     trials = study.get_trials(deepcopy=False)
-    table = study_table(study)
+    table = table or study_table(study)
     p_front = {r.number: r.p_front for r in table.rows}
     console.print(_trial_table(f"study {study.study_name}", trials, study, True, p_front))
     counts = {

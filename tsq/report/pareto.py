@@ -352,11 +352,16 @@ def _export_records(study: optuna.Study, table: StudyTable, folder: Path) -> Non
 
 
 def write_report(
-    study: optuna.Study, out_dir: Path, thresholds: dict[str, float] | None = None
+    study: optuna.Study,
+    out_dir: Path,
+    thresholds: dict[str, float] | None = None,
+    table: StudyTable | None = None,
 ) -> dict[str, Path]:
-    """Write the four report files and records/ into `out_dir`; returns the files by name."""
+    """Write the four report files and records/ into `out_dir`; returns the files by name. `table`: the
+    study's table when the caller already has it (`study_table(study, records_dir=out_dir / "records")`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = study_table(study, records_dir=out_dir / "records", thresholds=thresholds)
+    if table is None:
+        table = study_table(study, records_dir=out_dir / "records", thresholds=thresholds)
     if not table.rows:
         raise UserError(f"study {study.study_name}: no completed trial yet, nothing to report")
     _export_records(study, table, out_dir / "records")
