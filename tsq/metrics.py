@@ -28,11 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tsq.data.traces import Response, split_steps
-
-# The tags of tsq.data.reasoning, not imported from there: that module pulls in the graders.
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
+from tsq.data.traces import THINK_CLOSE, THINK_OPEN, Response, split_steps
 
 Direction = Literal["maximize", "minimize"]
 Format = Literal["percent", "points", "signed_percent", "tokens", "ratio", "signed_ratio", "steps"]

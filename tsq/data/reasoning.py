@@ -7,7 +7,7 @@ Per docs/method.md and DeepSeek-R1-style outputs:
   not think (the tiny world, plain instruct models). A response whose thinking never closed has no answer.
 - steps: the blank-line separated chunks of the thinking part; without a think block, of the whole text.
   Refinement rewrites only these; the text around them (`<think>` opening, `</think>` and the answer after
-  it) is kept verbatim by `ReasoningParts.assemble`.
+  it) is kept verbatim: refinement reassembles `head + join_steps(steps) + tail`.
 
 Chat templates of R1-distilled models end the generation prompt inside the think block ("…<｜Assistant｜>
 <think>\\n"), so the completion has a `</think>` but no `<think>`. Pass `in_think=prompt_opens_think(prompt)`
@@ -20,10 +20,7 @@ from dataclasses import dataclass
 
 from tsq.data.grading import grade
 from tsq.data.problems import Grader
-from tsq.data.traces import split_steps
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
+from tsq.data.traces import THINK_CLOSE, THINK_OPEN, split_steps
 
 
 def prompt_opens_think(prompt: str) -> bool:

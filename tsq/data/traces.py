@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 STEP_SEPARATOR = "\n\n"
+# A reasoning model's thinking block (tsq.data.reasoning handles it; metrics count steps inside it)
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
 
 
 @dataclass(frozen=True)
