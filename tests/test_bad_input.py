@@ -219,6 +219,26 @@ CASES = [
     Case("spec-comments-only", "the spec is empty", raw=b"# a sweep, one day\n"),
     Case("spec-null", "the spec is empty", raw=b"null\n"),
     Case("spec-empty-mapping", "the spec is empty", raw=b"{}\n"),
+    # -- `extends:` (tsq.spec): the base file is resolved relative to the spec's folder
+    Case("extends-missing", "nobase.yaml: spec file not found", patch={"extends": "nobase.yaml"}),
+    Case(
+        "extends-cycle",
+        "base.yaml: extends: spec.yaml is already in this chain of extends",
+        patch={"extends": "base.yaml"},
+        files={"base.yaml": b"name: base\nextends: spec.yaml\n"},
+    ),
+    Case(
+        "extends-not-a-mapping",
+        "base.yaml: the spec must be a mapping of sections",
+        patch={"extends": "base.yaml"},
+        files={"base.yaml": b"- model\n- data\n"},
+    ),
+    Case(
+        "extends-base-invalid",
+        "base.yaml: training.lr: unknown key",
+        patch={"extends": "base.yaml"},
+        files={"base.yaml": b"name: base\ntraining: {lr: 0.1}\n"},
+    ),
     Case(
         "gpus-absent",
         "no GPU is visible",

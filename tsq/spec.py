@@ -3,12 +3,20 @@
 One spec drives everything: `tsq baseline`, `tsq trial run` and `tsq sweep launch`. Sections:
 model, data, sampling (self-samples for training), evaluation, selection (α acts there), refinement (ε),
 training (λ, η, β), params (the default trial point), and the study sections (search, objectives, ...).
+
+Inheritance: `extends: base.yaml` (a path relative to the spec file's folder) takes the base's pipeline
+sections (`INHERITED`: model, data, sampling, evaluation, selection, refinement, training, params, cache_dir)
+and merges the child's over them key by key, recursively: a mapping in the child merges into the base's, a
+scalar, list or null replaces it. `name` and `study` are never inherited: a spec extends the pipeline, not
+the experiment (a study section merged into another would mix two search spaces). The base is a spec of its
+own (valid alone, and it may extend another); a cycle, a missing or unreadable base, or an invalid one is a
+one-line UserError naming the child file and its `extends` field.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -217,9 +225,62 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: {loc}: {msg}{extra}"
 
 
+# The sections a spec inherits from the spec it `extends` (the pipeline; never `name` or `study`)
+INHERITED = (
+    "model", "data", "sampling", "evaluation", "selection", "refinement", "training", "params", "cache_dir"
+)  # fmt: skip
+
+
 def load_spec(path: Path | str) -> Spec:
-    """Read and validate a spec file; raises UserError with one line naming the file and field."""
+    """Read and validate a spec file (resolving `extends`); raises UserError with one line naming the file
+    and field."""
     path = Path(path)
+    raw = _resolve(path, _read_raw(path), ())
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, str(path))) from None
+
+
+def merge_sections(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """`child` over `base`, key by key: mappings merge recursively, anything else in the child replaces."""
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_sections(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve(path: Path, raw: dict[str, Any], seen: tuple[Path, ...]) -> dict[str, Any]:
+    """`raw` with its `extends` resolved: the base's INHERITED sections (its own chain resolved first), the
+    child's merged over them. `seen`: the files of the chain so far, to refuse a cycle."""
+    if "extends" not in raw:
+        return raw
+    raw = dict(raw)
+    ref = raw.pop("extends")
+    where = f"{path}: extends"
+    if not isinstance(ref, str) or not ref.strip():
+        raise UserError(f"{where}: must be the path of a spec file (relative to this file's folder)")
+    base_path = path.parent / ref
+    chain = (*seen, path.resolve())
+    if base_path.resolve() in chain:
+        raise UserError(f"{where}: {ref} is already in this chain of extends (a cycle)")
+    try:
+        base = _resolve(base_path, _read_raw(base_path), chain)
+        # the base must be a spec on its own: its errors name it, not the child that merged them in
+        Spec.model_validate(base)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+    except ValidationError as err:
+        raise UserError(f"{where}: {format_validation_error(err, str(base_path))}") from None
+    inherited = {key: base[key] for key in INHERITED if key in base}
+    return merge_sections(inherited, raw)
+
+
+def _read_raw(path: Path) -> dict[str, Any]:
+    """A spec file's YAML mapping, unvalidated; UserError (one line naming the file) when it is not one."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -239,7 +300,4 @@ def load_spec(path: Path | str) -> Spec:
         raise UserError(f"{path}: the spec is empty; write at least its name (see sweeps/smoke.yaml)")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the spec must be a mapping of sections, got {type(raw).__name__}")
-    try:
-        return Spec.model_validate(raw)
-    except ValidationError as err:
-        raise UserError(format_validation_error(err, str(path))) from None
+    return raw
