@@ -18,7 +18,7 @@ Why these choices (docs/method.md, "Statistics"):
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -249,16 +249,20 @@ def aggregate_replicates(
     se_boot: float | Sequence[float] | None = None,
     sd_seed: float | None = None,
     level: float = LEVEL,
+    sd_dof: float | None = None,
 ) -> ReplicateEstimate:
     """Mean of replicates (same config, other seeds, same problems), its interval holding seed noise.
 
     se_boot: the problem-bootstrap standard error; given one per replicate, their mean is used (the replicates
     share problems, so this error is common to them and does not average out). sd_seed: the between-seed
     standard deviation; measured from `values` (ddof 1) when there are two or more, else it must be given
-    (e.g. measured on other replicated configurations) for the seed component to count.
+    (e.g. measured on other replicated configurations) for the seed component to count. sd_dof: the degrees
+    of freedom of a given `sd_seed` (e.g. Σ(n_i − 1) of a `pooled_sd`); without it a given spread counts as
+    known exactly (normal quantile).
     The interval is mean ± t·se, with t from Student's t at the Welch–Satterthwaite degrees of freedom of
-    se² = se_boot² + sd²/n: (n − 1)·(se² / (sd²/n))². It is the classic t interval of n replicates when the
-    bootstrap part is 0 and tends to the normal interval when seed noise is small next to it.
+    se² = se_boot² + sd²/n: dof·(se² / (sd²/n))², dof being n − 1 for a measured spread. It is the classic t
+    interval of n replicates when the bootstrap part is 0 and tends to the normal interval when seed noise is
+    small next to it.
     """
     from scipy.stats import norm, t  # deferred: scipy is slow to import and only this needs it
 
@@ -276,9 +280,21 @@ def aggregate_replicates(
     seed_var = (sd or 0.0) ** 2 / n
     if se == 0:
         return ReplicateEstimate(mean, n, sd, 0.0, mean, mean)
-    if measured and seed_var > 0:
-        dof = (n - 1) * (se**2 / seed_var) ** 2
-        q = float(t.ppf(0.5 + level / 2, dof))
+    dof = n - 1 if measured else sd_dof
+    if dof is not None and seed_var > 0:
+        q = float(t.ppf(0.5 + level / 2, dof * (se**2 / seed_var) ** 2))
     else:
         q = float(norm.ppf(0.5 + level / 2))  # the seed spread is given (or absent): no estimation error here
     return ReplicateEstimate(mean, n, sd, se, mean - q * se, mean + q * se)
+
+
+def pooled_sd(groups: Iterable[tuple[int, float | None]]) -> tuple[float, int] | None:
+    """The SD pooled over groups of (size n_i, SD s_i), with its degrees of freedom:
+    (√(Σ (n_i − 1)·s_i² / Σ (n_i − 1)), Σ (n_i − 1)). Groups of one (or without an SD) add nothing; None when
+    no group has two members. It assumes one common spread: e.g. the seed noise of several configurations."""
+    num, dof = 0.0, 0
+    for n, sd in groups:
+        if n >= 2 and sd is not None:
+            num += (n - 1) * sd**2
+            dof += n - 1
+    return ((num / dof) ** 0.5, dof) if dof > 0 else None

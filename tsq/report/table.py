@@ -9,7 +9,7 @@ report folder's `records/` (where `write_report` exports them).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,14 @@ from tsq.compat.optuna import compute_hypervolume
 from tsq.evaluate import read_records
 from tsq.metrics import METRICS, ProblemSums, baseline_value, objective_metric_names
 from tsq.report.importance import importance_warning, importances
-from tsq.stats import FrontClass, ReplicateEstimate, aggregate_replicates, classify_front, p_front
+from tsq.stats import (
+    FrontClass,
+    ReplicateEstimate,
+    aggregate_replicates,
+    classify_front,
+    p_front,
+    pooled_sd,
+)
 
 # Defaults for studies that did not record their own (made before tsq recorded them)
 DEFAULT_FRONT = {"clear": 0.9, "possible": 0.1, "resamples": 1000, "seed": 0}
@@ -193,34 +200,48 @@ def replicate_groups(
             continue
         if split == "eval":
             members = [original, *members]  # the original is the replicate at the sweep's own seeds
-        estimates = {}
-        for name in names:
-            values = [t.user_attrs.get(name) for t in members]
-            if any(v is None for v in values):
-                continue
-            ses = [t.user_attrs.get(f"{name}_se") for t in members]
-            estimates[name] = aggregate_replicates(
-                [float(v) for v in values], se_boot=None if None in ses else [float(x) for x in ses]
-            )
+        estimates = replicate_estimates(members, names)
         rows.append(
             ReplicatedRow(of, dict(original.params), split, len(members), _row_metrics(original), estimates)
         )
     return rows
 
 
-def pooled_seed_sd(rows: Sequence[ReplicatedRow]) -> dict[str, float]:
-    """Between-seed SD per metric, pooled over the configurations replicated on the eval split:
-    √(Σ (n_i − 1)·s_i² / Σ (n_i − 1))."""
-    sums: dict[str, list[float]] = {}
-    for row in rows:
-        if row.split != "eval" or row.n < 2:
+def replicate_estimates(
+    members: Sequence[FrozenTrial],
+    names: Iterable[str],
+    seed_sd: Mapping[str, tuple[float, int]] | None = None,
+) -> dict[str, ReplicateEstimate]:
+    """Each metric (user attr) of one configuration run at several seeds on the same problems: the mean and
+    its interval (`aggregate_replicates`), with the problem-bootstrap SE where every member stored one.
+    `seed_sd` (metric -> (SD, degrees of freedom), measured on other configurations) stands in for the seed
+    spread a single member cannot measure. Metrics some member lacks are left out."""
+    estimates = {}
+    for name in names:
+        values = [t.user_attrs.get(name) for t in members]
+        if any(v is None for v in values):
             continue
-        for name, est in row.estimates.items():
-            if est.sd_seed is not None:
-                acc = sums.setdefault(name, [0.0, 0.0])
-                acc[0] += (row.n - 1) * est.sd_seed**2
-                acc[1] += row.n - 1
-    return {name: (num / den) ** 0.5 for name, (num, den) in sums.items() if den > 0}
+        ses = [t.user_attrs.get(f"{name}_se") for t in members]
+        sd, dof = (seed_sd or {}).get(name, (None, None)) if len(members) < 2 else (None, None)
+        estimates[name] = aggregate_replicates(
+            [float(v) for v in values],
+            se_boot=None if None in ses else [float(x) for x in ses],
+            sd_seed=sd,
+            sd_dof=dof,
+        )
+    return estimates
+
+
+def pooled_seed_sd(rows: Sequence[ReplicatedRow]) -> dict[str, float]:
+    """Between-seed SD per metric, pooled over the configurations replicated on the eval split
+    (`tsq.stats.pooled_sd`)."""
+    eval_rows = [r for r in rows if r.split == "eval"]
+    names = dict.fromkeys(name for r in eval_rows for name in r.estimates)
+    pooled = {
+        name: pooled_sd((r.n, r.estimates[name].sd_seed) for r in eval_rows if name in r.estimates)
+        for name in names
+    }
+    return {name: p[0] for name, p in pooled.items() if p is not None}
 
 
 def records_path(attr: Any, records_dir: Path | None, name: str) -> Path | None:
