@@ -158,9 +158,12 @@ def _arm_order(groups: list[list[FrozenTrial]], knob: str) -> list[list[FrozenTr
     dist = groups[0][0].distributions.get(knob)
     if isinstance(dist, CategoricalDistribution):
         choices = [str(c) for c in dist.choices]
-        return sorted(groups, key=lambda g: (choices.index(str(g[0].params[knob]))
-                                             if str(g[0].params[knob]) in choices else len(choices),
-                                             str(g[0].params[knob])))  # fmt: skip
+
+        def position(group: list[FrozenTrial]) -> tuple[int, str]:
+            value = str(group[0].params[knob])
+            return (choices.index(value) if value in choices else len(choices), value)
+
+        return sorted(groups, key=position)
     return sorted(groups, key=lambda g: g[0].params[knob])
 
 
