@@ -1,11 +1,12 @@
 """Staged evaluation with an early stop, measured: 8 fixed points of the quickstart's world, half of them in a
-collapsing region (β 0.1 with the quickstart's lr; docs/tiny-world.md), run as a real study with the early
-stop on (enqueued points, the worker, the objective, the trial program), then every trial's adapter
-evaluated in stages and on the whole eval set, back to back.
+collapsing region (β 0.03 with the quickstart's lr; at β 0.1 an earlier run lost 8-16 points, which the
+test caught only at the second look), run as a real study with the early stop on (enqueued points, the
+worker, the objective, the trial program), then every trial's adapter evaluated in stages and on the whole
+eval set, back to back.
 
 Run:  OMP_NUM_THREADS=1 TSQ_HOME=/tmp/tsqhome-X .venv/bin/python benchmarks/bench_early_stop.py [SPEC]
       [--train-n N] [--study NAME]
-(default: sweeps/quickstart.yaml with data.train.n 100 to save CPU; --study re-times a finished benchmark
+(default: sweeps/quickstart.yaml as it is, data.train.n 200; --study re-times a finished benchmark
 study without training). The tiny model is built (or found) and the self-samples and the baseline are
 computed before timing starts. On a shared machine keep OMP_NUM_THREADS=1: oversubscribed torch threads
 made generation 20x slower here.
@@ -44,10 +45,10 @@ from tsq.spec import Spec, load_spec
 from tsq.study.launch import launch
 from tsq.study.storage import open_storage, parse_storage_url
 
-# (β, α, ε, λ, η): the same four knob settings at β 0.1 (collapsing) and at the quickstart's β 1.0
+# (β, α, ε, λ, η): the same four knob settings at β 0.03 (collapsing) and at the quickstart's β 1.0
 SETTINGS = [(0.2, 0.05, 1.0, 0.5), (0.6, 0.05, 0.0, 0.2), (0.4, 0.1, 2.0, 0.0), (0.8, 0.02, 1.0, 1.0)]
 POINTS = [{"beta": beta, "alpha": a, "epsilon": e, "lambda": lam, "eta": eta}
-          for beta in (0.1, 1.0) for a, e, lam, eta in SETTINGS]  # fmt: skip
+          for beta in (0.03, 1.0) for a, e, lam, eta in SETTINGS]  # fmt: skip
 
 
 def bench_spec(path: str, train_n: int) -> tuple[Spec, Path]:
@@ -94,7 +95,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("spec", nargs="?", default="sweeps/quickstart.yaml")
-    parser.add_argument("--train-n", type=int, default=100, help="train problems (self-samples); CPU saver")
+    parser.add_argument("--train-n", type=int, default=200, help="train problems (self-samples)")
     parser.add_argument("--study", help="time the evaluations of this finished benchmark study (no training)")
     args = parser.parse_args()
     spec, spec_path = bench_spec(args.spec, args.train_n)
