@@ -5,7 +5,7 @@ model, data, sampling (self-samples for training), evaluation, selection (α act
 training (λ, η, β), params (the default trial point), and the study sections (search, objectives, ...).
 
 Inheritance: `extends: base.yaml` (a path relative to the spec file's folder) takes the base's pipeline
-sections (`INHERITED`: model, data, sampling, evaluation, selection, refinement, training, params, cache_dir)
+sections (`INHERITED`: every Spec field but name and study: model, data, sampling, ..., params, cache_dir)
 and merges the child's over them key by key, recursively: a mapping in the child merges into the base's, a
 scalar, list or null replaces it. `name` and `study` are never inherited: a spec extends the pipeline, not
 the experiment (a study section merged into another would mix two search spaces). The base is a spec of its
@@ -225,10 +225,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: {loc}: {msg}{extra}"
 
 
-# The sections a spec inherits from the spec it `extends` (the pipeline; never `name` or `study`)
-INHERITED = (
-    "model", "data", "sampling", "evaluation", "selection", "refinement", "training", "params", "cache_dir"
-)  # fmt: skip
+# The sections a spec inherits from the spec it `extends`: every field of Spec but the experiment's own
+INHERITED = tuple(name for name in Spec.model_fields if name not in ("name", "study"))
 
 
 def load_spec(path: Path | str) -> Spec:
