@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Issue #14's figures: each knob's sensitivity over the quickstart's search range and the paper's three
+# ablations (Tables 2-4), every configuration at 3 seeds (the sweep's own + 2 `sweep confirm` replicates), and
+# the effects report (`tsq report effects`) in reports/ablations/effects.md. All specs extend
+# sweeps/quickstart.yaml, so they share its cached self-samples, candidates and baseline. About 45 minutes on
+# 2 idle cores once the quickstart's cache is warm (78 trials of ~25 s plus one-off stages).
+#   bash scripts/ablations.sh            (after scripts/setup.sh; builds the tiny model if it is missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export WANDB_MODE=${WANDB_MODE:-offline}
+tsq=.venv/bin/tsq
+specs=(sensitivity-alpha sensitivity-epsilon sensitivity-lambda sensitivity-eta
+       paper-ablations-selection paper-ablations-refinement paper-ablations-loss)
+$tsq model build-tiny
+for name in "${specs[@]}"; do
+  spec=sweeps/$name.yaml
+  arms=$(.venv/bin/python -c "from tsq.spec import load_spec; print(load_spec('$spec').study.n_trials)")
+  $tsq sweep launch "$spec" --tracker none
+  $tsq sweep confirm "$spec" --top "$arms" --replicates 2 --tracker none
+done
+mkdir -p reports/ablations
+$tsq report effects "${specs[@]/#/--study=}" --out reports/ablations/effects.md
