@@ -8,7 +8,6 @@ subprocesses once per module; each parametrized test then checks its own case's 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -22,6 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tsq.spec import merge_sections
 
 REPO = Path(__file__).resolve().parents[1]
 TSQ = [sys.executable, "-m", "tsq"]
@@ -281,16 +282,6 @@ ENV_OVERRIDES = {
 }
 
 
-def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def _snapshot(home: Path) -> dict[str, bytes]:
     """The storage and cache files (and any new file beside them), by relative path; not the linked models."""
     files = [p for p in home.iterdir() if p.is_file()] + list((home / "cache").rglob("*"))
@@ -346,7 +337,7 @@ def _run_case(case: Case, template: Path, work: Path) -> Outcome:
     if case.raw is not None:
         spec_path.write_bytes(case.raw)
     else:
-        spec_path.write_text(yaml.safe_dump(_merge(SMOKE, case.patch or {}), sort_keys=False))
+        spec_path.write_text(yaml.safe_dump(merge_sections(SMOKE, case.patch or {}), sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "TSQ_"))}
     env |= {"TSQ_HOME": str(home), "TSQ_NO_PROGRESS": "1", "WANDB_MODE": "disabled"}
     env |= ENV_OVERRIDES.get(case.id, {})
