@@ -118,8 +118,13 @@ def test_by_depth_means_over_seeds_with_the_pooled_seed_sd(tmp_path: Path) -> No
 
 def test_categorical_contrasts_against_the_first_choice_or_the_named_reference(tmp_path: Path) -> None:
     study = _study(tmp_path)
-    by = {(c.value, c.metric): c for c in study_effects(study).contrasts}
+    contrasts = study_effects(study).contrasts
+    by = {(c.value, c.metric): c for c in contrasts if c.level is None}
     assert {(c.value, c.reference) for c in by.values()} == {("a", "b"), ("c", "b")}
+    # by depth: depth-1 accuracy a − b = 2/3 − 5/6, SE from the pooled depth-1 seed variance 1/12
+    d1 = next(c for c in contrasts if (c.value, c.metric, c.level) == ("a", "accuracy", 1))
+    assert (d1.diff, d1.se) == pytest.approx((-1 / 6, (1 / 12) ** 0.5 * (2 / 3) ** 0.5))
+    assert d1.verdict == "within 2 SE (no measurable effect)"
     # a − b: accuracy +0.2, SE 0.1·√(1/3 + 1/3) = 0.0816: beyond 2 SE; Len-A −5, SE 8.16: within
     acc, length = by["a", "accuracy"], by["a", "len_all"]
     assert (acc.diff, acc.se, acc.verdict) == pytest.approx((0.2, 0.1 * (2 / 3) ** 0.5, "> 2 SE"))
@@ -149,7 +154,7 @@ def _numeric_study(values: list[float], extra_knob: bool = False) -> optuna.Stud
 def test_a_numeric_knob_compares_the_ends_of_its_range_and_one_seed_is_unreplicated() -> None:
     effects = study_effects(_numeric_study([0.3, 0.1, 0.2]))
     assert [a.params["alpha"] for a in effects.arms] == [0.1, 0.2, 0.3]
-    acc = next(c for c in effects.contrasts if c.metric == "accuracy")
+    acc = next(c for c in effects.contrasts if c.metric == "accuracy" and c.level is None)
     assert (acc.value, acc.reference, acc.diff) == pytest.approx((0.3, 0.1, 0.2))
     assert {c.verdict for c in effects.contrasts} == {"unreplicated"}
     assert any("no arm has two seeds" in n for n in effects.notes)
@@ -184,9 +189,11 @@ def test_cli_prints_and_writes_the_report_and_a_missing_study_is_one_line(tmp_pa
     text = out.read_text()
     assert text in result.output and text.count("## Study `sel") == 2
     assert "| b | 3 | 60.0% [35.2%, 84.8%] | 110.0 [85.2, 134.8] |" in text  # 0.6 ± 4.303·0.0577, 110 ± 24.8
-    assert "| variant a − b | Acc (%) | +20.0 pts ± 16.3 | > 2 SE |" in text
-    assert "| variant a − b | Len-A (tokens) | -5.0 ± 16.3 | within 2 SE (no measurable effect) |" in text
-    assert "| variant c − b | Acc (%) | -10.0 pts | unreplicated |" in text
+    assert "| variant a − b | Acc (%) | all | +20.0 pts ± 16.3 | > 2 SE |" in text
+    assert (
+        "| variant a − b | Len-A (tokens) | all | -5.0 ± 16.3 | within 2 SE (no measurable effect) |" in text
+    )
+    assert "| variant c − b | Acc (%) | all | -10.0 pts | unreplicated |" in text
     assert render_report([study_effects(optuna.load_study(study_name="sel", storage=url))]) in result.output
     command = [sys.executable, "-m", "tsq", "report", "effects", "--study", "nope", "--storage", url]
     missing = subprocess.run(command, capture_output=True, text=True, timeout=300)

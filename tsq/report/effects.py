@@ -78,6 +78,7 @@ class Contrast:
     metric: str
     diff: float  # mean of the arm − mean of the reference arm
     se: float | None  # None: an arm has a single seed (or no arm measured the seed spread)
+    level: Level = None  # a difficulty level's responses only; None: all responses
 
     @property
     def verdict(self) -> str:
@@ -201,6 +202,13 @@ def _contrasts(
                 diff = arm.estimates[name].mean - ref.estimates[name].mean
                 out.append(Contrast(knob, arm.params[knob], ref.params[knob], name, diff,
                                     contrast_se(sd, arm.n, ref.n)))  # fmt: skip
+        # by level: a knob can trade depth for accuracy on hard problems only (the selection ablation's
+        # story), which the overall means dilute; the level's pooled seed SD is each estimate's sd_seed
+        for name in LEVEL_METRICS:
+            for level in _sorted_levels(set(arm.by_level[name]) & set(ref.by_level[name])):
+                a, r = arm.by_level[name][level], ref.by_level[name][level]
+                out.append(Contrast(knob, arm.params[knob], ref.params[knob], name, a.mean - r.mean,
+                                    contrast_se(a.sd_seed, a.n, r.n), level))  # fmt: skip
     return out
 
 
@@ -348,10 +356,11 @@ def render_markdown(effects: StudyEffects) -> str:
         lines += ["", "Contrasts (arm − reference, ± 2 SE):", ""]
         rows = [
             [f"{c.knob} {_value(c.value)} − {_value(c.reference)}", axis_label(c.metric),
-             format_difference(c.metric, c.diff, c.se), c.verdict]
-            for c in effects.contrasts
+             "all" if c.level is None else f"d{c.level}", format_difference(c.metric, c.diff, c.se),
+             c.verdict]
+            for c in sorted(effects.contrasts, key=lambda c: c.level is not None)
         ]  # fmt: skip
-        lines += _table(["contrast", "metric", "difference ± 2 SE", "verdict"], rows)
+        lines += _table(["contrast", "metric", "depth", "difference ± 2 SE", "verdict"], rows)
     lines += [""] + [f"- note: {note}" for note in effects.notes]
     return "\n".join(lines).rstrip() + "\n"
 
