@@ -22,9 +22,10 @@ ABLATIONS = sorted(SWEEPS.glob("paper-ablations-*.yaml"))
 TOKENSQUEEZE_KNOBS = ("alpha", "epsilon", "lambda", "eta")
 
 
-def _same_pipeline(spec: Spec) -> None:
+def _same_pipeline(spec: Spec, but: tuple[str, ...] = ()) -> None:
     for section in INHERITED:
-        assert getattr(spec, section) == getattr(QUICKSTART, section), section
+        if section not in but:
+            assert getattr(spec, section) == getattr(QUICKSTART, section), section
 
 
 def test_there_is_one_sensitivity_spec_per_tokensqueeze_knob() -> None:
@@ -63,7 +64,8 @@ def test_a_sensitivity_spec_varies_one_knob_over_the_quickstart_range(path: Path
 @pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: p.stem)
 def test_the_paper_ablations_run_on_the_quickstart_pipeline(path: Path) -> None:
     spec = load_spec(path)
-    _same_pipeline(spec)
+    # the refinement ablation samples more rewrites per step than the quickstart (its header says why)
+    _same_pipeline(spec, but=("refinement",) if path.stem.endswith("refinement") else ())
     (name, entry), *others = spec.study.searched.items()
     assert not others and isinstance(entry, Categorical) and KNOBS[name].kind == "categorical"
     assert set(spec.study.fixed) == set(TOKENSQUEEZE_KNOBS)
