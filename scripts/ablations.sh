@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export WANDB_MODE=${WANDB_MODE:-offline}
 tsq=.venv/bin/tsq
 specs=(sensitivity-alpha sensitivity-epsilon sensitivity-lambda sensitivity-eta
-       paper-ablations-selection paper-ablations-refinement paper-ablations-loss)
+       paper-ablations-selection paper-ablations-refinement paper-ablations-loss eta-low-beta)
 $tsq model build-tiny
 for name in "${specs[@]}"; do
   spec=sweeps/$name.yaml
