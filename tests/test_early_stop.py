@@ -76,9 +76,7 @@ def test_stages_are_nested_prefixes_of_one_seeded_order() -> None:
     assert stages[0] != ids[:10]  # shuffled: the first stage is not the first problems in id order
 
 
-@pytest.mark.parametrize(
-    "fractions", [[], [0.5], [0.5, 0.25, 1.0], [0.0, 1.0], [0.5, 1.5], [0.5, 0.5, 1.0]]
-)
+@pytest.mark.parametrize("fractions", [[], [0.5], [0.5, 0.25, 1.0], [0.0, 1.0], [0.5, 1.5], [0.5, 0.5, 1.0]])
 def test_bad_stages_are_refused(fractions: list[float]) -> None:
     with pytest.raises(ValueError, match="stages"):
         check_fractions(fractions)
