@@ -2,8 +2,9 @@
 # Issue #14's figures: each knob's sensitivity over the quickstart's search range, the paper's three
 # ablations (Tables 2-4) and η at β 0.3 (sweeps/eta-low-beta.yaml), every configuration at 3 seeds (the
 # sweep's own + 2 `sweep confirm` replicates), and the effects report (`tsq report effects`) in
-# reports/ablations/effects.md. All specs extend sweeps/quickstart.yaml, so they share its cached self-samples, candidates and baseline. About 40 minutes on
-# 2 cores once the quickstart's cache is warm (84 trials of ~25 s; measured: 78 of them in 36 minutes).
+# reports/ablations/effects.md. All specs extend sweeps/quickstart.yaml, so they share its cached
+# self-samples, candidates and baseline. About 40 minutes on 2 cores once the quickstart's cache is warm
+# (84 trials of ~25 s; measured: 78 of them in 36 minutes).
 #   bash scripts/ablations.sh            (after scripts/setup.sh; builds the tiny model if it is missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
