@@ -7,6 +7,7 @@ Len-A of each group with a 95% bootstrap interval over problems, and the with-mi
 its interval. Problems are the resampling unit: the samples of one problem are not independent.
 
     TSQ_HOME=... .venv/bin/python benchmarks/tiny_world_depth.py sweeps/quickstart.yaml [--bootstrap 2000]
+        [--eval-problems 400]   (more eval problems than the spec's, for narrower intervals)
 """
 
 from __future__ import annotations
@@ -90,8 +91,14 @@ def main() -> None:
     parser.add_argument("spec", type=Path)
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over problems")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-problems", type=int, help="eval problems (default: the spec's data.eval.n)")
     args = parser.parse_args()
     spec = load_spec(args.spec)
+    if args.eval_problems:
+        data = spec.data.model_copy(
+            update={"eval": spec.data.eval.model_copy(update={"n": args.eval_problems})}
+        )
+        spec = spec.model_copy(update={"data": data})
     result = baseline(spec, Cache(cache_dir_of(spec.cache_dir)))
     summary = result.summary
     print(f"baseline of {args.spec}: accuracy {summary['accuracy']:.3f}, Len-A {summary['len_all']:.1f}")
