@@ -51,6 +51,11 @@ def test_built_model_loads_and_answers_in_format(tiny_model_dir: Path) -> None:
     info = json.loads((tiny_model_dir / BUILD_INFO).read_text())
     assert info["digest"] == VARIANTS["test"].digest()
     assert info["settings"]["variant"] == "test"
+    # which CPU kernels built it: the same settings give other weights on other kernels
+    assert info["machine"] == {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     # AutoTokenizer on the model dir (with its config.json) must give the word-level tokenizer as saved
     assert tok.convert_ids_to_tokens(tok.encode("what is 13", add_special_tokens=False)) == [

@@ -305,6 +305,9 @@ def _build_into(out: Path, s: TinyBuildSettings) -> None:
         "final_loss": round(final_loss, 4),
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "build_seconds": round(time.monotonic() - start, 1),
+        # Same settings, other CPU kernels, other weights: this build's baseline accuracy measured 52.6% on
+        # one machine and 43.6% on another (docs/tiny-world.md), so the record says which kernels ran.
+        "machine": {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()},
     }
     (out / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
 

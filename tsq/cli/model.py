@@ -30,3 +30,5 @@ def build_tiny_command(
         f"  {info['n_parameters'] / 1e6:.2f}M parameters, {size_mb:.1f} MB on disk, "
         f"built in {info['build_seconds']:.0f} s (final loss {info['final_loss']}), settings {info['digest']}"
     )
+    if machine := info.get("machine"):  # builds from before the record have none
+        typer.echo(f"  built with torch {machine['torch']} on {machine['cpu_capability']} CPU kernels")

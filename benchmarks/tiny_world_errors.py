@@ -1,0 +1,133 @@
+"""Why the tiny model's deep answers are wrong: the first mistake of every wrong baseline response, by depth.
+
+Reads (or computes) the baseline evaluation of a spec on the tiny world through tsq's own code, replays each
+wrong response step by step against the problem's true values, and names its first mistake:
+
+- `wrong operator`: a computing step applies the other operator to the right value ("c = 10 - 2 = 8" for
+  c = b + 2); `wrong operand`: it uses another update's number; `stale value`: it builds on an earlier
+  variable's value (the slip the world's traces teach); `wrong value`: it builds on a value no variable had;
+  `wrong sum`: the arithmetic as written is wrong;
+- `check passed it`: a re-check called a wrong value correct; `check missed it`: it saw the slip but
+  "corrected" it to another wrong value; `check broke it`: it "corrected" a right value to a wrong one;
+- `answer miscopied`: every value right, the answer not the last one; `stopped early`: no answer for the
+  last variable; `other`: a step the world never writes, or one out of order.
+
+A verifying response whose first mistake a later check fixed is counted by the mistake that finally stuck.
+
+    TSQ_HOME=... .venv/bin/python benchmarks/tiny_world_errors.py sweeps/quickstart.yaml [--eval-problems 260]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from tsq.cache import Cache, cache_dir_of
+from tsq.data.loading import load_problem_set
+from tsq.data.tiny_world import VARIABLES, apply_op, has_verification, step_meaning
+from tsq.data.traces import STEP_SEPARATOR
+from tsq.evaluate import baseline
+from tsq.spec import load_spec
+
+
+def true_chain(question: str) -> tuple[list[int], list[tuple[str, int]]]:
+    """The values a..z of a tiny-world question and its (op, operand) updates."""
+    words = question.split()
+    values = [int(words[2])]
+    updates = []
+    for i, word in enumerate(words):
+        if word in ("+", "-") and words[i + 1].isdigit():
+            updates.append((word, int(words[i + 1])))
+            values.append(apply_op(values[-1], word, int(words[i + 1])))
+    return values, updates
+
+
+def _compute_mistake(step: str, index: int, stated: list[int], values: list[int], updates) -> str | None:
+    """What a computing step for variable `index` got wrong; None when it is right from the value as stated
+    before it (so an earlier mistake carried on is not counted twice)."""
+    words = step.split()
+    numbers = [int(w) for w in words if w.isdigit()]
+    ops = [w for w in words if w in ("+", "-")]
+    if len(numbers) < 3 or not ops:
+        return "other"
+    x, y, said = numbers[-3:]
+    written = ops[-1]
+    op, operand = updates[index - 1]
+    if said != apply_op(x, written, y):
+        return "wrong sum"
+    if x != stated[index - 1]:
+        return "stale value" if x in values[: index - 1] else "wrong value"
+    if y != operand:
+        return "wrong operand"
+    return "wrong operator" if written != op else None
+
+
+def first_mistake(text: str, values: list[int], updates: list[tuple[str, int]]) -> str:
+    """The mistake that made a wrong response wrong (see the module docstring)."""
+    stated = values[:1]  # the values as the response states them, by variable index
+    mistake: str | None = None
+    for step in (s.strip() for s in text.split(STEP_SEPARATOR)):
+        meaning = step_meaning(step)
+        var = meaning[1] if meaning[0] in ("compute", "check") else ""
+        index = VARIABLES.find(var) if len(var) == 1 else -1  # -1: not a variable
+        if meaning[0] == "compute":
+            if not 1 <= index <= len(stated) or index >= len(values):
+                return "other"
+            mistake = mistake or _compute_mistake(step, index, stated, values, updates)
+            del stated[index:]
+            stated.append(int(meaning[2]))
+        elif meaning[0] == "check":
+            if not 1 <= index < len(stated):
+                return "other"
+            if meaning[2] == "correct":
+                if stated[index] != values[index]:
+                    return "check passed it"
+                continue
+            was_right = stated[index] == values[index]
+            stated[index] = int([w for w in step.split() if w.isdigit()][-1])
+            if stated[index] != values[index]:
+                return "check broke it" if was_right else "check missed it"
+            mistake = None  # the check fixed what went wrong before it
+        elif meaning[0] == "answer":
+            if len(stated) < len(values):
+                return "stopped early"
+            return mistake or ("answer miscopied" if int(meaning[1]) != stated[-1] else "other")
+    return "stopped early"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("spec", type=Path)
+    parser.add_argument("--eval-problems", type=int, help="eval problems (default: the spec's data.eval.n)")
+    args = parser.parse_args()
+    spec = load_spec(args.spec)
+    if args.eval_problems:
+        data = spec.data.model_copy(
+            update={"eval": spec.data.eval.model_copy(update={"n": args.eval_problems})}
+        )
+        spec = spec.model_copy(update={"data": data})
+    result = baseline(spec, Cache(cache_dir_of(spec.cache_dir)))
+    questions = {p.id: p.question for p in load_problem_set(spec.data, "eval").problems}
+    counts: Counter[tuple[int, bool, str]] = Counter()
+    totals: Counter[tuple[int, bool]] = Counter()
+    for pid, responses in result.responses.items():
+        values, updates = true_chain(questions[pid])
+        for r in responses:
+            key = (len(updates), has_verification(r.text))
+            totals[key] += 1
+            if not r.correct:
+                counts[(*key, first_mistake(r.text, values, updates))] += 1
+    kinds = sorted(
+        {kind for *_, kind in counts}, key=lambda k: -sum(v for c, v in counts.items() if c[2] == k)
+    )
+    print("| depth | checks | responses | wrong | " + " | ".join(kinds) + " |")
+    print("|---|---|---|---|" + "---|" * len(kinds))
+    for depth, checks in sorted(totals):
+        wrong = sum(counts[(depth, checks, k)] for k in kinds)
+        cells = " | ".join(str(counts[(depth, checks, k)]) for k in kinds)
+        print(f"| {depth} | {'yes' if checks else 'no'} | {totals[(depth, checks)]} | {wrong} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
