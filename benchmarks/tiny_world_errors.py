@@ -13,6 +13,8 @@ wrong response step by step against the problem's true values, and names its fir
   last variable; `other`: a step the world never writes, or one out of order.
 
 A verifying response whose first mistake a later check fixed is counted by the mistake that finally stuck.
+A second table asks whether the checks compare at all: how often a check says "correct" when the step's value
+equals the check's own recomputed sum and when it differs (the training data: always and never).
 
     TSQ_HOME=... .venv/bin/python benchmarks/tiny_world_errors.py sweeps/quickstart.yaml [--eval-problems 260]
 """
@@ -96,6 +98,22 @@ def first_mistake(text: str, values: list[int], updates: list[tuple[str, int]]) 
     return "stopped early"
 
 
+def check_verdicts(text: str) -> list[tuple[bool, bool]]:
+    """(step value equals the check's own sum, check says "correct") for every check of a response."""
+    said: dict[str, int] = {}
+    out = []
+    for step in (s.strip() for s in text.split(STEP_SEPARATOR)):
+        meaning = step_meaning(step)
+        if meaning[0] == "compute":
+            said[meaning[1]] = int(meaning[2])
+        elif meaning[0] == "check" and meaning[1] in said:
+            words = step.split()
+            at = words.index("=") + 1 if "=" in words else len(words)
+            if at < len(words) and words[at].isdigit():
+                out.append((said[meaning[1]] == int(words[at]), meaning[2] == "correct"))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path)
@@ -111,11 +129,13 @@ def main() -> None:
     questions = {p.id: p.question for p in load_problem_set(spec.data, "eval").problems}
     counts: Counter[tuple[int, bool, str]] = Counter()
     totals: Counter[tuple[int, bool]] = Counter()
+    verdicts: Counter[tuple[bool, bool]] = Counter()
     for pid, responses in result.responses.items():
         values, updates = true_chain(questions[pid])
         for r in responses:
             key = (len(updates), has_verification(r.text))
             totals[key] += 1
+            verdicts.update(check_verdicts(r.text))
             if not r.correct:
                 counts[(*key, first_mistake(r.text, values, updates))] += 1
     kinds = sorted(
@@ -127,6 +147,11 @@ def main() -> None:
         wrong = sum(counts[(depth, checks, k)] for k in kinds)
         cells = " | ".join(str(counts[(depth, checks, k)]) for k in kinds)
         print(f"| {depth} | {'yes' if checks else 'no'} | {totals[(depth, checks)]} | {wrong} | {cells} |")
+    print("\n| the step's value vs the check's own sum | checks | said \"correct\" |\n|---|---|---|")
+    for agree in (True, False):
+        n = verdicts[(agree, True)] + verdicts[(agree, False)]
+        share = f"{verdicts[(agree, True)] / n:.1%}" if n else "n/a"
+        print(f"| {'equal' if agree else 'different'} | {n} | {share} |")
 
 
 if __name__ == "__main__":
