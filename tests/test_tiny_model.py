@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
 
+from tsq.cli.main import app
 from tsq.data.tiny_world import random_training_example, tiny_problem_set
 from tsq.tiny_model import BUILD_INFO, VARIANTS, build_tiny, build_tokenizer
 
@@ -87,6 +89,14 @@ def test_second_build_is_a_cache_hit(tiny_model_dir: Path, monkeypatch: pytest.M
     assert sorted(p.name for p in tiny_model_dir.parent.iterdir() if not p.name.endswith(".lock")) == [
         "tiny-test"
     ]
+
+
+def test_build_command_says_what_it_built(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TSQ_HOME", str(tiny_model_dir.parent.parent))
+    result = CliRunner().invoke(app, ["model", "build-tiny", "--variant", "test"])
+    assert result.exit_code == 0, result.output
+    assert f"tiny-test: {tiny_model_dir}" in result.output
+    assert f"on {torch.backends.cpu.get_cpu_capability()} CPU kernels" in result.output
 
 
 def test_settings_digest_depends_on_the_settings() -> None:
