@@ -36,6 +36,10 @@ def shared(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     root = tmp_path_factory.mktemp("concurrency")
     raw = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
     raw["cache_dir"] = str(root / "cache")
+    # No worker dies here, so no short grace period: smoke.yaml's 6 s let a loaded 2-core machine's late
+    # heartbeats hand a live worker's trial to its peer (which the worker survives, tests/test_storage.py, but
+    # the trial then runs twice, which these counts do not expect).
+    raw["study"]["heartbeat"] = {"interval": 5, "grace_period": 120, "max_retry": 3}
     spec = root / "smoke.yaml"
     spec.write_text(yaml.safe_dump(raw))
     return {"root": root, "spec": spec, "cache": root / "cache", "home": tiny_model_dir.parents[1]}

@@ -9,10 +9,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from pg import PASSWORD, PgServer, postgres_server  # noqa: F401  (session fixture)
+from tqdm import tqdm
 
 from tsq.errors import UserError
 from tsq.space import HeartbeatSpec
+from tsq.spec import Spec
 from tsq.study.storage import load_study, mask_url, open_storage, parse_storage_url, scrub_argv
+from tsq.study.worker import _run_trials
 
 
 def test_default_is_sqlite_under_tsq_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,3 +117,32 @@ def test_postgres_server_wrong_password_is_masked(postgres_server: PgServer) -> 
     assert "cannot open" in str(err.value) and "wrong-pw-123" not in str(err.value)
     good = open_storage(parse_storage_url(postgres_server.new_database()))
     assert optuna.create_study(storage=good).study_name
+
+
+def test_a_live_worker_whose_trial_a_peer_failed_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer's stale check can fail a trial whose worker is alive but late with its heartbeats (an overloaded
+    machine): that worker drops the trial and goes on instead of crashing with "Cannot tell a FAIL trial"."""
+    url = parse_storage_url(f"sqlite:///{tmp_path / 'w.db'}")
+    storage = open_storage(url, HeartbeatSpec(interval=1, grace_period=2, max_retry=1))
+    study = optuna.create_study(study_name="w", storage=storage)
+    study_id = storage.get_study_id_from_name("w")
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 0:  # what a peer's fail_stale_trials does to it, mid-run
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            trial.set_user_attr("stats", {})  # the next write of a live trial then fails
+        return x
+
+    with caplog.at_level("WARNING", logger="tsq.study.worker"):
+        report = _run_trials(study, objective, Spec(), url, 2, None, tqdm(disable=True))  # type: ignore[arg-type]
+    assert (report.reclaimed, report.completed, report.failed) == (1, 2, 0)
+    assert [t.state for t in study.get_trials()] == [
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
+    assert "trial 0 was declared stale by another worker" in caplog.text

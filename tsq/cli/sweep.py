@@ -102,8 +102,9 @@ def launch(
     result, reports = run_launch(loaded, spec, storage, study, n_trials, workers, kind, gpus_per_worker)
     for i, report in enumerate(reports):
         typer.echo(
-            f"worker {i}: ran {report.ran} trials ({report.completed} complete, {report.failed} failed); "
-            f"stopped: {report.stopped_reason}"
+            f"worker {i}: ran {report.ran} trials ({report.completed} complete, {report.failed} failed"
+            + (f", {report.reclaimed} re-queued by a peer" if report.reclaimed else "")
+            + f"); stopped: {report.stopped_reason}"
         )
     if summary:
         table = _summarise(result, loaded.study.wandb.project, loaded.study.wandb.entity, kind)

@@ -2,13 +2,17 @@
 not "n more"), the timeout passes, or too many trials fail in a row.
 
 Robustness: RDB storages run with heartbeats, so a killed worker's RUNNING trial is failed after the grace
-period and re-queued (RetryHeartbeatStaleTrialCallback). A trial that raises (TrialFailed, NaN metrics, OOM,
-anything) is recorded FAIL with its error in user attrs and the loop goes on; a worker gives up only after
-`study.max_consecutive_failures` failures in a row. Safe to run in many processes against one storage.
+period and re-queued (RetryHeartbeatStaleTrialCallback). A live worker whose trial a peer declared stale (its
+heartbeats were late, on an overloaded machine) loses that trial to the re-queued copy, logs it and goes on;
+Optuna would raise "Cannot tell a FAIL trial" out of `optimize`. A trial that raises (TrialFailed, NaN
+metrics, OOM, anything) is recorded FAIL with its error in user attrs and the loop goes on; a worker gives up
+only after `study.max_consecutive_failures` failures in a row. Safe to run in many processes against one
+storage.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -32,6 +36,7 @@ from tsq.tracking import Tracker, TrackerKind
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=r"tsq\.study")
 
 POLL_S = 2.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,6 +44,7 @@ class WorkerReport:
     ran: int = 0
     completed: int = 0
     failed: int = 0
+    reclaimed: int = 0  # trials a peer declared stale and re-queued while this worker still ran them
     stopped_reason: str = ""
 
 
@@ -87,6 +93,12 @@ def _run_trials(
     finished: list[FrozenTrial] = []
     bar.update(state_counts(study)[TrialState.COMPLETE])
     consecutive_failures = 0
+    started: list[int] = []  # the numbers of the trials this worker took up
+
+    def run(trial: optuna.Trial) -> Any:
+        started.append(trial.number)
+        return objective(trial)
+
     while True:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, then re-queued as WAITING
         counts = state_counts(study)
@@ -109,13 +121,25 @@ def _run_trials(
         if n_trials is not None and busy >= n_trials and counts[TrialState.WAITING] == 0:
             time.sleep(POLL_S)  # the last trials are running elsewhere: start one only if one of them fails
             continue
-        study.optimize(
-            objective,
-            n_trials=1,
-            catch=(Exception,),
-            callbacks=[lambda _study, frozen: finished.append(frozen)],
-            gc_after_trial=True,
-        )
+        try:
+            study.optimize(
+                run,
+                n_trials=1,
+                catch=(Exception,),
+                callbacks=[lambda _study, frozen: finished.append(frozen)],
+                gc_after_trial=True,
+            )
+        except ValueError:
+            if not started or _state_of(study, started[-1]) == TrialState.RUNNING:
+                raise
+            log.warning(
+                "trial %d was declared stale by another worker (no heartbeat within %d s) and re-queued; "
+                "its result is dropped and the re-queued copy runs instead",
+                started[-1],
+                spec.study.heartbeat.grace_period,
+            )
+            report.reclaimed += 1
+            continue
         if not finished:  # the grid sampler has no point left
             report.stopped_reason = "the grid is exhausted"
             return report
@@ -132,3 +156,7 @@ def _run_trials(
                     f"{consecutive_failures} trials failed in a row (last: {last.user_attrs.get('error')})"
                 )
                 return report
+
+
+def _state_of(study: optuna.Study, number: int) -> TrialState:
+    return next(t.state for t in study.get_trials(deepcopy=False) if t.number == number)
