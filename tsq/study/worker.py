@@ -93,7 +93,7 @@ def _run_trials(
     finished: list[FrozenTrial] = []
     bar.update(state_counts(study)[TrialState.COMPLETE])
     consecutive_failures = 0
-    started: list[int] = []  # the numbers of the trials this worker took up
+    started: list[int] = []  # the number of the trial this worker took up in this round
 
     def run(trial: optuna.Trial) -> Any:
         started.append(trial.number)
@@ -121,6 +121,7 @@ def _run_trials(
         if n_trials is not None and busy >= n_trials and counts[TrialState.WAITING] == 0:
             time.sleep(POLL_S)  # the last trials are running elsewhere: start one only if one of them fails
             continue
+        started.clear()
         try:
             study.optimize(
                 run,
@@ -130,11 +131,11 @@ def _run_trials(
                 gc_after_trial=True,
             )
         except ValueError:
-            if not started or _state_of(study, started[-1]) == TrialState.RUNNING:
+            if not started or _state_of(study, started[-1]) != TrialState.FAIL:
                 raise
             log.warning(
-                "trial %d was declared stale by another worker (no heartbeat within %d s) and re-queued; "
-                "its result is dropped and the re-queued copy runs instead",
+                "trial %d was declared stale by another worker (no heartbeat within %d s) and failed; its "
+                "result is dropped (a re-queued copy runs instead, up to study.heartbeat.max_retry times)",
                 started[-1],
                 spec.study.heartbeat.grace_period,
             )
