@@ -21,8 +21,8 @@ import numpy as np
 from tsq.cache import Cache, cache_dir_of
 from tsq.data.tiny_world import has_verification
 from tsq.data.traces import Response
-from tsq.evaluate import baseline
-from tsq.spec import load_spec
+from tsq.evaluate import EvalResult, baseline
+from tsq.spec import Spec, load_spec
 
 # Per problem: [n, correct, tokens] for responses with a verification step, then the same without.
 _COLUMNS = 6
@@ -86,20 +86,31 @@ def print_table(
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def baseline_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every tiny-world baseline benchmark takes: a spec, and optionally more eval problems."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("spec", type=Path)
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over problems")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-problems", type=int, help="eval problems (default: the spec's data.eval.n)")
-    args = parser.parse_args()
+    return parser
+
+
+def load_baseline(args: argparse.Namespace) -> tuple[Spec, EvalResult]:
+    """The spec (with `--eval-problems` applied) and its baseline evaluation, computed once then cached."""
     spec = load_spec(args.spec)
     if args.eval_problems:
         data = spec.data.model_copy(
             update={"eval": spec.data.eval.model_copy(update={"n": args.eval_problems})}
         )
         spec = spec.model_copy(update={"data": data})
-    result = baseline(spec, Cache(cache_dir_of(spec.cache_dir)))
+    return spec, baseline(spec, Cache(cache_dir_of(spec.cache_dir)))
+
+
+def main() -> None:
+    parser = baseline_parser(__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over problems")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    _, result = load_baseline(args)
     summary = result.summary
     print(f"baseline of {args.spec}: accuracy {summary['accuracy']:.3f}, Len-A {summary['len_all']:.1f}")
     print_table(result.responses, result.difficulty, args.bootstrap, args.seed)

@@ -21,16 +21,13 @@ equals the check's own recomputed sum and when it differs (the training data: al
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
-from pathlib import Path
 
-from tsq.cache import Cache, cache_dir_of
+from tiny_world_depth import baseline_parser, load_baseline  # the sibling benchmark (scripts run from here)
+
 from tsq.data.loading import load_problem_set
 from tsq.data.tiny_world import VARIABLES, apply_op, has_verification, step_meaning
 from tsq.data.traces import STEP_SEPARATOR
-from tsq.evaluate import baseline
-from tsq.spec import load_spec
 
 
 def true_chain(question: str) -> tuple[list[int], list[tuple[str, int]]]:
@@ -115,17 +112,7 @@ def check_verdicts(text: str) -> list[tuple[bool, bool]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spec", type=Path)
-    parser.add_argument("--eval-problems", type=int, help="eval problems (default: the spec's data.eval.n)")
-    args = parser.parse_args()
-    spec = load_spec(args.spec)
-    if args.eval_problems:
-        data = spec.data.model_copy(
-            update={"eval": spec.data.eval.model_copy(update={"n": args.eval_problems})}
-        )
-        spec = spec.model_copy(update={"data": data})
-    result = baseline(spec, Cache(cache_dir_of(spec.cache_dir)))
+    spec, result = load_baseline(baseline_parser(__doc__.splitlines()[0]).parse_args())
     questions = {p.id: p.question for p in load_problem_set(spec.data, "eval").problems}
     counts: Counter[tuple[int, bool, str]] = Counter()
     totals: Counter[tuple[int, bool]] = Counter()
