@@ -26,20 +26,16 @@ from collections import Counter
 from tiny_world_depth import baseline_parser, load_baseline  # the sibling benchmark (scripts run from here)
 
 from tsq.data.loading import load_problem_set
-from tsq.data.tiny_world import VARIABLES, apply_op, has_verification, step_meaning
+from tsq.data.tiny_world import OPS, VARIABLES, ChainProblem, apply_op, has_verification, step_meaning
 from tsq.data.traces import STEP_SEPARATOR
 
 
 def true_chain(question: str) -> tuple[list[int], list[tuple[str, int]]]:
     """The values a..z of a tiny-world question and its (op, operand) updates."""
     words = question.split()
-    values = [int(words[2])]
-    updates = []
-    for i, word in enumerate(words):
-        if word in ("+", "-") and words[i + 1].isdigit():
-            updates.append((word, int(words[i + 1])))
-            values.append(apply_op(values[-1], word, int(words[i + 1])))
-    return values, updates
+    updates = tuple((w, int(words[i + 1])) for i, w in enumerate(words[:-1]) if w in OPS)
+    problem = ChainProblem(start=int(words[2]), updates=updates)
+    return problem.values(), list(problem.updates)
 
 
 def _compute_mistake(step: str, index: int, stated: list[int], values: list[int], updates) -> str | None:

@@ -103,7 +103,7 @@ def launch(
     for i, report in enumerate(reports):
         typer.echo(
             f"worker {i}: ran {report.ran} trials ({report.completed} complete, {report.failed} failed"
-            + (f", {report.reclaimed} re-queued by a peer" if report.reclaimed else "")
+            + (f", {report.reclaimed} lost to a peer's stale check" if report.reclaimed else "")
             + f"); stopped: {report.stopped_reason}"
         )
     if summary:

@@ -44,7 +44,7 @@ class WorkerReport:
     ran: int = 0
     completed: int = 0
     failed: int = 0
-    reclaimed: int = 0  # trials a peer declared stale and re-queued while this worker still ran them
+    reclaimed: int = 0  # trials a peer declared stale (and failed) while this worker still ran them
     stopped_reason: str = ""
 
 
