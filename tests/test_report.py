@@ -13,8 +13,9 @@ from optuna.distributions import FloatDistribution
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
-from tsq.report.pareto import study_hypervolume, write_report
-from tsq.report.table import hypervolume
+from tsq.report.pareto import spread_lines, study_hypervolume, write_report
+from tsq.report.table import StudyTable, hypervolume
+from tsq.stats import FrontSpread
 
 BASELINE = {"accuracy": 0.5, "len_all": 60.0, "len_correct": 50.0, "auc": 0.30, "budget": 128}
 N_PROBLEMS, N_SAMPLES = 40, 4
@@ -113,6 +114,10 @@ def test_report_files_agree_with_optuna(tmp_path: Path) -> None:
     assert "30.0 [28.0, 32.0]" in md  # trial 1's Len-A with its interval
     assert "+2.0 pts [-1.0 pts, +5.0 pts]" in md  # trial 1's accuracy delta and its interval, in points
     assert "Len-A (tokens)" in md and "p_front" in md
+    # the front (0, 1, 3) in each objective, shortest first; constant lengths: every Len-A gap is exact
+    spread = "trials 3, 1, 0 lie pairwise > 2 SE apart"
+    assert f"- front spread in Len-A (tokens): {spread} (gaps 10.0–20.0, ∞ SE)" in md
+    assert f"- front spread in Acc (%): {spread} (gaps 2.5–10.0, 2.1–5.3 SE)" in md
     html = (tmp_path / "out" / "pareto.html").read_text()
     assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js is inlined: works offline
     assert (tmp_path / "out" / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -144,3 +149,13 @@ def test_cli_report_status_best(tmp_path: Path) -> None:
     assert "hypervolume vs baseline: 1.2" in status.output
     best = runner.invoke(app, ["sweep", "best", "--storage", url, "--study", "rep"])
     assert best.exit_code == 0 and "Pareto trials of rep" in best.output
+
+
+def test_spread_lines_say_one_point_when_no_two_front_trials_are_apart() -> None:
+    # the second machine's quickstart front (docs/tiny-world.md): two trials 0.01 tokens apart, SE 0.22
+    spread = FrontSpread("len_all", {1: 34.40, 2: 34.41}, {(1, 2): (-0.01, 0.22)}, (1,), 2.0)
+    table = StudyTable("s", [], [], {"budget": 128}, [("len_all", "minimize")], spreads=[spread])
+    assert spread_lines(table) == [
+        "Len-A (tokens): no two front trials lie > 2 SE apart (widest gap: trials 1 and 2, 0.0, 0.0 SE), "
+        "so within noise the front is one point in it"
+    ]

@@ -14,6 +14,8 @@ from tsq.stats import (
     aggregate_replicates,
     classify_front,
     combined_se,
+    front_spread,
+    largest_separated_set,
     non_dominated,
     p_front,
     paired_intervals,
@@ -195,6 +197,45 @@ def test_p_front_rejects_bad_objectives() -> None:
     with pytest.raises(ValueError):
         p_front({"t": base}, base, [("accuracy", "up")], n_resamples=10, seed=0)
     assert p_front({}, base, ACC_LEN, n_resamples=10, seed=0) == {}
+
+
+def test_largest_separated_set_hand_computed() -> None:
+    # a-b and b-c apart, a-c not: the largest set is a pair (the first one in order: a, b); all apart: all
+    apart = {("a", "b"): True, ("a", "c"): False, ("b", "c"): True}
+    assert largest_separated_set(["a", "b", "c"], apart) == ("a", "b")
+    assert largest_separated_set(["a", "b", "c"], dict.fromkeys(apart, True)) == ("a", "b", "c")
+    assert largest_separated_set(["a", "b", "c"], dict.fromkeys(apart, False)) == ("a",)
+
+
+def test_front_spread_hand_computed() -> None:
+    # Lengths 10 / 20 / 21 on every response of every problem: each gap is exact (SE 0) and non-zero, so all
+    # three trials are apart, 1 token as much as 10.
+    def flat(length: int) -> ProblemSums:
+        return _sums({f"p{i}": [(length, i % 2 == 0)] * 2 for i in range(10)})
+
+    trials = {1: flat(10), 2: flat(20), 3: flat(21)}
+    spread = front_spread(trials, "len_all", n_resamples=200, seed=0)
+    assert spread.values == {1: 10.0, 2: 20.0, 3: 21.0}
+    assert spread.gaps[(1, 2)] == pytest.approx((-10.0, 0.0))
+    assert spread.gaps[(2, 3)] == pytest.approx((-1.0, 0.0))
+    assert spread.separated == (1, 2, 3)
+    # Seed noise of SD 0.5 per trial: a gap's SE is sqrt(0 + 2 * 0.25) = 0.707, so 1 token is within 2 SE and
+    # trials 2 and 3 are one point; trial 1 stays apart from both
+    noisy = front_spread(trials, "len_all", n_resamples=200, seed=0, seed_sd=0.5)
+    assert noisy.gaps[(2, 3)][1] == pytest.approx(math.sqrt(0.5))
+    assert noisy.separated == (1, 2)
+
+
+def test_front_spread_se_is_the_paired_bootstrap_sd() -> None:
+    # Trial b is 2 tokens longer on half the problems and equal on the rest: the gap's resampled SD is that of
+    # a mean of 0/2 values (SD 1) over 40 problems, about 1/sqrt(40) = 0.158; problem lengths (10..49) vary
+    # far more but cancel, since both trials are resampled alike
+    a = _sums({f"p{i:02d}": [(10 + i, True)] for i in range(40)})
+    b = _sums({f"p{i:02d}": [(10 + i + 2 * (i % 2), True)] for i in range(40)})
+    spread = front_spread({"a": a, "b": b}, "len_all", n_resamples=4000, seed=1)
+    gap, se = spread.gaps[("a", "b")]
+    assert gap == pytest.approx(-1.0) and se == pytest.approx(1 / math.sqrt(40), rel=0.1)
+    assert spread.separated == ("a", "b")  # 1.0 > 2 x 0.158
 
 
 def test_classify_front() -> None:

@@ -17,10 +17,11 @@ Why these choices (docs/method.md, "Statistics"):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -212,6 +213,61 @@ def classify_front(p: float, hi: float = 0.9, lo: float = 0.1) -> FrontClass:
     if p >= hi:
         return "clear"
     return "indistinguishable" if p >= lo else "off"
+
+
+@dataclass(frozen=True)
+class FrontSpread(Generic[K]):
+    """How far apart the front's trials lie along one objective, with the noise of each gap.
+
+    A front of several trials whose values in an objective sit within noise of each other is one point said
+    several times; only trials whose every pair is `threshold` SEs apart trace a curve in it."""
+
+    metric: str
+    values: dict[K, float]  # trial -> the metric on the shared problems
+    gaps: dict[tuple[K, K], tuple[float, float]]  # (a, b) -> (value a − value b, SE of the difference)
+    separated: tuple[K, ...]  # the largest set of trials whose every pair differs by more than threshold · SE
+    threshold: float
+
+
+def largest_separated_set(keys: Sequence[K], apart: Mapping[tuple[K, K], bool]) -> tuple[K, ...]:
+    """The largest subset of `keys` whose every pair (a, b), a before b in `keys`, is `apart`; the earliest
+    in `keys` order among equally large ones. Exhaustive: fronts hold few trials."""
+    for size in range(len(keys), 1, -1):
+        for group in itertools.combinations(keys, size):
+            if all(apart[pair] for pair in itertools.combinations(group, 2)):
+                return group
+    return tuple(keys[:1])
+
+
+def front_spread(
+    trials: Mapping[K, ProblemSums],
+    metric_name: str,
+    *,
+    n_resamples: int,
+    seed: int,
+    threshold: float = 2.0,
+    seed_sd: float = 0.0,
+) -> FrontSpread[K]:
+    """Pairwise gaps of one metric between trials, each with the SE of the paired difference, and the largest
+    set of trials pairwise more than `threshold` SEs apart (`largest_separated_set`).
+
+    The trials are resampled jointly over the problems they share, so problem difficulty cancels from each gap
+    (its SE is the SD of the resampled gap). `seed_sd`, the metric's between-seed SD measured from replicates,
+    adds each trial's seed noise: SE² = SE_boot² + 2·seed_sd² (two independent trainings). Without it the SE
+    holds evaluation noise only."""
+    keys = list(trials)
+    ids = shared_problems(*trials.values())
+    weights = resample_weights(len(ids), n_resamples, seed)
+    whole = np.ones((1, len(ids)))
+    name = metric(metric_name).name
+    draws = {k: absolute_draws(trials[k].select(ids), weights)[name] for k in keys}
+    values = {k: float(absolute_draws(trials[k].select(ids), whole)[name][0]) for k in keys}
+    gaps: dict[tuple[K, K], tuple[float, float]] = {}
+    for a, b in itertools.combinations(keys, 2):
+        se_boot = float(np.nanstd(draws[a] - draws[b]))
+        gaps[(a, b)] = (values[a] - values[b], math.sqrt(se_boot**2 + 2 * seed_sd**2))
+    apart = {pair: abs(gap) > threshold * se for pair, (gap, se) in gaps.items()}
+    return FrontSpread(name, values, gaps, largest_separated_set(keys, apart), threshold)
 
 
 # -- seed noise --------------------------------------------------------------------------------------------

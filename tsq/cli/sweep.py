@@ -175,7 +175,7 @@ def _estimate(trial: FrozenTrial, name: str, value: float) -> str:
 
 def _print_status(study: optuna.Study, table: StudyTable | None = None) -> None:
     from tsq.report.importance import importance_markdown
-    from tsq.report.pareto import pareto_trials
+    from tsq.report.pareto import pareto_trials, spread_lines
     from tsq.report.table import study_table, table_hypervolume
     from tsq.stats import FRONT_CLASS_LABELS
 
@@ -193,6 +193,8 @@ def _print_status(study: optuna.Study, table: StudyTable | None = None) -> None:
     for cls in ("clear", "indistinguishable"):
         members = [r.number for r in table.rows if r.front == cls]
         console.print(f"{FRONT_CLASS_LABELS[cls]} (p_front): trials {members}")
+    for line in spread_lines(table):
+        console.print(f"front spread in {line}")
     for note in table.notes:
         console.print(f"note: {note}")
     hv = table_hypervolume(table)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,39 @@ def _shown_rows(table: StudyTable) -> list[Row]:
     return sorted(shown, key=lambda r: r.metrics.get("len_all") or math.inf)
 
 
+def _ratio(gap: float, se: float) -> float:
+    return abs(gap) / se if se > 0 else math.inf
+
+
+def _span(values: list[float], digits: int) -> str:
+    low, high = (f"{v:.{digits}f}".replace("inf", "∞") for v in (min(values), max(values)))
+    return low if low == high else f"{low}–{high}"
+
+
+def spread_lines(table: StudyTable) -> list[str]:
+    """Per objective, whether Optuna's front is spread out in it: its largest set of trials pairwise more than
+    the threshold of SEs apart (`tsq.stats.front_spread`), or, when no two are, its widest gap."""
+    lines = []
+    for spread in table.spreads:
+        label = axis_label(spread.metric, table.budget)
+        if len(spread.separated) >= 2:
+            pairs = [spread.gaps[pair] for pair in itertools.combinations(spread.separated, 2)]
+            sizes = [display_value(spread.metric, abs(gap)) or 0.0 for gap, _ in pairs]
+            members = ", ".join(str(n) for n in sorted(spread.separated, key=spread.values.__getitem__))
+            lines.append(
+                f"{label}: trials {members} lie pairwise > {spread.threshold:g} SE apart "
+                f"(gaps {_span(sizes, 1)}, {_span([_ratio(*pair) for pair in pairs], 1)} SE)"
+            )
+        else:
+            (a, b), (gap, se) = max(spread.gaps.items(), key=lambda item: _ratio(*item[1]))
+            lines.append(
+                f"{label}: no two front trials lie > {spread.threshold:g} SE apart (widest gap: trials {a} "
+                f"and {b}, {display_value(spread.metric, abs(gap)) or 0.0:.1f}, {_ratio(gap, se):.1f} SE), "
+                "so within noise the front is one point in it"
+            )
+    return lines
+
+
 def render_markdown(table: StudyTable) -> str:
     """Paper-style table against the baseline, with intervals and p_front, then what the noise allows."""
     names = _report_metrics(table)
@@ -112,6 +146,7 @@ def render_markdown(table: StudyTable) -> str:
     for cls in ("clear", "indistinguishable"):
         members = [r.number for r in table.rows if r.front == cls]
         lines.append(f"- {FRONT_CLASS_LABELS[cls]}: " + (", ".join(f"trial {n}" for n in members) or "none"))
+    lines += [f"- front spread in {line}" for line in spread_lines(table)]
     lines += [f"- note: {note}" for note in table.notes]
     lines += _replicated_markdown(table)
     if table.importances:

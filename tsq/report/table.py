@@ -24,9 +24,11 @@ from tsq.metrics import METRICS, ProblemSums, baseline_value, objective_metric_n
 from tsq.report.importance import importance_warning, importances
 from tsq.stats import (
     FrontClass,
+    FrontSpread,
     ReplicateEstimate,
     aggregate_replicates,
     classify_front,
+    front_spread,
     p_front,
     pooled_sd,
 )
@@ -59,6 +61,7 @@ class StudyTable:
     importance_warning: str | None = None  # too few trials to trust the importances
     replicated: list[ReplicatedRow] = field(default_factory=list)  # `sweep confirm` results, per trial/split
     seed_sd: dict[str, float] = field(default_factory=dict)  # pooled between-seed SD per metric
+    spreads: list[FrontSpread[int]] = field(default_factory=list)  # front gaps per objective
 
     @property
     def budget(self) -> int | None:
@@ -140,8 +143,11 @@ def study_table(
         notes.append(
             "p_front and intervals hold evaluation noise only: no replicates yet (tsq sweep confirm)"
         )
-    probabilities = _front_probabilities(study, complete, objectives, front, records_dir, notes, seed_sd)
-    if probabilities is not None:
+    records = _load_records(study, complete, records_dir, notes) if objectives else None
+    spreads: list[FrontSpread[int]] = []
+    if records is not None:
+        probabilities = _front_probabilities(study, records, objectives, front, seed_sd)
+        spreads = _front_spreads(rows, records, objectives, front, seed_sd)
         rows = [
             replace(
                 r,
@@ -163,6 +169,7 @@ def study_table(
         importance_warning=importance_warning(study) if complete else None,
         replicated=replicated,
         seed_sd=seed_sd,
+        spreads=spreads,
     )
 
 
@@ -252,20 +259,22 @@ def records_path(attr: Any, records_dir: Path | None, name: str) -> Path | None:
     return None
 
 
-def _front_probabilities(
-    study: optuna.Study,
-    complete: Sequence[FrozenTrial],
-    objectives: list[tuple[str, str]],
-    front: dict[str, float],
-    records_dir: Path | None,
-    notes: list[str],
-    seed_sd: dict[str, float],
-) -> dict[int, float] | None:
-    if not complete or not objectives:
-        return None
+@dataclass(frozen=True)
+class _Records:
+    """Per-problem sums of the baseline and of every COMPLETE trial not stopped early, from their records."""
+
+    baseline: ProblemSums
+    trials: dict[int, ProblemSums]
+    stopped: list[int]  # stopped early: records of part of the problems only, never on the front
+
+
+def _load_records(
+    study: optuna.Study, complete: Sequence[FrozenTrial], records_dir: Path | None, notes: list[str]
+) -> _Records | None:
     budget = study.user_attrs.get("baseline", {}).get("budget")
-    first = complete[0]
-    base_path = records_path(first.user_attrs.get("baseline_records"), records_dir, "baseline.jsonl")
+    if not complete:
+        return None
+    base_path = records_path(complete[0].user_attrs.get("baseline_records"), records_dir, "baseline.jsonl")
     # A trial stopped early (tsq/early_stop.py) holds records of part of the problems and is infeasible: it is
     # never on the front, and leaving it out keeps the joint resamples on every problem.
     stopped = [t.number for t in complete if (t.user_attrs.get("early_stop") or {}).get("stopped")]
@@ -278,19 +287,54 @@ def _front_probabilities(
             f"(missing for {'the baseline' if base_path is None else f'trials {missing}'})"
         )
         return None
-    sums = {n: ProblemSums.from_records(read_records(p), int(budget)) for n, p in paths.items() if p}
-    baseline = ProblemSums.from_records(read_records(base_path), int(budget))
+    return _Records(
+        baseline=ProblemSums.from_records(read_records(base_path), int(budget)),
+        trials={n: ProblemSums.from_records(read_records(p), int(budget)) for n, p in paths.items() if p},
+        stopped=stopped,
+    )
+
+
+def _front_probabilities(
+    study: optuna.Study,
+    records: _Records,
+    objectives: list[tuple[str, str]],
+    front: dict[str, float],
+    seed_sd: dict[str, float],
+) -> dict[int, float]:
     constraint = study.user_attrs.get("constraint") or {}
     probabilities = p_front(
-        sums,
-        baseline,
+        records.trials,
+        records.baseline,
         objectives,
         n_resamples=int(front["resamples"]),
         seed=int(front["seed"]),
         max_accuracy_drop=constraint.get("max_accuracy_drop"),
         seed_sd=seed_sd,
     )
-    return {**probabilities, **dict.fromkeys(stopped, 0.0)}
+    return {**probabilities, **dict.fromkeys(records.stopped, 0.0)}
+
+
+def _front_spreads(
+    rows: Sequence[Row],
+    records: _Records,
+    objectives: list[tuple[str, str]],
+    front: dict[str, float],
+    seed_sd: dict[str, float],
+) -> list[FrontSpread[int]]:
+    """How far apart Optuna's front trials lie in each objective (`tsq.stats.front_spread`)."""
+    on_front = {r.number: records.trials[r.number] for r in rows if r.pareto and r.number in records.trials}
+    if len(on_front) < 2:
+        return []
+    return [
+        front_spread(
+            on_front,
+            name,
+            n_resamples=int(front["resamples"]),
+            seed=int(front["seed"]),
+            seed_sd=seed_sd.get(name, 0.0),
+        )
+        for name, _ in objectives
+    ]
 
 
 def _loss(value: float, direction: str) -> float:
