@@ -224,6 +224,8 @@ def test_front_spread_hand_computed() -> None:
     noisy = front_spread(trials, "len_all", n_resamples=200, seed=0, seed_sd=0.5)
     assert noisy.gaps[(2, 3)][1] == pytest.approx(math.sqrt(0.5))
     assert noisy.separated == (1, 2)
+    # an objective that is a change against the baseline is spread in what it changes
+    assert front_spread(trials, "token_reduction", n_resamples=50, seed=0).metric == "len_all"
 
 
 def test_front_spread_se_is_the_paired_bootstrap_sd() -> None:

@@ -254,12 +254,14 @@ def front_spread(
     The trials are resampled jointly over the problems they share, so problem difficulty cancels from each gap
     (its SE is the SD of the resampled gap). `seed_sd`, the metric's between-seed SD measured from replicates,
     adds each trial's seed noise: SE² = SE_boot² + 2·seed_sd² (two independent trainings). Without it the SE
-    holds evaluation noise only."""
+    holds evaluation noise only. A relative metric (`token_reduction`) is measured in the metric it changes
+    (`len_all`): the trials share one baseline, so their gap is there."""
     keys = list(trials)
     ids = shared_problems(*trials.values())
     weights = resample_weights(len(ids), n_resamples, seed)
     whole = np.ones((1, len(ids)))
-    name = metric(metric_name).name
+    m = metric(metric_name)
+    name = m.of if m.relative and m.of else m.name
     draws = {k: absolute_draws(trials[k].select(ids), weights)[name] for k in keys}
     values = {k: float(absolute_draws(trials[k].select(ids), whole)[name][0]) for k in keys}
     gaps: dict[tuple[K, K], tuple[float, float]] = {}
