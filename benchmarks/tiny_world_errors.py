@@ -7,14 +7,14 @@ wrong response step by step against the problem's true values, and names its fir
   c = b + 2); `wrong operand`: it uses another update's number; `stale value`: it builds on an earlier
   variable's value (the slip the world's traces teach); `wrong value`: it builds on a value no variable had;
   `wrong sum`: the arithmetic as written is wrong;
-- `check passed it`: a re-check called a wrong value correct; `check missed it`: it saw the slip but
-  "corrected" it to another wrong value; `check broke it`: it "corrected" a right value to a wrong one;
+- `check repeated it`: a re-check restated the step's wrong value; `check missed it`: it stated another wrong
+  value; `check broke it`: it stated a wrong value after a right step;
 - `answer miscopied`: every value right, the answer not the last one; `stopped early`: no answer for the
   last variable; `other`: a step the world never writes, or one out of order.
 
 A verifying response whose first mistake a later check fixed is counted by the mistake that finally stuck.
-A second table asks whether the checks compare at all: how often a check says "correct" when the step's value
-equals the check's own recomputed sum and when it differs (the training data: always and never).
+A second table asks whether the checks recompute at all: what a check states after a step that went wrong
+(the training data: always the right value).
 
     TSQ_HOME=... .venv/bin/python benchmarks/tiny_world_errors.py sweeps/quickstart.yaml [--eval-problems 260]
 """
@@ -75,15 +75,12 @@ def first_mistake(text: str, values: list[int], updates: list[tuple[str, int]]) 
         elif meaning[0] == "check":
             if not 1 <= index < len(stated):
                 return "other"
-            if meaning[2] == "correct":
-                if stated[index] != values[index]:
-                    return "check passed it"
-                continue
-            was_right = stated[index] == values[index]
-            stated[index] = int([w for w in step.split() if w.isdigit()][-1])
+            step_value, stated[index] = stated[index], int(meaning[2])
             if stated[index] != values[index]:
-                return "check broke it" if was_right else "check missed it"
-            mistake = None  # the check fixed what went wrong before it
+                if step_value == values[index]:
+                    return "check broke it"
+                return "check repeated it" if stated[index] == step_value else "check missed it"
+            mistake = None  # the check fixed what went wrong before it (or confirmed a right step)
         elif meaning[0] == "answer":
             if len(stated) < len(values):
                 return "stopped early"
@@ -91,19 +88,21 @@ def first_mistake(text: str, values: list[int], updates: list[tuple[str, int]]) 
     return "stopped early"
 
 
-def check_verdicts(text: str) -> list[tuple[bool, bool]]:
-    """(step value equals the check's own sum, check says "correct") for every check of a response."""
+def checks_after_slips(text: str, values: list[int]) -> list[str]:
+    """For every check that follows a wrong step: "fixed", "repeated" (restated the step's wrong value) or
+    "other" (another wrong value)."""
     said: dict[str, int] = {}
     out = []
     for step in (s.strip() for s in text.split(STEP_SEPARATOR)):
         meaning = step_meaning(step)
+        if meaning[0] not in ("compute", "check") or len(meaning[1]) != 1:
+            continue
+        index, value = VARIABLES.find(meaning[1]), int(meaning[2])
         if meaning[0] == "compute":
-            said[meaning[1]] = int(meaning[2])
-        elif meaning[0] == "check" and meaning[1] in said:
-            words = step.split()
-            at = words.index("=") + 1 if "=" in words else len(words)
-            if at < len(words) and words[at].isdigit():
-                out.append((said[meaning[1]] == int(words[at]), meaning[2] == "correct"))
+            said[meaning[1]] = value
+        elif meaning[1] in said and 0 < index < len(values) and said[meaning[1]] != values[index]:
+            repeated = "repeated" if value == said[meaning[1]] else "other"
+            out.append("fixed" if value == values[index] else repeated)
     return out
 
 
@@ -112,13 +111,13 @@ def main() -> None:
     questions = {p.id: p.question for p in load_problem_set(spec.data, "eval").problems}
     counts: Counter[tuple[int, bool, str]] = Counter()
     totals: Counter[tuple[int, bool]] = Counter()
-    verdicts: Counter[tuple[bool, bool]] = Counter()
+    after_slips: Counter[str] = Counter()
     for pid, responses in result.responses.items():
         values, updates = true_chain(questions[pid])
         for r in responses:
             key = (len(updates), has_verification(r.text))
             totals[key] += 1
-            verdicts.update(check_verdicts(r.text))
+            after_slips.update(checks_after_slips(r.text, values))
             if not r.correct:
                 counts[(*key, first_mistake(r.text, values, updates))] += 1
     kinds = sorted(
@@ -130,11 +129,11 @@ def main() -> None:
         wrong = sum(counts[(depth, checks, k)] for k in kinds)
         cells = " | ".join(str(counts[(depth, checks, k)]) for k in kinds)
         print(f"| {depth} | {'yes' if checks else 'no'} | {totals[(depth, checks)]} | {wrong} | {cells} |")
-    print("\n| the step's value vs the check's own sum | checks | said \"correct\" |\n|---|---|---|")
-    for agree in (True, False):
-        n = verdicts[(agree, True)] + verdicts[(agree, False)]
-        share = f"{verdicts[(agree, True)] / n:.1%}" if n else "n/a"
-        print(f"| {'equal' if agree else 'different'} | {n} | {share} |")
+    n = sum(after_slips.values())
+    print("\n| checks after a wrong step | fixed it | repeated the wrong value | another wrong value |")
+    print("|---|---|---|---|")
+    shares = " | ".join(f"{after_slips[k] / n:.1%}" if n else "n/a" for k in ("fixed", "repeated", "other"))
+    print(f"| {n} | {shares} |")
 
 
 if __name__ == "__main__":

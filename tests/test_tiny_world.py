@@ -27,6 +27,9 @@ from tsq.data.tiny_world import (
 )
 from tsq.data.traces import split_steps
 from tsq.errors import UserError
+from tsq.tiny_model import VARIANTS
+
+SLIP = VARIANTS["default"].slip_rate  # the world the default model is pre-trained on
 
 
 def test_problem_by_hand() -> None:
@@ -88,12 +91,12 @@ def test_stale_value_by_hand() -> None:
 
 def test_verification_fixes_slips() -> None:
     """At slip rate 1 the second step always slips (copies a = 7 instead of b = 12; the first step never
-    slips): a verifying trace still answers right and says which value was wrong; one without answers 4."""
+    slips): a verifying trace recomputes it from b and answers right; one without answers 4."""
     problem = ChainProblem(start=7, updates=(("+", 5), ("-", 3)))
     fixed = generate_trace(problem, random.Random(0), 1.0, TraceStyle(0.0, 1.0, False))
     assert fixed == (
-        "b = 7 + 5 = 12 \n\n check b : 7 + 5 = 12 , correct \n\n c = 7 - 3 = 4 \n\n"
-        " check c : 12 - 3 = 9 , not 4 , so c = 9 \n\n answer : 9"
+        "b = 7 + 5 = 12 \n\n check b : 7 + 5 = 12 \n\n c = 7 - 3 = 4 \n\n"
+        " check c : 12 - 3 = 9 \n\n answer : 9"
     )
     for seed in range(20):
         fixed = generate_trace(problem, random.Random(seed), 1.0, TraceStyle(0.5, 1.0, True))
@@ -137,22 +140,22 @@ def test_phrasing_is_drawn_per_step() -> None:
 
 
 def test_verification_pays_off_on_deep_chains_only() -> None:
-    """Pre-training traces at the default slip rate 0.15: verifying traces are always right; without
+    """Pre-training traces at the default build's slip rate 0.3: verifying traces are always right; without
     verification a one-step chain is always right and a four-step one is right with probability
-    (1 − .15)(1 − .30)(1 − .45) = 0.327, or more: a slip whose stale value would leave 0..19 never
-    happens."""
+    (1 − .3)(1 − .6)(1 − .9) = 0.028, or more: a slip whose stale value would leave 0..19 never happens."""
+    assert SLIP == 0.3
     rng = random.Random(0)
     right: dict[tuple[int, bool], list[bool]] = {}
     for i in range(1600):
         depth = 1 if i % 2 else 4
         problem = sample_split_problem(rng, "train", depth)
-        trace = generate_trace(problem, rng, 0.15, random_style(rng))
+        trace = generate_trace(problem, rng, SLIP, random_style(rng))
         right.setdefault((depth, has_verification(trace)), []).append(
             extract_exact_answer(trace) == str(problem.answer())
         )
     rate = {key: sum(v) / len(v) for key, v in right.items()}
     assert rate[(1, True)] == rate[(1, False)] == rate[(4, True)] == 1.0
-    assert 0.30 < rate[(4, False)] < 0.48  # 0.394 here
+    assert 0.02 < rate[(4, False)] < 0.16  # 0.092 here
     assert 0.4 < len(right[(4, True)]) / 800 < 0.6  # about half the traces verify
 
 
@@ -163,7 +166,7 @@ def test_shortest_correct_traces_still_carry_long_steps() -> None:
     with_long = 0
     for _ in range(100):
         problem = sample_split_problem(rng, "train", 4)
-        traces = [generate_trace(problem, rng, 0.15, random_style(rng)) for _ in range(16)]
+        traces = [generate_trace(problem, rng, SLIP, random_style(rng)) for _ in range(16)]
         correct = [t for t in traces if extract_exact_answer(t) == str(problem.answer())]
         shortest = min(correct, key=lambda t: len(t.split()))
         with_long += any(_is_long(s) for s in split_steps(shortest)[:-1])
@@ -174,7 +177,7 @@ def test_training_traces_vary_and_are_mostly_right() -> None:
     rng = random.Random(0)
     lengths, right = [], 0
     for _ in range(300):
-        question, trace = random_training_example(rng, 1, 5, slip_rate=0.15)
+        question, trace = random_training_example(rng, 1, 5, slip_rate=SLIP)
         assert split_of(question) == "train"
         lengths.append(len(trace.split()))
         values = [int(tok) for tok in question.split() if tok.isdigit()]
@@ -197,8 +200,8 @@ def test_step_meaning_ignores_phrasing_only() -> None:
     assert {step_meaning(s) for s in same} == {("compute", "b", "12")}
     assert step_meaning("b = 7 + 5 = 13") != step_meaning(same[0])  # a value changed
     assert step_meaning("c = b - 3 = 9") != step_meaning(same[0])  # another step
-    assert step_meaning("check b : 7 + 5 = 12 , correct") == ("check", "b", "correct")
-    assert step_meaning("check b : 7 + 5 = 12 , not 13 , so b = 12") == ("check", "b", "not 13")
+    assert step_meaning("check b : 7 + 5 = 12") == ("check", "b", "12")
+    assert step_meaning("check b : 7 + 5 = 13") != step_meaning("check b : 7 + 5 = 12")
     assert step_meaning("answer : 9") == step_meaning("so c is 9 , and the answer is 9") == ("answer", "9")
     assert step_meaning("start with a = 7") == step_meaning("first we have a = 7 , and we want c")
     assert step_meaning("is is")[0] == "other"

@@ -189,11 +189,12 @@ def _compute_step(
     )
 
 
-def _check_step(var: str, x: int, op: str, y: int, v: int, said: int) -> str:
-    """Re-check the step just written: recompute it from the same inputs (a check never slips); when the
-    step slipped, say so and restate the right value, which the next step builds on."""
-    verdict = "correct" if said == v else f"not {said} , so {var} = {v}"
-    return f"check {var} : {x} {op} {y} = {v} , {verdict}"
+def _check_step(var: str, x: int, op: str, y: int, v: int) -> str:
+    """Re-check the step just written: recompute it from the value stated before it (a check never slips).
+    The check states the value and the next step builds on it, so a check fixes a slip without judging it:
+    a verdict ("correct" / "not 4 , so c = 9") asks the model to compare two numbers, which the tiny model
+    did by guessing (docs/tiny-world.md, build 7)."""
+    return f"check {var} : {x} {op} {y} = {v}"
 
 
 def has_verification(text: str) -> bool:
@@ -202,7 +203,7 @@ def has_verification(text: str) -> bool:
 
 
 def step_meaning(step: str) -> tuple[str, ...]:
-    """What a step says, whatever its phrasing: ("compute", var, value), ("check", var, verdict),
+    """What a step says, whatever its phrasing: ("compute", var, value), ("check", var, value),
     ("answer", value), ("restate", start), or ("other", text) for anything the world never writes.
 
     Two phrasings of the same step have the same meaning; a rewrite that changes a stated value or turns one
@@ -211,9 +212,8 @@ def step_meaning(step: str) -> tuple[str, ...]:
     if not words:
         return ("other", "")
     numbers = [w for w in words if w.isdigit()]
-    if words[0] == "check" and len(words) > 1:
-        said = f"not {words[words.index('not') + 1]}" if "not" in words[:-1] else "correct"
-        return ("check", words[1], said)
+    if words[0] == "check" and len(words) > 1 and numbers:
+        return ("check", words[1], numbers[-1])
     if "answer" in words and numbers:
         return ("answer", numbers[-1])
     if words[0] in ("first", "start") and numbers:
@@ -267,7 +267,7 @@ def generate_trace(problem: ChainProblem, rng: random.Random, slip_rate: float, 
         said = apply_op(used, op, operand)
         steps.append(_compute_step(rng, rng.random() < style.p_long, var, prev, used, op, operand, said))
         if verify:
-            steps.append(_check_step(var, x, op, operand, right, said))
+            steps.append(_check_step(var, x, op, operand, right))
             said = right
         stated.append(said)
     value = stated[-1]
