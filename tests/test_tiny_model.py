@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tsq.cli.main import app
 from tsq.data.tiny_world import random_training_example, tiny_problem_set
-from tsq.tiny_model import BUILD_INFO, VARIANTS, build_tiny, build_tokenizer
+from tsq.tiny_model import BUILD_INFO, VARIANTS, build_tiny, build_tokenizer, build_warning
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +102,11 @@ def test_build_command_says_what_it_built(tiny_model_dir: Path, monkeypatch: pyt
 def test_settings_digest_depends_on_the_settings() -> None:
     assert VARIANTS["test"].digest() != VARIANTS["default"].digest()
     assert VARIANTS["test"].digest() == VARIANTS["test"].digest()
+
+
+def test_a_default_build_above_the_working_loss_is_flagged() -> None:
+    settings = {"variant": "default"}
+    assert build_warning({"settings": settings, "final_loss": 0.0989}) is None  # the reference build
+    line = build_warning({"settings": settings, "final_loss": 0.1398})  # seed 1 of the same settings
+    assert line is not None and line.startswith("warning: this build ended at loss 0.1398, above 0.11")
+    assert build_warning({"settings": {"variant": "test"}, "final_loss": 1.5}) is None  # tests only

@@ -20,7 +20,7 @@ def build_tiny_command(
     force: Annotated[bool, typer.Option("--force", help="rebuild even when a matching build exists")] = False,
 ) -> None:
     """Build (or find) the tiny reasoning model: a few minutes on CPU, cached under $TSQ_HOME/models."""
-    from tsq.tiny_model import build_info, build_tiny
+    from tsq.tiny_model import build_info, build_tiny, build_warning
 
     path = build_tiny(variant, force=force)
     info = build_info(path)
@@ -32,3 +32,5 @@ def build_tiny_command(
     )
     if machine := info.get("machine"):  # builds from before the record have none
         typer.echo(f"  built with torch {machine['torch']} on {machine['cpu_capability']} CPU kernels")
+    if warning := build_warning(info):
+        typer.echo(warning, err=True)
