@@ -4,7 +4,7 @@
 # sweep's own + 2 `sweep confirm` replicates), and the effects report (`tsq report effects`) in
 # reports/ablations/effects.md. All specs extend sweeps/quickstart.yaml, so they share its cached
 # self-samples, candidates and baseline. About 40 minutes on 2 cores once the quickstart's cache is warm
-# (84 trials of ~25 s; measured: 78 of them in 36 minutes).
+# (84 trials; measured 2026-12-05 on the format-8 build: 37 min 24 s).
 #   bash scripts/ablations.sh            (after scripts/setup.sh; builds the tiny model if it is missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
