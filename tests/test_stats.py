@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -205,6 +206,11 @@ def test_largest_separated_set_hand_computed() -> None:
     assert largest_separated_set(["a", "b", "c"], apart) == ("a", "b")
     assert largest_separated_set(["a", "b", "c"], dict.fromkeys(apart, True)) == ("a", "b", "c")
     assert largest_separated_set(["a", "b", "c"], dict.fromkeys(apart, False)) == ("a",)
+    # past EXHAUSTIVE_UP_TO keys the search is greedy in key order: 14 points on a line, neighbours not apart,
+    # every second one apart from each other -> the greedy pick is 0, 2, 4, ..., 12 (7 keys, here the largest)
+    keys = list(range(14))
+    line = {(a, b): b - a >= 2 for a, b in itertools.combinations(keys, 2)}
+    assert largest_separated_set(keys, line) == (0, 2, 4, 6, 8, 10, 12)
 
 
 def test_front_spread_hand_computed() -> None:
@@ -220,8 +226,9 @@ def test_front_spread_hand_computed() -> None:
     assert spread.gaps[(2, 3)] == pytest.approx((-1.0, 0.0))
     assert spread.separated == (1, 2, 3)
     # Seed noise of SD 0.5 per trial: a gap's SE is sqrt(0 + 2 * 0.25) = 0.707, so 1 token is within 2 SE and
-    # trials 2 and 3 are one point; trial 1 stays apart from both
-    noisy = front_spread(trials, "len_all", n_resamples=200, seed=0, seed_sd=0.5)
+    # trials 2 and 3 are one point; trial 1 stays apart from both (another metric's seed SD does not count)
+    sds = {"len_all": 0.5, "accuracy": 9.0}
+    noisy = front_spread(trials, "len_all", n_resamples=200, seed=0, seed_sd=sds)
     assert noisy.gaps[(2, 3)][1] == pytest.approx(math.sqrt(0.5))
     assert noisy.separated == (1, 2)
     # an objective that is a change against the baseline is spread in what it changes

@@ -229,9 +229,20 @@ class FrontSpread(Generic[K]):
     threshold: float
 
 
+EXHAUSTIVE_UP_TO = 12  # trials; past that the subsets are too many to try (2^n)
+
+
 def largest_separated_set(keys: Sequence[K], apart: Mapping[tuple[K, K], bool]) -> tuple[K, ...]:
     """The largest subset of `keys` whose every pair (a, b), a before b in `keys`, is `apart`; the earliest
-    in `keys` order among equally large ones. Exhaustive: fronts hold few trials."""
+    in `keys` order among equally large ones. Exhaustive up to `EXHAUSTIVE_UP_TO` keys (fronts are small);
+    past that greedy in `keys` order (a key joins when it is apart from every key already in), which for keys
+    sorted by value is a large set but not always the largest."""
+    if len(keys) > EXHAUSTIVE_UP_TO:
+        chosen: list[K] = []
+        for k in keys:
+            if all(apart[(c, k)] for c in chosen):
+                chosen.append(k)
+        return tuple(chosen)
     for size in range(len(keys), 1, -1):
         for group in itertools.combinations(keys, size):
             if all(apart[pair] for pair in itertools.combinations(group, 2)):
@@ -246,28 +257,30 @@ def front_spread(
     n_resamples: int,
     seed: int,
     threshold: float = 2.0,
-    seed_sd: float = 0.0,
+    seed_sd: Mapping[str, float] | None = None,
 ) -> FrontSpread[K]:
     """Pairwise gaps of one metric between trials, each with the SE of the paired difference, and the largest
     set of trials pairwise more than `threshold` SEs apart (`largest_separated_set`).
 
     The trials are resampled jointly over the problems they share, so problem difficulty cancels from each gap
-    (its SE is the SD of the resampled gap). `seed_sd`, the metric's between-seed SD measured from replicates,
-    adds each trial's seed noise: SE² = SE_boot² + 2·seed_sd² (two independent trainings). Without it the SE
-    holds evaluation noise only. A relative metric (`token_reduction`) is measured in the metric it changes
-    (`len_all`): the trials share one baseline, so their gap is there."""
-    keys = list(trials)
+    (its SE is the SD of the resampled gap). `seed_sd` (metric -> between-seed SD measured from replicates, as
+    for `p_front`) adds each trial's seed noise: SE² = SE_boot² + 2·SD² (two independent trainings). Without
+    it the SE holds evaluation noise only. A relative metric (`token_reduction`) is measured in the metric it
+    changes (`len_all`): the trials share one baseline, so their gap is there. Pairs are keyed (lower value,
+    higher value)."""
     ids = shared_problems(*trials.values())
     weights = resample_weights(len(ids), n_resamples, seed)
     whole = np.ones((1, len(ids)))
     m = metric(metric_name)
     name = m.of if m.relative and m.of else m.name
+    sd = (seed_sd or {}).get(name, 0.0)
+    values = {k: float(absolute_draws(trials[k].select(ids), whole)[name][0]) for k in trials}
+    keys = sorted(trials, key=values.__getitem__)  # by value: what the greedy search of a large front needs
     draws = {k: absolute_draws(trials[k].select(ids), weights)[name] for k in keys}
-    values = {k: float(absolute_draws(trials[k].select(ids), whole)[name][0]) for k in keys}
     gaps: dict[tuple[K, K], tuple[float, float]] = {}
     for a, b in itertools.combinations(keys, 2):
         se_boot = float(np.nanstd(draws[a] - draws[b]))
-        gaps[(a, b)] = (values[a] - values[b], math.sqrt(se_boot**2 + 2 * seed_sd**2))
+        gaps[(a, b)] = (values[a] - values[b], math.sqrt(se_boot**2 + 2 * sd**2))
     apart = {pair: abs(gap) > threshold * se for pair, (gap, se) in gaps.items()}
     return FrontSpread(name, values, gaps, largest_separated_set(keys, apart), threshold)
 

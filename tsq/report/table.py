@@ -331,7 +331,7 @@ def _front_spreads(
             name,
             n_resamples=int(front["resamples"]),
             seed=int(front["seed"]),
-            seed_sd=seed_sd.get(name, 0.0),
+            seed_sd=seed_sd,
         )
         for name, _ in objectives
     ]
