@@ -270,13 +270,13 @@ def front_spread(
     higher value)."""
     ids = shared_problems(*trials.values())
     weights = resample_weights(len(ids), n_resamples, seed)
-    whole = np.ones((1, len(ids)))
     m = metric(metric_name)
     name = m.of if m.relative and m.of else m.name
     sd = (seed_sd or {}).get(name, 0.0)
-    values = {k: float(absolute_draws(trials[k].select(ids), whole)[name][0]) for k in trials}
+    shared = {k: sums.select(ids) for k, sums in trials.items()}
+    values = {k: float(absolute_values(sums.total())[name]) for k, sums in shared.items()}
     keys = sorted(trials, key=values.__getitem__)  # by value: what the greedy search of a large front needs
-    draws = {k: absolute_draws(trials[k].select(ids), weights)[name] for k in keys}
+    draws = {k: absolute_draws(shared[k], weights)[name] for k in keys}
     gaps: dict[tuple[K, K], tuple[float, float]] = {}
     for a, b in itertools.combinations(keys, 2):
         se_boot = float(np.nanstd(draws[a] - draws[b]))
