@@ -1,13 +1,15 @@
 """Does verification pay off where problems are hard? The baseline's own responses, split by depth.
 
 Runs (or reads from the cache) the baseline evaluation of a spec through tsq's own code
-(`tsq.evaluate.baseline`), splits every difficulty level's responses by whether they contain a verification
-step (`tsq.data.tiny_world.has_verification`: the world knows its own phrasing), and prints accuracy and
-Len-A of each group with a 95% bootstrap interval over problems, and the with-minus-without difference with
-its interval. Problems are the resampling unit: the samples of one problem are not independent.
+(`tsq.evaluate.baseline`; with `--adapter`, a trained trial's LoRA adapter on the same split), splits every
+difficulty level's responses by whether they contain a verification step
+(`tsq.data.tiny_world.has_verification`: the world knows its own phrasing), and prints accuracy and Len-A of
+each group with a 95% bootstrap interval over problems, and the with-minus-without difference with its
+interval. Problems are the resampling unit: the samples of one problem are not independent.
 
     TSQ_HOME=... .venv/bin/python benchmarks/tiny_world_depth.py sweeps/quickstart.yaml [--bootstrap 2000]
         [--eval-problems 400]   (more eval problems than the spec's, for narrower intervals)
+        [--adapter $TSQ_HOME/studies/STUDY/trial-N/adapter]   (a trained model instead of the baseline)
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy as np
 from tsq.cache import Cache, cache_dir_of
 from tsq.data.tiny_world import has_verification
 from tsq.data.traces import Response
-from tsq.evaluate import EvalResult, baseline
+from tsq.evaluate import EvalResult, baseline, evaluate
+from tsq.models import resolve_model
 from tsq.spec import Spec, load_spec
 
 # Per problem: [n, correct, tokens] for responses with a verification step, then the same without.
@@ -109,10 +112,16 @@ def main() -> None:
     parser = baseline_parser(__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over problems")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adapter", type=Path, help="a trial's LoRA adapter directory (default: no adapter)")
     args = parser.parse_args()
-    _, result = load_baseline(args)
+    spec, result = load_baseline(args)
+    label = f"baseline of {args.spec}"
+    if args.adapter:
+        cache = Cache(cache_dir_of(spec.cache_dir))
+        result = evaluate(spec, resolve_model(spec.model), cache, adapter=args.adapter)
+        label = f"{args.adapter} on {args.spec}"
     summary = result.summary
-    print(f"baseline of {args.spec}: accuracy {summary['accuracy']:.3f}, Len-A {summary['len_all']:.1f}")
+    print(f"{label}: accuracy {summary['accuracy']:.3f}, Len-A {summary['len_all']:.1f}")
     print_table(result.responses, result.difficulty, args.bootstrap, args.seed)
 
 
