@@ -109,6 +109,11 @@ def test_report_files_agree_with_optuna(tmp_path: Path) -> None:
         "trial-2.jsonl",
         "trial-3.jsonl",
     ]
+    # a stale file from an earlier, longer run of a study by that name goes; the others are rewritten
+    (tmp_path / "out" / "records" / "trial-9.jsonl").write_text("{}\n")
+    write_report(study, tmp_path / "out")
+    assert not (tmp_path / "out" / "records" / "trial-9.jsonl").exists()
+    assert len(list((tmp_path / "out" / "records").iterdir())) == 5
     md = (tmp_path / "out" / "pareto.md").read_text()
     assert "| baseline |" in md and "| trial 1 ★ |" in md and "| trial 2 |" not in md
     assert "30.0 [28.0, 32.0]" in md  # trial 1's Len-A with its interval

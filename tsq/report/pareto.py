@@ -372,7 +372,7 @@ def render_png(table: StudyTable) -> bytes:
 
 def _export_records(study: optuna.Study, table: StudyTable, folder: Path) -> None:
     """Copy each trial's and the baseline's per-response records into `folder` (a report rebuilt elsewhere
-    finds them there)."""
+    finds them there), and remove trial files of trials the report does not hold."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     wanted = {f"trial-{r.number}.jsonl": trials[r.number].user_attrs.get("records") for r in table.rows}
     if table.rows:
@@ -384,6 +384,11 @@ def _export_records(study: optuna.Study, table: StudyTable, folder: Path) -> Non
             write_atomic(folder / name, source.read_bytes())
         elif source is None and (folder / name).is_file():
             continue  # already exported by an earlier run of the report
+    # a report rewritten into the same folder for a shorter study (one re-run under the same name) would
+    # otherwise keep the longer run's trial files beside the new ones
+    for stale in folder.glob("trial-*.jsonl"):
+        if stale.name not in wanted:
+            stale.unlink()
 
 
 def write_report(
