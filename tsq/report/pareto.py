@@ -352,9 +352,11 @@ def render_png(table: StudyTable) -> bytes:
         ys, ym, yp = _errors(rows, y)
         ax.errorbar(xs, ys, xerr=[xm, xp], yerr=[ym, yp], fmt=style, c=colour, label=label, capsize=2, lw=1)
         if colour == "tab:red":
-            for r, xv, yv in zip(rows, xs, ys, strict=True):
+            # neighbours on the front alternate above and below, so close points' labels do not overprint
+            for i, (r, xv, yv) in enumerate(zip(rows, xs, ys, strict=True)):
                 tag = str(r.number) if r.p_front is None else f"{r.number} (p={r.p_front:.2f})"
-                ax.annotate(tag, (xv, yv), textcoords="offset points", xytext=(5, 5), fontsize=8)
+                offset = (6, 4) if i % 2 == 0 else (6, -11)
+                ax.annotate(tag, (xv, yv), textcoords="offset points", xytext=offset, fontsize=8)
     (bx, bxm, bxp), (by, bym, byp) = _baseline_point(table, x), _baseline_point(table, y)
     if bx is not None and by is not None:
         ax.errorbar([bx], [by], xerr=[[bxm], [bxp]], yerr=[[bym], [byp]], fmt="x", ms=9, c="black",
