@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from tsq.cli.main import app
 from tsq.errors import UserError
-from tsq.report.effects import contrast_se, render_report, study_effects, verdict
+from tsq.report.effects import chance_rate, contrast_se, render_report, study_effects, verdict
 from tsq.stats import aggregate_replicates, pooled_sd
 
 T2, T4 = 4.302652729749464, 2.7764451051977987  # Student's t 0.975 quantile at 2 and 4 degrees of freedom
@@ -175,6 +175,11 @@ def test_verdict_contrast_se_and_the_pooled_sd() -> None:
     assert pooled_sd([(1, 1.0)]) is None
     one = aggregate_replicates([1.0], sd_seed=2.0, sd_dof=4)  # a given SD with its dof: the t quantile
     assert (one.se, one.hi) == pytest.approx((2.0, 1.0 + T4 * 2.0))
+    # P(|T| > 2) by hand: at 2 df the t CDF is 1/2 + t / (2 √(2 + t²)), so 1 − 2/√6; at 4 df
+    # 1/2 + (3/8)·(t/√(1 + t²/4))·(1 − t²/(12 (1 + t²/4))) gives 2·(1/2 − (3/8)·√2·(5/6)); normal: 2·Φ(−2)
+    assert chance_rate(2) == pytest.approx(1 - 2 / 6**0.5)
+    assert chance_rate(4) == pytest.approx(1 - 2 * (3 / 8) * 2**0.5 * (5 / 6))
+    assert chance_rate(None) == pytest.approx(0.0455003, abs=1e-7)
 
 
 def test_cli_prints_and_writes_the_report_and_a_missing_study_is_one_line(tmp_path: Path) -> None:
@@ -194,6 +199,10 @@ def test_cli_prints_and_writes_the_report_and_a_missing_study_is_one_line(tmp_pa
         "| variant a − b | Len-A (tokens) | all | -5.0 ± 16.3 | within 2 SE (no measurable effect) |" in text
     )
     assert "| variant c − b | Acc (%) | all | -10.0 pts | unreplicated |" in text
+    # 6 contrasts of a − b have an SE (the 6 of c, unreplicated, do not); Acc overall and Len-A at d1 are
+    # beyond 2 SE; the pooled SDs have 4 df, so 6 × 11.6% ≈ 0.7 would be by chance
+    chance = "- 2 of 6 contrasts lie beyond 2 SE; were no knob to matter, about 0.7 would by chance (11.6%"
+    assert chance in text
     assert render_report([study_effects(optuna.load_study(study_name="sel", storage=url))]) in result.output
     command = [sys.executable, "-m", "tsq", "report", "effects", "--study", "nope", "--storage", url]
     missing = subprocess.run(command, capture_output=True, text=True, timeout=300)

@@ -21,6 +21,9 @@ What each interval holds (95%):
   seed noise and the evaluation-sampling noise; every arm is evaluated on the same problems, so problem
   difficulty is common to both sides and cancels (paired), and is not in the SE. The verdict is "> 2 SE" or
   "within 2 SE (no measurable effect)"; with fewer than 2 seeds in either arm there is no SE ("unreplicated").
+  Each study's section counts its contrasts beyond 2 SE beside the count expected by chance alone
+  (`chance_rate`: P(|t| > 2) at the pooled degrees of freedom, 8.1% at 8), since a report of dozens of
+  contrasts holds a few beyond 2 SE even where no knob matters.
 
 Which contrasts: when the arms differ in one numeric knob, its last value against its first (the two ends of
 the range); in one categorical knob, every arm against the reference arm (the first in the spec's choice
@@ -62,6 +65,14 @@ class Arm:
     @property
     def n(self) -> int:
         return len(self.trials)
+
+
+def chance_rate(dof: int | None) -> float:
+    """The share of contrasts beyond 2 SE when there is no effect at all: P(|T| > 2) for Student's t at `dof`
+    degrees of freedom (the SE is estimated from the seeds), or for the normal when `dof` is None."""
+    from scipy.stats import norm, t  # deferred: scipy is slow to import
+
+    return float(2 * (t.sf(2.0, dof) if dof is not None else norm.sf(2.0)))
 
 
 def verdict(diff: float, se: float | None) -> str:
@@ -361,8 +372,25 @@ def render_markdown(effects: StudyEffects) -> str:
             for c in sorted(effects.contrasts, key=lambda c: c.level is not None)
         ]  # fmt: skip
         lines += _table(["contrast", "metric", "depth", "difference ± 2 SE", "verdict"], rows)
-    lines += [""] + [f"- note: {note}" for note in effects.notes]
+    lines += [""] + _chance_lines(effects) + [f"- note: {note}" for note in effects.notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _chance_lines(effects: StudyEffects) -> list[str]:
+    """How many contrasts lie beyond 2 SE, next to how many would by chance alone: many contrasts, each at
+    2 SE, give a few such by chance, and a lone one must not be read as an effect."""
+    judged = [c for c in effects.contrasts if c.se is not None]
+    if not judged:
+        return []
+    dof = min((d for m, (_, d) in effects.seed_sd.items() if m in CONTRAST_METRICS), default=None)
+    rate = chance_rate(dof)
+    beyond = sum(c.verdict == "> 2 SE" for c in judged)
+    quantile = "the normal" if dof is None else f"t at {dof} df, the SE being estimated from the seeds"
+    return [
+        f"- {beyond} of {len(judged)} contrasts lie beyond 2 SE; were no knob to matter, about "
+        f"{rate * len(judged):.1f} would by chance ({rate:.1%} each, {quantile}). A lone one, by depth "
+        "especially, is a lead to replicate, not a finding."
+    ]
 
 
 def render_report(studies: Sequence[StudyEffects]) -> str:
