@@ -171,6 +171,8 @@ def test_formats_labels_and_baseline_values() -> None:
     assert format_value("len_correct", None) == "–" and format_value("len_correct", math.nan) == "–"
     assert format_estimate("accuracy", 0.612, 0.58, 0.641) == "61.2% [58.0%, 64.1%]"
     assert format_estimate("accuracy", 0.612, None, None) == "61.2%"
+    assert format_estimate("accuracy", 0.935, 0.855, 1.015) == "93.5% [85.5%, 100.0%]"  # a share: cut at 1
+    assert format_estimate("len_all", 2.0, -1.0, 5.0) == "2.0 [-1.0, 5.0]"  # tokens are not cut
     assert axis_label("len_all") == "Len-A (tokens)" and axis_label("len_correct") == "Len-T (tokens)"
     assert axis_label("auc") == "AUC@B" and axis_label("auc", 128) == "AUC@128"
     assert display_value("accuracy", 0.5) == 50.0 and display_value("len_all", 25.0) == 25.0

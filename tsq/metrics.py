@@ -175,9 +175,12 @@ def format_value(name: str, value: float | None) -> str:
 
 
 def format_estimate(name: str, value: float | None, lo: float | None, hi: float | None) -> str:
-    """Value and 95% interval: "61.2% [58.0%, 64.1%]"; just the value when there is no interval."""
+    """Value and 95% interval: "61.2% [58.0%, 64.1%]"; just the value when there is no interval. A share
+    (a "percent" metric) cannot leave [0%, 100%], so a t interval that would is cut at the bound."""
     if lo is None or hi is None:
         return format_value(name, value)
+    if metric(name).format == "percent":
+        lo, hi = max(lo, 0.0), min(hi, 1.0)
     return f"{format_value(name, value)} [{format_value(name, lo)}, {format_value(name, hi)}]"
 
 
