@@ -3,8 +3,9 @@
 # ablations (Tables 2-4) and η at β 0.3 (sweeps/eta-low-beta.yaml), every configuration at 3 seeds (the
 # sweep's own + 2 `sweep confirm` replicates), and the effects report (`tsq report effects`) in
 # reports/ablations/effects.md. All specs extend sweeps/quickstart.yaml, so they share its cached
-# self-samples, candidates and baseline. About 40 minutes on 2 cores once the quickstart's cache is warm
-# (84 trials; measured 2026-12-05 on the format-8 build: 37 min 24 s).
+# self-samples, candidates and baseline. About 75 minutes on 2 cores once the quickstart's cache is warm
+# (84 trials at 60 training steps; measured 2026-12-05: 83 min, about 10 of them slowed by a second job;
+# at 40 steps 37 min).
 #   bash scripts/ablations.sh            (after scripts/setup.sh; builds the tiny model if it is missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
