@@ -68,9 +68,23 @@ def _write_records(path: Path, accuracy: float, length: int) -> Path:
     return path
 
 
+def _wait_for_workers() -> None:
+    """With TSQ_TEST_BARRIER=DIR:N, a trial waits (at most a minute) until N worker processes have started
+    one, so a test of parallel workers does not hang on how fast each spawned worker imports its modules."""
+    barrier = os.environ.get("TSQ_TEST_BARRIER")
+    if not barrier:
+        return
+    folder, n = barrier.rsplit(":", 1)
+    Path(folder, str(os.getpid())).touch()
+    deadline = time.monotonic() + 60
+    while len(list(Path(folder).iterdir())) < int(n) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def synthetic_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
     """Accuracy rises with η and falls with α; length falls with α. Another training seed moves the length
     by a token or two (seed noise); the held-out split is 5 points harder (the winner's curse)."""
+    _wait_for_workers()
     time.sleep(float(os.environ.get("TSQ_TEST_TRIAL_SECONDS", "0")))
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     budget = spec.evaluation.budget

@@ -170,8 +170,11 @@ def test_spawned_workers_report_disjoint_visible_devices(tmp_path: Path, tiny_mo
         "TSQ_HOME": str(tiny_model_dir.parents[1]),
         "TSQ_NO_PROGRESS": "1",
         "CUDA_VISIBLE_DEVICES": "3,5",  # the visible set, as Slurm would set it (no real GPU is touched)
-        "TSQ_TEST_TRIAL_SECONDS": "1.5",  # long enough that both workers take trials
+        # each worker's trials wait until both workers run one: whether both take trials must not depend on
+        # how fast a spawned worker starts on a loaded machine (a fixed 1.5 s per trial was not always enough)
+        "TSQ_TEST_BARRIER": f"{tmp_path / 'barrier'}:2",
     }
+    (tmp_path / "barrier").mkdir()
     url = f"sqlite:///{tmp_path / 'g.db'}"
     proc = _run("sweep", "launch", str(path), "--storage", url, "--workers", "2", "--tracker", "none",
                 cwd=tmp_path, env=env)  # fmt: skip
