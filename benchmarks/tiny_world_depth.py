@@ -97,14 +97,20 @@ def baseline_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def load_baseline(args: argparse.Namespace) -> tuple[Spec, EvalResult]:
-    """The spec (with `--eval-problems` applied) and its baseline evaluation, computed once then cached."""
+def spec_of(args: argparse.Namespace) -> Spec:
+    """The spec, with `--eval-problems` applied."""
     spec = load_spec(args.spec)
     if args.eval_problems:
         data = spec.data.model_copy(
             update={"eval": spec.data.eval.model_copy(update={"n": args.eval_problems})}
         )
         spec = spec.model_copy(update={"data": data})
+    return spec
+
+
+def load_baseline(args: argparse.Namespace) -> tuple[Spec, EvalResult]:
+    """The spec (with `--eval-problems` applied) and its baseline evaluation, computed once then cached."""
+    spec = spec_of(args)
     return spec, baseline(spec, Cache(cache_dir_of(spec.cache_dir)))
 
 
@@ -114,12 +120,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--adapter", type=Path, help="a trial's LoRA adapter directory (default: no adapter)")
     args = parser.parse_args()
-    spec, result = load_baseline(args)
-    label = f"baseline of {args.spec}"
-    if args.adapter:
-        cache = Cache(cache_dir_of(spec.cache_dir))
-        result = evaluate(spec, resolve_model(spec.model), cache, adapter=args.adapter)
-        label = f"{args.adapter} on {args.spec}"
+    # the baseline is the model without adapter: one evaluate call either way, no baseline run for an adapter
+    spec = spec_of(args)
+    cache = Cache(cache_dir_of(spec.cache_dir))
+    result = evaluate(spec, resolve_model(spec.model), cache, adapter=args.adapter)
+    label = f"{args.adapter} on {args.spec}" if args.adapter else f"baseline of {args.spec}"
     summary = result.summary
     print(f"{label}: accuracy {summary['accuracy']:.3f}, Len-A {summary['len_all']:.1f}")
     print_table(result.responses, result.difficulty, args.bootstrap, args.seed)
