@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Issue #14's figures: each knob's sensitivity over the quickstart's search range, the paper's three
-# ablations (Tables 2-4) and η at β 0.3 (sweeps/eta-low-beta.yaml), every configuration at 3 seeds (the
+# ablations (Tables 2-4), η and α at β 0.3 (sweeps/eta-low-beta.yaml, sweeps/alpha-low-beta.yaml)
+# and α under SFT alone (sweeps/alpha-sft.yaml), every configuration at 3 seeds (the
 # sweep's own + 2 `sweep confirm` replicates), and the effects report (`tsq report effects`) in
 # reports/ablations/effects.md. All specs extend sweeps/quickstart.yaml, so they share its cached
-# self-samples, candidates and baseline. About 75 minutes on 2 cores once the quickstart's cache is warm
-# (84 trials at 60 training steps; measured 2026-12-05: 83 min, about 10 of them slowed by a second job;
+# self-samples, candidates and baseline. About 95 minutes on 2 cores once the quickstart's cache is warm
+# (108 trials at 60 training steps; measured 2026-12-05: 84 trials in 83 min, about 10 of them slowed by a
+# second job, then the 12 of alpha-sft and the 12 of alpha-low-beta in 7 min each;
 # at 40 steps 37 min).
 #   bash scripts/ablations.sh            (after scripts/setup.sh; builds the tiny model if it is missing)
 set -euo pipefail
@@ -12,7 +14,8 @@ cd "$(dirname "$0")/.."
 export WANDB_MODE=${WANDB_MODE:-offline}
 tsq=.venv/bin/tsq
 specs=(sensitivity-alpha sensitivity-epsilon sensitivity-lambda sensitivity-eta
-       paper-ablations-selection paper-ablations-refinement paper-ablations-loss eta-low-beta)
+       paper-ablations-selection paper-ablations-refinement paper-ablations-loss eta-low-beta
+       alpha-sft alpha-low-beta)
 $tsq model build-tiny
 for name in "${specs[@]}"; do
   spec=sweeps/$name.yaml
