@@ -595,20 +595,13 @@ def _load_candidates(
     )
     if not traces:
         return [], 0, "selection gives no pairs"
-    loader = getattr(refine, "load_cached_candidates", None)
-    if loader is not None:  # the refine module's own reader, when it has one
-        found = [c for c in loader(spec, inputs.model_path, traces, cache) if c is not None]
-        return found, len(traces), "" if found else "none for these positives"
     fingerprint = model_fingerprint(inputs.model_path)
     # the key records the scoring precision, which depends on the machine that ran the trial: try each
     for precision in ("torch.float32", "torch.bfloat16", "torch.float16"):
-        try:
-            keys = [
-                refine.candidates_key(fingerprint, precision, spec.sampling.backend, p, t, spec.refinement)
-                for p, t in traces
-            ]
-        except TypeError:  # the key's signature changed under us: report it rather than guess
-            return [], len(traces), "the refine module's cache key changed; update tsq.study.check"
+        keys = [
+            refine.candidates_key(fingerprint, precision, spec.sampling.backend, p, t, spec.refinement)
+            for p, t in traces
+        ]
         raw = [cache.get_json(refine.CACHE_STAGE, k) for k in keys]
         found = [refine.TraceCandidates.from_json(r) for r in raw if r is not None]
         if found:
