@@ -23,9 +23,9 @@ from tsq.generation.hf import HFBackend
 from tsq.refine import score_step
 from tsq.tiny_model import build_tiny
 
-STEP = "now we work out b : b is a - 4 , that is 9 - 4 , which gives 5"
+STEP = "now we work out b : b = a - 4 , and so that is 9 - 4 = 5"
 FUTURE = (
-    "next we want c : c = b + 1 , so c is 5 + 1 , which is 6 \n\n now we check c again : 5 + 1 is 6 ,"
+    "next we want c : c = b + 1 , and so c is then 5 + 1 = 6 \n\n now we check c again : 5 + 1 is 6 ,"
     " so c is 6 , correct \n\n so c is 6 , and the answer is 6"
 )
 

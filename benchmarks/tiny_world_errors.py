@@ -14,7 +14,9 @@ wrong response step by step against the problem's true values, and names its fir
 
 A verifying response whose first mistake a later check fixed is counted by the mistake that finally stuck.
 A second table asks whether the checks recompute at all: what a check states after a step that went wrong
-(the training data: always the right value).
+(the training data: always the right value). A third counts the sums written wrong ("8 - 5 = 4") by the
+phrasing that wrote them, in every response: in the training data there are none, so a phrasing whose sums
+the model gets wrong more often is one a check's recomputation (or a rewrite to another phrasing) can fix.
 
     TSQ_HOME=... .venv/bin/python benchmarks/tiny_world_errors.py sweeps/quickstart.yaml [--eval-problems 260]
 """
@@ -106,18 +108,37 @@ def checks_after_slips(text: str, values: list[int]) -> list[str]:
     return out
 
 
+def sum_phrasings(text: str) -> list[tuple[str, bool]]:
+    """(phrasing, sum written right) for every computing step and check: "short" ("c = 12 - 3 = 9"),
+    "long" ("now we work out c : ..."), or "check"; the sum is the step's last "x op y" and value."""
+    out = []
+    for step in (s.strip() for s in text.split(STEP_SEPARATOR)):
+        kind = step_meaning(step)[0]
+        words = step.split()
+        numbers = [int(w) for w in words if w.isdigit()]
+        ops = [w for w in words if w in OPS]
+        if kind not in ("compute", "check") or len(numbers) < 3 or not ops:
+            continue
+        x, y, said = numbers[-3:]
+        phrasing = "check" if kind == "check" else ("long" if words[0] in ("now", "next") else "short")
+        out.append((phrasing, said == apply_op(x, ops[-1], y)))
+    return out
+
+
 def main() -> None:
     spec, result = load_baseline(baseline_parser(__doc__.splitlines()[0]).parse_args())
     questions = {p.id: p.question for p in load_problem_set(spec.data, "eval").problems}
     counts: Counter[tuple[int, bool, str]] = Counter()
     totals: Counter[tuple[int, bool]] = Counter()
     after_slips: Counter[str] = Counter()
+    sums: Counter[tuple[str, bool]] = Counter()
     for pid, responses in result.responses.items():
         values, updates = true_chain(questions[pid])
         for r in responses:
             key = (len(updates), has_verification(r.text))
             totals[key] += 1
             after_slips.update(checks_after_slips(r.text, values))
+            sums.update(sum_phrasings(r.text))
             if not r.correct:
                 counts[(*key, first_mistake(r.text, values, updates))] += 1
     kinds = sorted(
@@ -134,6 +155,13 @@ def main() -> None:
     print("|---|---|---|---|")
     shares = " | ".join(f"{after_slips[k] / n:.1%}" if n else "n/a" for k in ("fixed", "repeated", "other"))
     print(f"| {n} | {shares} |")
+    print("\n| phrasing | sums written | wrong | share wrong |")
+    print("|---|---|---|---|")
+    for phrasing in ("short", "long", "check"):
+        wrong = sums[(phrasing, False)]
+        total = wrong + sums[(phrasing, True)]
+        share = f"{wrong / total:.1%}" if total else "n/a"
+        print(f"| {phrasing} | {total} | {wrong} | {share} |")
 
 
 if __name__ == "__main__":

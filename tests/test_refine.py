@@ -185,11 +185,11 @@ def test_batched_scoring_equals_one_at_a_time(tiny) -> None:
         return tok.encode(text, add_special_tokens=False)
 
     context = enc(_prompt(tok) + "first we have a = 9 , and we want c \n\n ")
-    original = enc("now we work out b : b is a - 4 , that is 9 - 4 , which gives 5 \n\n")  # a step's piece
+    original = enc("now we work out b : b = a - 4 , and so that is 9 - 4 = 5 \n\n")  # a step's piece
     candidates = [
         enc("b = 9 - 4 = 5 \n\n"),
         original,
-        enc("next we want b : b = a - 4 , so b is 9 - 4 , which is 5 \n\n"),
+        enc("next we want b : b = a - 4 , and so b is then 9 - 4 = 5 \n\n"),
     ]
     candidates.append(enc("b = 9 - 4 = 7 \n\n"))  # other content (a slip)
     future = enc("c = 5 + 1 = 6 \n\n answer : 6")
@@ -214,8 +214,8 @@ def test_batched_scoring_equals_one_at_a_time(tiny) -> None:
 
 
 TRACE = (
-    "first we have a = 9 , and we want c \n\n now we work out b : b is a - 4 , that is 9 - 4 , which"
-    " gives 5 \n\n next we want c : c = b + 1 , so c is 5 + 1 , which is 6 \n\n answer : 6"
+    "first we have a = 9 , and we want c \n\n now we work out b : b = a - 4 , and so that is 9 - 4 = 5"
+    " \n\n next we want c : c = b + 1 , and so c is then 5 + 1 = 6 \n\n answer : 6"
 )
 
 

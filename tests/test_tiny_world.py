@@ -194,8 +194,8 @@ def test_training_traces_vary_and_are_mostly_right() -> None:
 def test_step_meaning_ignores_phrasing_only() -> None:
     same = [
         "b = 7 + 5 = 12",
-        "now we work out b : b = a + 5 , that is 7 + 5 , which gives 12",
-        "next we want b : b = a + 5 , so b is 7 + 5 , which is 12",
+        "now we work out b : b = a + 5 , and so that is 7 + 5 = 12",
+        "next we want b : b = a + 5 , and so b is then 7 + 5 = 12",
     ]
     assert {step_meaning(s) for s in same} == {("compute", "b", "12")}
     assert step_meaning("b = 7 + 5 = 13") != step_meaning(same[0])  # a value changed

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 BUILD_INFO = "tsq_build.json"
 # Bump when the world's text format, the tokenizer or the training code changes meaning: old builds rebuild.
-BUILD_FORMAT = 8  # 8: checks state the recomputed value with no verdict; slips twice as often (design 10)
+# 8: checks state the recomputed value with no verdict; slips twice as often (design 10).
+# 9: long phrasings end in the sum "x op y = v", as the short form and the checks do (design 11).
+BUILD_FORMAT = 9
 
 PAD, BOS, EOS, UNK, USER, ASSISTANT = "<pad>", "<s>", "</s>", "<unk>", "<user>", "<assistant>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, USER, ASSISTANT)
@@ -105,10 +107,10 @@ VARIANTS: dict[str, TinyBuildSettings] = {
         slip_rate=0.3,
         min_steps=1,
         max_steps=4,
-        # Seed 2: where a build lands is a draw (docs/tiny-world.md, "One build is one draw"). On torch 2.13's
-        # AVX512 kernels seeds 0, 1, 2 ended at loss 0.120, 0.140, 0.099, and only seed 2's checks recompute:
-        # they pay 29-74 points at depths 2-4, against 2-21 on the others.
-        seed=2,
+        # Seed 0: where a build lands is a draw (docs/tiny-world.md, "One build is one draw"). On torch 2.13's
+        # AVX512 kernels format 9's seed 0 ended at loss 0.099 and its checks recompute (they pay 23-60 points
+        # at depths 2-4, 0.2 at depth 1); seed 2 ended at 0.120 and its checks mostly copy the step.
+        seed=0,
     ),
     # For the test suite: same architecture and world, far fewer steps (less accurate, builds in seconds).
     "test": TinyBuildSettings(
@@ -320,8 +322,8 @@ def build_info(path: Path) -> dict:
     return json.loads((path / BUILD_INFO).read_text())
 
 
-# Builds of the default settings at final loss 0.099 had checks that pay 29-74 points at depths 2-4; at
-# 0.120-0.140 (other seeds) 2-21 points and nothing at depth 4 (docs/tiny-world.md, "Design 10").
+# Builds of the default settings at final loss 0.099 had checks that pay 23-74 points at depths 2-4; at
+# 0.120-0.140 (other seeds) 2-34 points and nothing at depth 4 (docs/tiny-world.md, designs 10 and 11).
 WORKING_CHECKS_BELOW_LOSS = 0.11
 
 

@@ -12,8 +12,8 @@ Traces vary along the two axes TokenSqueeze compresses, and only one of them buy
   and on one-step problems nothing. An optional restatement of the question adds depth that buys nothing;
 - expression: each computing, answer and restatement step is said in a long or a short phrasing, drawn
   per STEP with a per-trace probability that is never 0, so even the shortest correct responses usually carry
-  long-phrased steps that a phrasing-only rewrite can shorten ("now we work out b : b = a + 5 , that is
-  7 + 5 , which gives 12" vs "b = 7 + 5 = 12").
+  long-phrased steps that a phrasing-only rewrite can shorten ("now we work out b : b = a + 5 , and so that
+  is 7 + 5 = 12" vs "b = 7 + 5 = 12").
 
 Every text is in canonical form: words separated by single spaces, steps separated by " \\n\\n " (a blank
 line as its own word), so the tiny model's word-level tokenizer round-trips it exactly.
@@ -42,7 +42,7 @@ WORDS: tuple[str, ...] = (
     *OPS,
     STEP_SEPARATOR,
     *"=,.:?",
-    *("what", "is", "we", "have", "and", "want", "now", "work", "out", "that", "which", "gives", "next"),
+    *("what", "is", "we", "have", "and", "want", "now", "work", "out", "that", "then", "next"),
     *("check", "again", "correct", "not", "so", "the", "answer", "first", "start", "with"),
 )
 
@@ -178,13 +178,17 @@ def _compute_step(
 ) -> str:
     # The long phrasings quote the update as the question says it ("c = b + 2"): v1's "c is b + 2" had the
     # tiny model copy the wrong update's operand on most deep chains. Every phrasing writes the numbers out,
-    # so the sums the model learns are always exact (a slip is a wrong copy, never a wrong sum).
+    # so the sums the model learns are always exact (a slip is a wrong copy, never a wrong sum), and ends in
+    # the sum "x op y = v" exactly as the short form and the checks write it: format 8's long forms put
+    # ", which gives" between the operands and the value, and the model got those sums wrong 4x as often
+    # (12.8% vs 3.5% on one-step chains), so a check's recomputation bought accuracy even where no step
+    # slips (docs/tiny-world.md, "Design 11"). The long forms keep format 8's 21 tokens.
     if not long:
         return f"{var} = {x} {op} {y} = {v}"
     return rng.choice(
         (
-            f"now we work out {var} : {var} = {prev} {op} {y} , that is {x} {op} {y} , which gives {v}",
-            f"next we want {var} : {var} = {prev} {op} {y} , so {var} is {x} {op} {y} , which is {v}",
+            f"now we work out {var} : {var} = {prev} {op} {y} , and so that is {x} {op} {y} = {v}",
+            f"next we want {var} : {var} = {prev} {op} {y} , and so {var} is then {x} {op} {y} = {v}",
         )
     )
 
