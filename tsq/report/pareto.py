@@ -152,6 +152,8 @@ def render_markdown(table: StudyTable) -> str:
     if table.importances:
         lines += ["", "## Which knob mattered (PED-ANOVA importance per objective)", ""]
         lines += importance_markdown(table.importances, table.importance_warning)
+    if table.provenance:
+        lines += ["", "## What ran it", ""] + [f"- {line}" for line in table.provenance]
     return "\n".join(lines) + "\n"
 
 

@@ -62,6 +62,7 @@ class StudyTable:
     replicated: list[ReplicatedRow] = field(default_factory=list)  # `sweep confirm` results, per trial/split
     seed_sd: dict[str, float] = field(default_factory=dict)  # pooled between-seed SD per metric
     spreads: list[FrontSpread[int]] = field(default_factory=list)  # front gaps per objective
+    provenance: list[str] = field(default_factory=list)  # the code, packages and model weights that ran it
 
     @property
     def budget(self) -> int | None:
@@ -170,7 +171,24 @@ def study_table(
         replicated=replicated,
         seed_sd=seed_sd,
         spreads=spreads,
+        provenance=provenance_lines(complete),
     )
+
+
+def provenance_lines(trials: list[FrozenTrial]) -> list[str]:
+    """What ran the trials, one line per distinct record (several when a study spans code versions): the git
+    commit, package versions and the model weights' hash each trial recorded (`tsq.study.provenance`)."""
+    seen: dict[str, None] = {}
+    for t in trials:
+        attrs = t.user_attrs
+        versions = attrs.get("versions") or {}
+        parts = [f"commit {str(attrs['git_commit'])[:12]}"] if attrs.get("git_commit") else []
+        parts += [f"{pkg} {v}" for pkg, v in versions.items()]
+        model = (attrs.get("cache_keys") or {}).get("model")
+        parts += [f"model weights {model}"] if model else []
+        if parts:
+            seen[", ".join(parts)] = None
+    return list(seen)
 
 
 # Metrics the replicate table aggregates, besides the study's objectives
