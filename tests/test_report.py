@@ -13,7 +13,7 @@ from optuna.distributions import FloatDistribution
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
-from tsq.report.pareto import spread_lines, study_hypervolume, write_report
+from tsq.report.pareto import label_points, spread_lines, study_hypervolume, write_report
 from tsq.report.table import StudyTable, hypervolume
 from tsq.stats import FrontSpread
 
@@ -170,3 +170,25 @@ def test_spread_lines_say_one_point_when_no_two_front_trials_are_apart() -> None
         "Len-A (tokens): no two front trials lie > 2 SE apart (widest gap: trials 1 and 2, 0.0, 0.0 SE), "
         "so within noise the front is one point in it"
     ]
+
+
+def test_front_labels_do_not_overprint() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=110)
+    # the committed quickstart's front (trials 8 and 1 are 1.2 tokens and 2.2 points apart) and its baseline;
+    # the limits are left to autoscaling, which matplotlib defers to the first draw
+    points = [("8 (p=0.95)", 32.3, 65.4), ("1 (p=0.84)", 33.5, 67.6), ("0 (p=0.98)", 34.9, 71.4)]
+    points.append(("7 (p=0.79)", 41.3, 73.1))
+    ax.plot([p[1] for p in points] + [62.5], [p[2] for p in points] + [66.8], "D")
+    labels = label_points(ax, points)
+    renderer = fig.canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in labels]
+    assert len(boxes) == 4
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    # a label with room to its right above stays there (7 is far from the others)
+    assert labels[3].get_position() == (6, 4) and labels[3].get_ha() == "left"
+    plt.close(fig)

@@ -335,6 +335,31 @@ def _markdown_as_html(table: StudyTable) -> str:
 _TABLE_STYLE = "border-collapse:collapse;font-family:sans-serif;font-size:13px"
 
 
+# Where a point's label may go, in points from it (right above, right below, left above, left below).
+_LABEL_SPOTS = ((6, 4, "left"), (6, -11, "left"), (-6, 4, "right"), (-6, -11, "right"))
+
+
+def label_points(ax: Any, points: list[tuple[str, float, float]]) -> list[Any]:
+    """Annotate each (text, x, y) at the first spot whose box overlaps no label placed before it (front points
+    close in both objectives otherwise overprint each other's labels); the last spot when none is free."""
+    ax.figure.canvas.draw()  # autoscaling is deferred to the first draw: measure on the final limits
+    renderer = ax.figure.canvas.get_renderer()
+    placed: list[Any] = []
+    boxes: list[Any] = []
+    for text, xv, yv in points:
+        for i, (dx, dy, ha) in enumerate(_LABEL_SPOTS):
+            label = ax.annotate(
+                text, (xv, yv), textcoords="offset points", xytext=(dx, dy), fontsize=8, ha=ha
+            )
+            box = label.get_window_extent(renderer)
+            if i == len(_LABEL_SPOTS) - 1 or not any(box.overlaps(b) for b in boxes):
+                placed.append(label)
+                boxes.append(box)
+                break
+            label.remove()
+    return placed
+
+
 def render_png(table: StudyTable) -> bytes:
     import matplotlib
 
@@ -343,6 +368,7 @@ def render_png(table: StudyTable) -> bytes:
 
     x, y = _axes(table)
     fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=110)
+    front: list[tuple[str, float, float]] = []
     for rows, style, colour, label in (
         ([r for r in table.rows if not r.pareto], "o", "tab:gray", "trials"),
         (sorted((r for r in table.rows if r.pareto), key=lambda r: r.metrics.get(x) or 0), "D-", "tab:red",
@@ -354,15 +380,15 @@ def render_png(table: StudyTable) -> bytes:
         ys, ym, yp = _errors(rows, y)
         ax.errorbar(xs, ys, xerr=[xm, xp], yerr=[ym, yp], fmt=style, c=colour, label=label, capsize=2, lw=1)
         if colour == "tab:red":
-            # neighbours on the front alternate above and below, so close points' labels do not overprint
-            for i, (r, xv, yv) in enumerate(zip(rows, xs, ys, strict=True)):
-                tag = str(r.number) if r.p_front is None else f"{r.number} (p={r.p_front:.2f})"
-                offset = (6, 4) if i % 2 == 0 else (6, -11)
-                ax.annotate(tag, (xv, yv), textcoords="offset points", xytext=offset, fontsize=8)
+            front = [
+                (str(r.number) if r.p_front is None else f"{r.number} (p={r.p_front:.2f})", xv, yv)
+                for r, xv, yv in zip(rows, xs, ys, strict=True)
+            ]
     (bx, bxm, bxp), (by, bym, byp) = _baseline_point(table, x), _baseline_point(table, y)
     if bx is not None and by is not None:
         ax.errorbar([bx], [by], xerr=[[bxm], [bxp]], yerr=[[bym], [byp]], fmt="x", ms=9, c="black",
                     label="baseline", capsize=2)  # fmt: skip
+    label_points(ax, front)  # last: every point is plotted, so the axes limits are final
     ax.set_xlabel(axis_label(x, table.budget))
     ax.set_ylabel(axis_label(y, table.budget))
     ax.set_title(f"Study {table.study_name} (bars: 95% intervals over problems)")
