@@ -4,10 +4,8 @@
 # and α under SFT alone (sweeps/alpha-sft.yaml), every configuration at 3 seeds (the
 # sweep's own + 2 `sweep confirm` replicates), and the effects report (`tsq report effects`) in
 # reports/ablations/effects.md. All specs extend sweeps/quickstart.yaml, so they share its cached
-# self-samples, candidates and baseline. About 95 minutes on 2 cores once the quickstart's cache is warm
-# (108 trials at 60 training steps; measured 2026-12-05: 84 trials in 83 min, about 10 of them slowed by a
-# second job, then the 12 of alpha-sft and the 12 of alpha-low-beta in 7 min each;
-# at 40 steps 37 min).
+# self-samples, candidates and baseline. About an hour on 2 cores once the quickstart's cache is warm
+# (108 trials at 60 training steps: 62 min on the format-9 build, 2026-12-05).
 #   bash scripts/ablations.sh            (after scripts/setup.sh; builds the tiny model if it is missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
