@@ -60,7 +60,7 @@ def _study(url: str, folder: Path, constraint: float | None = None) -> optuna.St
             "records": _records(folder / f"t{number}.jsonl", acc, length),
             "baseline_records": base_records,
             # what ran it: the last trial ran on other code, so the report names both
-            "git_commit": "b01a9c6bfc1982cddc19db0c3a2ab856bb1fc3a8" if number < 3 else "5bd05a7",
+            "git_commit": "b01a9c6bfc1982cddc19db0c3a2ab856bb1fc3a8" if number < 3 else "5bd05a7-dirty",
             "versions": {"tsq": "0.1.0", "torch": "2.13.0+cpu"},
             "cache_keys": {"model": "5ab0238e8d2dd5a35d1a3a65b9e9e6f6", "train_problems": "f9d8e0ace01ec6dc"},
         }
@@ -124,7 +124,7 @@ def test_report_files_agree_with_optuna(tmp_path: Path) -> None:
     assert "+2.0 pts [-1.0 pts, +5.0 pts]" in md  # trial 1's accuracy delta and its interval, in points
     assert "Len-A (tokens)" in md and "p_front" in md
     ran = "tsq 0.1.0, torch 2.13.0+cpu, model weights 5ab0238e8d2dd5a35d1a3a65b9e9e6f6"
-    assert f"## What ran it\n\n- commit b01a9c6bfc19, {ran}\n- commit 5bd05a7, {ran}\n" in md
+    assert f"## What ran it\n\n- commit b01a9c6bfc19, {ran}\n- commit 5bd05a7-dirty, {ran}\n" in md
     # the front (0, 1, 3) in each objective, shortest first; constant lengths: every Len-A gap is exact
     spread = "trials 3, 1, 0 lie pairwise > 2 SE apart"
     assert f"- front spread in Len-A (tokens): {spread} (gaps 10.0–20.0, ∞ SE)" in md

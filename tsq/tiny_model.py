@@ -108,8 +108,8 @@ VARIANTS: dict[str, TinyBuildSettings] = {
         min_steps=1,
         max_steps=4,
         # Seed 0: where a build lands is a draw (docs/tiny-world.md, "One build is one draw"). On torch 2.13's
-        # AVX512 kernels format 9's seed 0 ended at loss 0.099 and its checks recompute (they pay 23-60 points
-        # at depths 2-4, 0.2 at depth 1); seed 2 ended at 0.120 and its checks mostly copy the step.
+        # AVX512 kernels format 9's seeds 0 and 1 ended at loss 0.099 and their checks recompute (seed 0's
+        # pay 23-60 points at depths 2-4, 0.2 at depth 1); seed 2 ended at 0.120 and its checks mostly copy.
         seed=0,
     ),
     # For the test suite: same architecture and world, far fewer steps (less accurate, builds in seconds).

@@ -182,7 +182,9 @@ def provenance_lines(trials: list[FrozenTrial]) -> list[str]:
     for t in trials:
         attrs = t.user_attrs
         versions = attrs.get("versions") or {}
-        parts = [f"commit {str(attrs['git_commit'])[:12]}"] if attrs.get("git_commit") else []
+        commit = str(attrs.get("git_commit") or "")
+        dirty = "-dirty" if commit.endswith("-dirty") else ""  # uncommitted changes ran: say so
+        parts = [f"commit {commit.removesuffix('-dirty')[:12]}{dirty}"] if commit else []
         parts += [f"{pkg} {v}" for pkg, v in versions.items()]
         model = (attrs.get("cache_keys") or {}).get("model")
         parts += [f"model weights {model}"] if model else []
