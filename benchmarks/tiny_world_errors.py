@@ -40,16 +40,24 @@ def true_chain(question: str) -> tuple[list[int], list[tuple[str, int]]]:
     return problem.values(), list(problem.updates)
 
 
+def written_sum(step: str) -> tuple[int, str, int, int] | None:
+    """The sum a step or check writes, (x, op, y, value): the end of every phrasing; None if it has none."""
+    words = step.split()
+    numbers = [int(w) for w in words if w.isdigit()]
+    ops = [w for w in words if w in OPS]
+    if len(numbers) < 3 or not ops:
+        return None
+    x, y, said = numbers[-3:]
+    return x, ops[-1], y, said
+
+
 def _compute_mistake(step: str, index: int, stated: list[int], values: list[int], updates) -> str | None:
     """What a computing step for variable `index` got wrong; None when it is right from the value as stated
     before it (so an earlier mistake carried on is not counted twice)."""
-    words = step.split()
-    numbers = [int(w) for w in words if w.isdigit()]
-    ops = [w for w in words if w in ("+", "-")]
-    if len(numbers) < 3 or not ops:
+    written_as = written_sum(step)
+    if written_as is None:
         return "other"
-    x, y, said = numbers[-3:]
-    written = ops[-1]
+    x, written, y, said = written_as
     op, operand = updates[index - 1]
     if said != apply_op(x, written, y):
         return "wrong sum"
@@ -114,14 +122,12 @@ def sum_phrasings(text: str) -> list[tuple[str, bool]]:
     out = []
     for step in (s.strip() for s in text.split(STEP_SEPARATOR)):
         kind = step_meaning(step)[0]
-        words = step.split()
-        numbers = [int(w) for w in words if w.isdigit()]
-        ops = [w for w in words if w in OPS]
-        if kind not in ("compute", "check") or len(numbers) < 3 or not ops:
+        written_as = written_sum(step)
+        if kind not in ("compute", "check") or written_as is None:
             continue
-        x, y, said = numbers[-3:]
-        phrasing = "check" if kind == "check" else ("long" if words[0] in ("now", "next") else "short")
-        out.append((phrasing, said == apply_op(x, ops[-1], y)))
+        x, op, y, said = written_as
+        phrasing = "check" if kind == "check" else ("long" if step.split()[0] in ("now", "next") else "short")
+        out.append((phrasing, said == apply_op(x, op, y)))
     return out
 
 
@@ -141,8 +147,8 @@ def main() -> None:
             sums.update(sum_phrasings(r.text))
             if not r.correct:
                 counts[(*key, first_mistake(r.text, values, updates))] += 1
-    kinds = sorted(
-        {kind for *_, kind in counts}, key=lambda k: -sum(v for c, v in counts.items() if c[2] == k)
+    kinds = sorted(  # commonest first; ties by name, so a rerun prints the same columns
+        {kind for *_, kind in counts}, key=lambda k: (-sum(v for c, v in counts.items() if c[2] == k), k)
     )
     print("| depth | checks | responses | wrong | " + " | ".join(kinds) + " |")
     print("|---|---|---|---|" + "---|" * len(kinds))

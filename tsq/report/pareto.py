@@ -342,7 +342,7 @@ _LABEL_SPOTS = ((6, 4, "left"), (6, -11, "left"), (-6, 4, "right"), (-6, -11, "r
 def label_points(ax: Any, points: list[tuple[str, float, float]]) -> list[Any]:
     """Annotate each (text, x, y) at the first spot whose box overlaps no label placed before it (front points
     close in both objectives otherwise overprint each other's labels); the last spot when none is free."""
-    ax.figure.canvas.draw()  # autoscaling is deferred to the first draw: measure on the final limits
+    ax.autoscale_view()  # matplotlib defers autoscaling to the first draw: measure on the final limits
     renderer = ax.figure.canvas.get_renderer()
     placed: list[Any] = []
     boxes: list[Any] = []
