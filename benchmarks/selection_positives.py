@@ -9,7 +9,9 @@ stops the script), forms each variant's pairs with `tsq.select.select_pairs` exa
   come from the level;
 - the positives' mean tokens, share that verify (`tiny_world.has_verification`), share of long-phrased steps
   among their phrased steps (compute, answer and restatement steps; see `phrasing`), share that restate the
-  question; the share of pairs whose chosen side verifies, and of pairs where exactly one side verifies
+  question, share that carry a repaired slip (a step whose value was wrong, then set right by a check:
+  `tiny_world_errors.checks_after_slips`, so imitating the positive also imitates the slip); the share of
+  pairs whose chosen side verifies, and of pairs where exactly one side verifies
   (+V: only the chosen one, the pair rewards checking; -V: only the rejected one, the pair penalises it);
 - the distinct negatives' mean tokens and share that verify.
 
@@ -32,6 +34,8 @@ import argparse
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from tiny_world_errors import checks_after_slips, true_chain  # a sibling benchmark (scripts run from here)
 
 from tsq.cache import Cache, cache_dir_of
 from tsq.data.loading import load_problem_set
@@ -72,9 +76,11 @@ class Group:
     restate: int = 0
     long_steps: int = 0
     phrased_steps: int = 0
+    repaired: int = 0
 
-    def add(self, r: Response) -> None:
+    def add(self, r: Response, values: Sequence[int]) -> None:
         n_long, n_phrased = phrasing(r.text)
+        self.repaired += "fixed" in checks_after_slips(r.text, list(values))
         self.n += 1
         self.tokens += r.n_tokens
         self.verify += has_verification(r.text)
@@ -84,10 +90,11 @@ class Group:
 
     def cells(self, full: bool) -> str:
         if self.n == 0:
-            return f"{0:>4} {'-':>5} {'-':>5}" + (f" {'-':>5} {'-':>5}" if full else "")
+            return f"{0:>4} {'-':>5} {'-':>5}" + (f" {'-':>5} {'-':>5} {'-':>5}" if full else "")
         out = f"{self.n:>4} {self.tokens / self.n:>5.1f} {pct(self.verify, self.n):>5}"
         if full:
             out += f" {pct(self.long_steps, self.phrased_steps):>5} {pct(self.restate, self.n):>5}"
+            out += f" {pct(self.repaired, self.n):>5}"
         return out
 
 
@@ -133,7 +140,11 @@ def the_alpha(spec: Spec) -> float:
 
 
 def pair_tables(
-    spec: Spec, samples: Mapping[str, list[Response]], depth: Mapping[str, int], variants: Iterable[str]
+    spec: Spec,
+    samples: Mapping[str, list[Response]],
+    depth: Mapping[str, int],
+    values: Mapping[str, Sequence[int]],
+    variants: Iterable[str],
 ) -> None:
     alpha = the_alpha(spec)
     levels = sorted(set(depth.values()))
@@ -147,10 +158,11 @@ def pair_tables(
         + ", ".join(f"{v} {t}" for v, t in totals.items())
     )
     print("positives: n = distinct positives; tok = mean tokens; ver = share verifying; long = share of")
-    print("long-phrased steps among phrased steps; rest = share restating; negatives: distinct rejected ones")
+    print("long-phrased steps among phrased steps; rest = share restating; fix = share carrying a slip that")
+    print("a check repaired; negatives: distinct rejected ones")
     head = (
         f"{'depth':<5} {'variant':<9} {'probs':>5} {'pairs':>5} {'share':>5} | "
-        f"{'pos n':>4} {'tok':>5} {'ver':>5} {'long':>5} {'rest':>5} | "
+        f"{'pos n':>4} {'tok':>5} {'ver':>5} {'long':>5} {'rest':>5} {'fix':>5} | "
         f"{'ver/pr':>6} {'+V':>4} {'-V':>4} | {'neg n':>4} {'tok':>5} {'ver':>5}"
     )
     print(head)
@@ -164,9 +176,9 @@ def pair_tables(
             level_pairs = [(pid, ci, ri) for pid in pids for ci, ri in ps[pid]]
             pos, neg = Group(), Group()
             for pid, ci in sorted(pos_keys):
-                pos.add(samples[pid][ci])
+                pos.add(samples[pid][ci], values[pid])
             for pid, ri in sorted({(pid, ri) for pid, _, ri in level_pairs}):
-                neg.add(samples[pid][ri])
+                neg.add(samples[pid][ri], values[pid])
             ver_c = [has_verification(samples[pid][ci].text) for pid, ci, _ in level_pairs]
             ver_r = [has_verification(samples[pid][ri].text) for pid, _, ri in level_pairs]
             plus = sum(c and not r for c, r in zip(ver_c, ver_r, strict=True))
@@ -181,7 +193,7 @@ def pair_tables(
         if "shortest" in positives and "q-dyn" in positives:
             extra = Group()
             for pid, ci in sorted(positives["q-dyn"] - positives["shortest"]):
-                extra.add(samples[pid][ci])
+                extra.add(samples[pid][ci], values[pid])
             print(f"{level:<5} {'q-dyn+':<9} {'':>5} {'':>5} {'':>5} | {extra.cells(True)} |")
         print()
 
@@ -225,7 +237,8 @@ def main() -> None:
         sys.exit(f"cache miss (nothing generated): {inputs.why_not}")
     problems = load_problem_set(spec.data, "train").problems
     depth = {p.id: int(p.difficulty or 0) for p in problems if p.id in inputs.samples}
-    pair_tables(spec, inputs.samples, depth, args.variants)
+    values = {p.id: true_chain(p.question)[0] for p in problems if p.id in inputs.samples}
+    pair_tables(spec, inputs.samples, depth, values, args.variants)
     sample_table(inputs.samples, depth)
 
 

@@ -10,6 +10,10 @@ interval. Problems are the resampling unit: the samples of one problem are not i
     TSQ_HOME=... .venv/bin/python benchmarks/tiny_world_depth.py sweeps/quickstart.yaml [--bootstrap 2000]
         [--eval-problems 400]   (more eval problems than the spec's, for narrower intervals)
         [--adapter $TSQ_HOME/studies/STUDY/trial-N/adapter]   (a trained model instead of the baseline)
+
+`--adapter` may be given several times (say, one trained configuration's seeds): each model gets its table,
+then one more table gives, per depth, the mean over the models (± their SD) of the share of responses that
+verify, the accuracy with and without a check, and the accuracy — what a verify-share story needs per seed.
 """
 
 from __future__ import annotations
@@ -89,6 +93,28 @@ def print_table(
         )
 
 
+def share_sums(responses: Mapping[str, Sequence[Response]], pids: Sequence[str]) -> np.ndarray:
+    """[verify share, Acc with, Acc without, Acc] over the responses of `pids` (NaN for an empty group)."""
+    n_w, c_w, _, n_o, c_o, _ = np.stack([problem_sums(responses[p]) for p in pids]).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.array([n_w / (n_w + n_o), c_w / n_w, c_o / n_o, (c_w + c_o) / (n_w + n_o)])
+
+
+def print_seed_table(results: Sequence[EvalResult]) -> None:
+    """Per depth, the mean over models (± SD between them) of verify share and accuracies."""
+    difficulty = results[0].difficulty
+    levels = sorted({d for d in difficulty.values() if d is not None})
+    print(f"mean over {len(results)} models (± SD between them):")
+    print("| depth | verify share (%) | Acc with (%) | Acc without (%) | Acc (%) |")
+    print("|---|---|---|---|---|")
+    for level in (*levels, None):
+        pids = [p for p in results[0].responses if level is None or difficulty.get(p) == level]
+        per_model = 100 * np.stack([share_sums(r.responses, pids) for r in results])
+        mean, sd = np.nanmean(per_model, 0), np.nanstd(per_model, 0, ddof=1)
+        cells = " | ".join(f"{m:.1f} ± {d:.1f}" for m, d in zip(mean, sd, strict=True))
+        print(f"| {'all' if level is None else level} | {cells} |")
+
+
 def baseline_parser(description: str) -> argparse.ArgumentParser:
     """The arguments every tiny-world baseline benchmark takes: a spec, and optionally more eval problems."""
     parser = argparse.ArgumentParser(description=description)
@@ -118,16 +144,26 @@ def main() -> None:
     parser = baseline_parser(__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over problems")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--adapter", type=Path, help="a trial's LoRA adapter directory (default: no adapter)")
+    parser.add_argument(
+        "--adapter",
+        type=Path,
+        action="append",
+        help="a trial's LoRA adapter directory; repeat for several models (default: the base model)",
+    )
     args = parser.parse_args()
     # the baseline is the model without adapter: one evaluate call either way, no baseline run for an adapter
     spec = spec_of(args)
     cache = Cache(cache_dir_of(spec.cache_dir))
-    result = evaluate(spec, resolve_model(spec.model), cache, adapter=args.adapter)
-    label = f"{args.adapter} on {args.spec}" if args.adapter else f"baseline of {args.spec}"
-    summary = result.summary
-    print(f"{label}: accuracy {summary['accuracy']:.3f}, Len-A {summary['len_all']:.1f}")
-    print_table(result.responses, result.difficulty, args.bootstrap, args.seed)
+    results = []
+    for adapter in args.adapter or [None]:
+        result = evaluate(spec, resolve_model(spec.model), cache, adapter=adapter)
+        label = f"{adapter} on {args.spec}" if adapter else f"baseline of {args.spec}"
+        summary = result.summary
+        print(f"{label}: accuracy {summary['accuracy']:.3f}, Len-A {summary['len_all']:.1f}")
+        print_table(result.responses, result.difficulty, args.bootstrap, args.seed)
+        results.append(result)
+    if len(results) > 1:
+        print_seed_table(results)
 
 
 if __name__ == "__main__":
