@@ -360,15 +360,19 @@ class RefinedTrace:
         return len(self.tokens_before)
 
 
+def refine_step(step: StepCandidates, epsilon: float) -> tuple[str, int]:
+    """(text, tokens) of the shortest candidate with KL < ε (ties: the original, then the lower KL, then
+    order); the original step when none qualifies."""
+    best = (step.n_tokens, 0.0, -1, step.original)
+    for idx, cand in enumerate(step.candidates):
+        if cand.kl < epsilon:
+            best = min(best, (cand.n_tokens, cand.kl, idx, cand.text))
+    return best[3], best[0]
+
+
 def refine_trace(cands: TraceCandidates, epsilon: float) -> RefinedTrace:
-    """Per step, the shortest candidate with KL < ε (ties: the original, then the lower KL, then order)."""
-    chosen: list[tuple[str, int]] = []
-    for step in cands.steps:
-        best = (step.n_tokens, 0.0, -1, step.original)
-        for idx, cand in enumerate(step.candidates):
-            if cand.kl < epsilon:
-                best = min(best, (cand.n_tokens, cand.kl, idx, cand.text))
-        chosen.append((best[3], best[0]))
+    """Every step refined by `refine_step`."""
+    chosen = [refine_step(step, epsilon) for step in cands.steps]
     return RefinedTrace(
         text=cands.head + join_steps([text for text, _ in chosen]) + cands.tail,
         tokens_before=tuple(s.n_tokens for s in cands.steps),

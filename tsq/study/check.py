@@ -13,8 +13,8 @@ self-samples when the cache holds them under the exact key `tsq.sample` uses (fo
 model's files for their hash and its tokenizer for the prompts, both local), else on the k-table of
 `sampling.n` alone (docs/method.md, section 1). ε is judged on the cached step candidates of those samples.
 
-Everything below `check_spec` is pure (hand-checked in tests/test_check.py); only `_load_samples` and
-`_load_candidates` touch the cache.
+Everything below `check_spec` is pure (hand-checked in tests/test_check.py); only `load_cached_inputs` and
+`load_cached_candidates` touch the cache.
 """
 
 from __future__ import annotations
@@ -574,7 +574,7 @@ def load_cached_inputs(spec: Spec, cache: Cache, *, hub_data: bool = False) -> C
     return CachedInputs(samples, prompts, model)
 
 
-def _load_candidates(
+def load_cached_candidates(
     spec: Spec, inputs: CachedInputs, cache: Cache
 ) -> tuple[list[TraceCandidates], int, str]:
     """Cached candidates for the positives at the largest α the study can propose (what the trial program
@@ -625,7 +625,7 @@ def check_spec(spec: Spec, cache: Cache | None = None, *, hub_data: bool = False
             if cache is None:
                 found, asked, why = [], 0, "no cache given"
             else:
-                found, asked, why = _load_candidates(spec, inputs, cache)
+                found, asked, why = load_cached_candidates(spec, inputs, cache)
             findings[name] = check_epsilon(spec, entry, found, why, asked)
         elif name == "selection_variant" and isinstance(entry, Categorical):
             findings[name] = check_variants(spec, entry, inputs.samples)
