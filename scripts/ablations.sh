@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Issue #14's figures: each knob's sensitivity over the quickstart's search range, the paper's three
 # ablations (Tables 2-4), η and α at β 0.3 (sweeps/eta-low-beta.yaml, sweeps/alpha-low-beta.yaml)
-# and α under SFT alone (sweeps/alpha-sft.yaml), every configuration at 3 seeds (the
-# sweep's own + 2 `sweep confirm` replicates), and the effects report (`tsq report effects`) in
-# reports/ablations/effects.md. All specs extend sweeps/quickstart.yaml, so they share its cached
-# self-samples, candidates and baseline. About an hour on 2 cores once the quickstart's cache is warm
-# (108 trials at 60 training steps: 62 min on the format-9 build, 2026-12-05).
+# and α under SFT alone (sweeps/alpha-sft.yaml), every configuration at 6 seeds (the
+# sweep's own + 5 `sweep confirm` replicates: at 3, α's effect and refinement's accuracy change were within
+# their noise), and the effects report (`tsq report effects`) in reports/ablations/effects.md. All specs
+# extend sweeps/quickstart.yaml, so they share its cached self-samples, candidates and baseline. About two
+# hours on 2 cores once the quickstart's cache is warm (216 trials at 60 training steps, ~33 s each on the
+# format-9 build, 2026-12-05).
 #   bash scripts/ablations.sh            (after scripts/setup.sh; builds the tiny model if it is missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ for name in "${specs[@]}"; do
   spec=sweeps/$name.yaml
   arms=$(.venv/bin/python -c "from tsq.spec import load_spec; print(load_spec('$spec').study.n_trials)")
   $tsq sweep launch "$spec" --tracker none
-  $tsq sweep confirm "$spec" --top "$arms" --replicates 2 --tracker none
+  $tsq sweep confirm "$spec" --top "$arms" --replicates 5 --tracker none
 done
 mkdir -p reports/ablations
 $tsq report effects "${specs[@]/#/--study=}" --out reports/ablations/effects.md
