@@ -5,9 +5,9 @@ never generates; run one trial of the spec first), refines every step of every p
 `tsq.refine.refine_step` (the rule a trial's `refine_trace` applies), and sorts each rewritten computing or
 check step by what it states against the problem's true value: the same value as the original step (a
 phrasing-only rewrite), a repaired slip (the original was wrong, the rewrite right), a new slip (the original
-right, the rewrite wrong), another wrong value, or a step of another kind (restatement, answer). A windowed
-KL sees a changed value only through the tokens after it, and a check that restates the value overwrites it,
-so value changes pass small ε.
+right, the rewrite wrong), another wrong value, or another step (a restatement or answer, or a rewrite that is
+no longer the same variable's computation or check). A windowed KL sees a changed value only through the
+tokens after it, and a check that restates the value overwrites it, so value changes pass small ε.
 
     TSQ_HOME=... .venv/bin/python benchmarks/refinement_values.py sweeps/paper-ablations-refinement.yaml \\
         --epsilon 0.005 0.02 0.5
@@ -38,7 +38,9 @@ def rewrite_kind(original: str, rewrite: str, values: list[int]) -> str:
     index = VARIABLES.find(before[1]) if before[0] in ("compute", "check") and len(before[1]) == 1 else -1
     if not 0 <= index < len(values):
         return "other step"
-    said = int(after[2]) if after[:2] == before[:2] else None
+    if after[:2] != before[:2]:  # no longer the same variable's computation or check
+        return "other step"
+    said = int(after[2])
     if said == int(before[2]):
         return "same value"
     if said == values[index]:

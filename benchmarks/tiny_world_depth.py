@@ -93,7 +93,7 @@ def print_table(
         )
 
 
-def share_sums(responses: Mapping[str, Sequence[Response]], pids: Sequence[str]) -> np.ndarray:
+def group_shares(responses: Mapping[str, Sequence[Response]], pids: Sequence[str]) -> np.ndarray:
     """[verify share, Acc with, Acc without, Acc] over the responses of `pids` (NaN for an empty group)."""
     n_w, c_w, _, n_o, c_o, _ = np.stack([problem_sums(responses[p]) for p in pids]).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -109,7 +109,7 @@ def print_seed_table(results: Sequence[EvalResult]) -> None:
     print("|---|---|---|---|---|")
     for level in (*levels, None):
         pids = [p for p in results[0].responses if level is None or difficulty.get(p) == level]
-        per_model = 100 * np.stack([share_sums(r.responses, pids) for r in results])
+        per_model = 100 * np.stack([group_shares(r.responses, pids) for r in results])
         mean, sd = np.nanmean(per_model, 0), np.nanstd(per_model, 0, ddof=1)
         cells = " | ".join(f"{m:.1f} ± {d:.1f}" for m, d in zip(mean, sd, strict=True))
         print(f"| {'all' if level is None else level} | {cells} |")
