@@ -95,9 +95,11 @@ def print_table(
 
 def group_shares(responses: Mapping[str, Sequence[Response]], pids: Sequence[str]) -> np.ndarray:
     """[verify share, Acc with, Acc without, Acc] over the responses of `pids` (NaN for an empty group)."""
-    n_w, c_w, _, n_o, c_o, _ = np.stack([problem_sums(responses[p]) for p in pids]).sum(0)
+    sums = np.stack([problem_sums(responses[p]) for p in pids]).sum(0)
+    n_w, c_w, _, n_o, c_o, _ = sums
+    acc_w, _, acc_o, *_ = _group_stats(sums)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.array([n_w / (n_w + n_o), c_w / n_w, c_o / n_o, (c_w + c_o) / (n_w + n_o)])
+        return np.array([n_w / (n_w + n_o), acc_w, acc_o, (c_w + c_o) / (n_w + n_o)])
 
 
 def print_seed_table(results: Sequence[EvalResult]) -> None:
