@@ -80,7 +80,7 @@ class Group:
 
     def add(self, r: Response, values: Sequence[int]) -> None:
         n_long, n_phrased = phrasing(r.text)
-        self.repaired += "fixed" in checks_after_slips(r.text, list(values))
+        self.repaired += any(outcome == "fixed" for _, outcome in checks_after_slips(r.text, list(values)))
         self.n += 1
         self.tokens += r.n_tokens
         self.verify += has_verification(r.text)

@@ -27,7 +27,7 @@ import numpy as np
 from tsq.cache import Cache, cache_dir_of
 from tsq.data.tiny_world import has_verification
 from tsq.data.traces import Response
-from tsq.evaluate import EvalResult, baseline, evaluate
+from tsq.evaluate import EvalResult, evaluate
 from tsq.models import resolve_model
 from tsq.spec import Spec, load_spec
 
@@ -136,36 +136,42 @@ def spec_of(args: argparse.Namespace) -> Spec:
     return spec
 
 
-def load_baseline(args: argparse.Namespace) -> tuple[Spec, EvalResult]:
-    """The spec (with `--eval-problems` applied) and its baseline evaluation, computed once then cached."""
-    spec = spec_of(args)
-    return spec, baseline(spec, Cache(cache_dir_of(spec.cache_dir)))
-
-
-def main() -> None:
-    parser = baseline_parser(__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over problems")
-    parser.add_argument("--seed", type=int, default=0)
+def model_parser(description: str) -> argparse.ArgumentParser:
+    """`baseline_parser`, plus `--adapter` (repeatable): trained models instead of the base model."""
+    parser = baseline_parser(description)
     parser.add_argument(
         "--adapter",
         type=Path,
         action="append",
         help="a trial's LoRA adapter directory; repeat for several models (default: the base model)",
     )
-    args = parser.parse_args()
-    # the baseline is the model without adapter: one evaluate call either way, no baseline run for an adapter
+    return parser
+
+
+def evaluations(args: argparse.Namespace) -> tuple[Spec, list[tuple[str, EvalResult]]]:
+    """The spec (with `--eval-problems` applied) and one (label, evaluation) per `--adapter`, or the base
+    model's alone: its evaluation is cached, an adapter's is computed each time."""
     spec = spec_of(args)
     cache = Cache(cache_dir_of(spec.cache_dir))
-    results = []
+    out = []
     for adapter in args.adapter or [None]:
-        result = evaluate(spec, resolve_model(spec.model), cache, adapter=adapter)
         label = f"{adapter} on {args.spec}" if adapter else f"baseline of {args.spec}"
+        out.append((label, evaluate(spec, resolve_model(spec.model), cache, adapter=adapter)))
+    return spec, out
+
+
+def main() -> None:
+    parser = model_parser(__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over problems")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    _, results = evaluations(args)
+    for label, result in results:
         summary = result.summary
         print(f"{label}: accuracy {summary['accuracy']:.3f}, Len-A {summary['len_all']:.1f}")
         print_table(result.responses, result.difficulty, args.bootstrap, args.seed)
-        results.append(result)
     if len(results) > 1:
-        print_seed_table(results)
+        print_seed_table([result for _, result in results])
 
 
 if __name__ == "__main__":

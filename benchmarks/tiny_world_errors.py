@@ -19,17 +19,24 @@ phrasing that wrote them, in every response: in the training data there are none
 the model gets wrong more often is one a check's recomputation (or a rewrite to another phrasing) can fix.
 
     TSQ_HOME=... .venv/bin/python benchmarks/tiny_world_errors.py sweeps/quickstart.yaml [--eval-problems 260]
+        [--adapter $TSQ_HOME/studies/STUDY/trial-N/adapter ...]   (trained models instead of the baseline)
+
+With several `--adapter`s (one configuration's seeds) the tables sum the models' responses, and one more line
+gives each model's share of checks that fixed a wrong step, with their mean and SD: a difference between two
+configurations in that share is a difference between their checks.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
+from dataclasses import dataclass, field
 
-from tiny_world_depth import baseline_parser, load_baseline  # the sibling benchmark (scripts run from here)
+from tiny_world_depth import evaluations, model_parser  # the sibling benchmark (scripts run from here)
 
 from tsq.data.loading import load_problem_set
 from tsq.data.tiny_world import OPS, VARIABLES, ChainProblem, apply_op, has_verification, step_meaning
-from tsq.data.traces import STEP_SEPARATOR
+from tsq.data.traces import STEP_SEPARATOR, Response
 
 
 def true_chain(question: str) -> tuple[list[int], list[tuple[str, int]]]:
@@ -98,10 +105,15 @@ def first_mistake(text: str, values: list[int], updates: list[tuple[str, int]]) 
     return "stopped early"
 
 
-def checks_after_slips(text: str, values: list[int]) -> list[str]:
-    """For every check that follows a wrong step: "fixed", "repeated" (restated the step's wrong value) or
-    "other" (another wrong value)."""
-    said: dict[str, int] = {}
+def compute_phrasing(step: str) -> str:
+    """A computing step's phrasing: "long" ("now we work out c : ...") or "short" ("c = 12 - 3 = 9")."""
+    return "long" if step.split()[0] in ("now", "next") else "short"
+
+
+def checks_after_slips(text: str, values: list[int]) -> list[tuple[str, str]]:
+    """For every check that follows a wrong step: the phrasing of the step it checks, and what the check did:
+    "fixed", "repeated" (restated the step's wrong value) or "other" (another wrong value)."""
+    said: dict[str, tuple[int, str]] = {}
     out = []
     for step in (s.strip() for s in text.split(STEP_SEPARATOR)):
         meaning = step_meaning(step)
@@ -109,10 +121,11 @@ def checks_after_slips(text: str, values: list[int]) -> list[str]:
             continue
         index, value = VARIABLES.find(meaning[1]), int(meaning[2])
         if meaning[0] == "compute":
-            said[meaning[1]] = value
-        elif meaning[1] in said and 0 < index < len(values) and said[meaning[1]] != values[index]:
-            repeated = "repeated" if value == said[meaning[1]] else "other"
-            out.append("fixed" if value == values[index] else repeated)
+            said[meaning[1]] = (value, compute_phrasing(step))
+        elif meaning[1] in said and 0 < index < len(values) and said[meaning[1]][0] != values[index]:
+            wrong, phrasing = said[meaning[1]]
+            repeated = "repeated" if value == wrong else "other"
+            out.append((phrasing, "fixed" if value == values[index] else repeated))
     return out
 
 
@@ -126,27 +139,42 @@ def sum_phrasings(text: str) -> list[tuple[str, bool]]:
         if kind not in ("compute", "check") or written_as is None:
             continue
         x, op, y, said = written_as
-        phrasing = "check" if kind == "check" else ("long" if step.split()[0] in ("now", "next") else "short")
+        phrasing = "check" if kind == "check" else compute_phrasing(step)
         out.append((phrasing, said == apply_op(x, op, y)))
     return out
 
 
-def main() -> None:
-    spec, result = load_baseline(baseline_parser(__doc__.splitlines()[0]).parse_args())
-    questions = {p.id: p.question for p in load_problem_set(spec.data, "eval").problems}
-    counts: Counter[tuple[int, bool, str]] = Counter()
-    totals: Counter[tuple[int, bool]] = Counter()
-    after_slips: Counter[str] = Counter()
-    sums: Counter[tuple[str, bool]] = Counter()
-    for pid, responses in result.responses.items():
-        values, updates = true_chain(questions[pid])
-        for r in responses:
-            key = (len(updates), has_verification(r.text))
-            totals[key] += 1
-            after_slips.update(checks_after_slips(r.text, values))
-            sums.update(sum_phrasings(r.text))
-            if not r.correct:
-                counts[(*key, first_mistake(r.text, values, updates))] += 1
+@dataclass
+class Tally:
+    """The three tables' counts over one or more models' responses."""
+
+    # keyed by (depth, whether the response checks, its first mistake), and by (depth, checks)
+    mistakes: Counter[tuple[int, bool, str]] = field(default_factory=Counter)
+    totals: Counter[tuple[int, bool]] = field(default_factory=Counter)
+    after_slips: Counter[tuple[str, str]] = field(
+        default_factory=Counter
+    )  # (step's phrasing, check's outcome)
+    sums: Counter[tuple[str, bool]] = field(default_factory=Counter)
+
+    def add(self, responses: dict[str, list[Response]], questions: dict[str, str]) -> None:
+        for pid, group in responses.items():
+            values, updates = true_chain(questions[pid])
+            for r in group:
+                key = (len(updates), has_verification(r.text))
+                self.totals[key] += 1
+                self.after_slips.update(checks_after_slips(r.text, values))
+                self.sums.update(sum_phrasings(r.text))
+                if not r.correct:
+                    self.mistakes[(*key, first_mistake(r.text, values, updates))] += 1
+
+    def fixed_share(self) -> float:
+        fixed = sum(v for (_, outcome), v in self.after_slips.items() if outcome == "fixed")
+        n = sum(self.after_slips.values())
+        return fixed / n if n else float("nan")
+
+
+def print_tally(tally: Tally) -> None:
+    counts, totals, after_slips, sums = tally.mistakes, tally.totals, tally.after_slips, tally.sums
     kinds = sorted(  # commonest first; ties by name, so a rerun prints the same columns
         {kind for *_, kind in counts}, key=lambda k: (-sum(v for c, v in counts.items() if c[2] == k), k)
     )
@@ -156,11 +184,20 @@ def main() -> None:
         wrong = sum(counts[(depth, checks, k)] for k in kinds)
         cells = " | ".join(str(counts[(depth, checks, k)]) for k in kinds)
         print(f"| {depth} | {'yes' if checks else 'no'} | {totals[(depth, checks)]} | {wrong} | {cells} |")
-    n = sum(after_slips.values())
-    print("\n| checks after a wrong step | fixed it | repeated the wrong value | another wrong value |")
-    print("|---|---|---|---|")
-    shares = " | ".join(f"{after_slips[k] / n:.1%}" if n else "n/a" for k in ("fixed", "repeated", "other"))
-    print(f"| {n} | {shares} |")
+    outcomes = ("fixed", "repeated", "other")
+    print(
+        "\n| checks after a wrong step | checks | fixed it | repeated the wrong value | another wrong value |"
+    )
+    print("|---|---|---|---|---|")
+    for name, phrasings in (
+        ("any", ("short", "long")),
+        ("short-phrased", ("short",)),
+        ("long-phrased", ("long",)),
+    ):
+        counts_of = {o: sum(after_slips[(p, o)] for p in phrasings) for o in outcomes}
+        n = sum(counts_of.values())
+        shares = " | ".join(f"{counts_of[o] / n:.1%}" if n else "n/a" for o in outcomes)
+        print(f"| {name} | {n} | {shares} |")
     print("\n| phrasing | sums written | wrong | share wrong |")
     print("|---|---|---|---|")
     for phrasing in ("short", "long", "check"):
@@ -168,6 +205,23 @@ def main() -> None:
         total = wrong + sums[(phrasing, True)]
         share = f"{wrong / total:.1%}" if total else "n/a"
         print(f"| {phrasing} | {total} | {wrong} | {share} |")
+
+
+def main() -> None:
+    spec, results = evaluations(model_parser(__doc__.splitlines()[0]).parse_args())
+    questions = {p.id: p.question for p in load_problem_set(spec.data, "eval").problems}
+    total, fixed = Tally(), []
+    for label, result in results:
+        one = Tally()
+        one.add(result.responses, questions)
+        total.add(result.responses, questions)
+        fixed.append(one.fixed_share())
+        print(f"{label}: {sum(one.after_slips.values())} checks after a wrong step, {fixed[-1]:.1%} fixed it")
+    print()
+    print_tally(total)
+    if len(fixed) > 1:
+        mean, sd = statistics.mean(fixed), statistics.stdev(fixed)
+        print(f"\nchecks that fixed a wrong step, per model: {mean:.1%} ± {sd:.1%} SD")
 
 
 if __name__ == "__main__":
