@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from tiny_world_depth import evaluations, model_parser  # the sibling benchmark (scripts run from here)
 
@@ -151,9 +151,8 @@ class Tally:
     # keyed by (depth, whether the response checks, its first mistake), and by (depth, checks)
     mistakes: Counter[tuple[int, bool, str]] = field(default_factory=Counter)
     totals: Counter[tuple[int, bool]] = field(default_factory=Counter)
-    after_slips: Counter[tuple[str, str]] = field(
-        default_factory=Counter
-    )  # (step's phrasing, check's outcome)
+    # keyed by (the phrasing of the wrong step checked, what the check did)
+    after_slips: Counter[tuple[str, str]] = field(default_factory=Counter)
     sums: Counter[tuple[str, bool]] = field(default_factory=Counter)
 
     def add(self, responses: dict[str, list[Response]], questions: dict[str, str]) -> None:
@@ -166,6 +165,10 @@ class Tally:
                 self.sums.update(sum_phrasings(r.text))
                 if not r.correct:
                     self.mistakes[(*key, first_mistake(r.text, values, updates))] += 1
+
+    def merge(self, other: Tally) -> None:
+        for f in fields(self):
+            getattr(self, f.name).update(getattr(other, f.name))
 
     def fixed_share(self) -> float:
         fixed = sum(v for (_, outcome), v in self.after_slips.items() if outcome == "fixed")
@@ -214,7 +217,7 @@ def main() -> None:
     for label, result in results:
         one = Tally()
         one.add(result.responses, questions)
-        total.add(result.responses, questions)
+        total.merge(one)
         fixed.append(one.fixed_share())
         print(f"{label}: {sum(one.after_slips.values())} checks after a wrong step, {fixed[-1]:.1%} fixed it")
     print()

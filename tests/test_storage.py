@@ -109,6 +109,7 @@ beat = HeartbeatSpec(interval=5, grace_period=60, max_retry=0)
 storage = open_storage(parse_storage_url(sys.argv[1]), beat)
 study = optuna.load_study(study_name="q", storage=storage)
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+# Optuna's own pop, the one `optimize` and `ask` call (`ask` would create trials once the queue is empty)
 while (trial_id := study._pop_waiting_trial_id()) is not None:
     print(trial_id)
 """
