@@ -4,9 +4,9 @@ phrasing-only rewrites (a candidate must say what the original step says, `tsq.d
 Trained with DPO-L+SFT, the refinement ablation's "on" arm is more accurate than "off" (docs/tiny-world.md,
 Table 3 section; study paper-ablations-refinement-dpo). Its rewrites include value changes that the windowed
 KL cannot see; this program drops them, so a study of it tells whether the gain comes from those changes or
-from the shorter phrasing (it comes from the phrasing). Not a method variant: the rule
-needs the tiny world's own reading of a step, so it lives here and replaces `tsq.refine.refine_step` (the
-rule `refine_trace` applies) in the worker process that loads it.
+from the shorter phrasing (it comes from the phrasing). Not a method variant: the rule needs the tiny world's
+own reading of a step, so it lives here and replaces `tsq.refine.refine_step` (the rule `refine_trace`
+applies) in the worker process that loads it.
 
     export PYTHONPATH=benchmarks TSQ_HOME=...
     tsq sweep launch benchmarks/refinement_phrasing_only.yaml
