@@ -28,6 +28,7 @@ from tsq.cache import Cache, cache_dir_of
 from tsq.data.tiny_world import has_verification
 from tsq.data.traces import Response
 from tsq.evaluate import EvalResult, evaluate
+from tsq.generation import backend_from_spec
 from tsq.models import resolve_model
 from tsq.spec import Spec, load_spec
 
@@ -150,13 +151,15 @@ def model_parser(description: str) -> argparse.ArgumentParser:
 
 def evaluations(args: argparse.Namespace) -> tuple[Spec, list[tuple[str, EvalResult]]]:
     """The spec (with `--eval-problems` applied) and one (label, evaluation) per `--adapter`, or the base
-    model's alone: its evaluation is cached, an adapter's is computed each time."""
+    model's alone; each is cached (an adapter's by its weights), and one backend serves them all."""
     spec = spec_of(args)
     cache = Cache(cache_dir_of(spec.cache_dir))
+    model_path = resolve_model(spec.model)
     out = []
-    for adapter in args.adapter or [None]:
-        label = f"{adapter} on {args.spec}" if adapter else f"baseline of {args.spec}"
-        out.append((label, evaluate(spec, resolve_model(spec.model), cache, adapter=adapter)))
+    with backend_from_spec(spec, model_path) as backend:
+        for adapter in args.adapter or [None]:
+            label = f"{adapter} on {args.spec}" if adapter else f"baseline of {args.spec}"
+            out.append((label, evaluate(spec, model_path, cache, adapter=adapter, backend=backend)))
     return spec, out
 
 
