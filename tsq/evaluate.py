@@ -104,9 +104,12 @@ def evaluate(
     backend: Backend | None = None,
     split: Split = "eval",
 ) -> EvalResult:
-    """Evaluate the model (plus `adapter`, if given) on the spec's eval split (or its held-out `test`)."""
+    """Evaluate the model (plus `adapter`, if given) on the spec's eval split (or its held-out `test`).
+    Without `backend`, one is built for this call and closed after it."""
+    if backend is None:
+        with backend_from_spec(spec, model_path) as own:
+            return evaluate(spec, model_path, cache, adapter=adapter, backend=own, split=split)
     problems = load_problem_set(spec.data, split)
-    backend = backend or backend_from_spec(spec, model_path)
     responses = sample_responses(
         backend, model_path, problems, sampling_settings(spec.evaluation), cache, adapter=adapter
     )
