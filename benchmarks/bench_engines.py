@@ -42,7 +42,6 @@ from tsq.models import resolve_model
 from tsq.paths import tsq_home
 from tsq.program import TrialContext, scope_of
 from tsq.spec import Spec, TrialParams, load_spec
-from tsq.tiny_model import build_tiny
 
 ENGINE_TITLE = "VLLM::EngineCore"
 # Four points inside the smoke space (α, ε, λ, η), and the warm-up's fifth
@@ -125,8 +124,6 @@ def main() -> None:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     spec = bench_spec(args.spec, root)
-    if spec.model.path == "tiny":
-        build_tiny(spec.model.tiny_variant)
 
     # warm-up (not timed): the study-wide cache entries, then one copy of the warm cache per arm
     t = time.perf_counter()

@@ -21,7 +21,7 @@ from tsq.data.tiny_world import ChainProblem
 from tsq.generation.base import SamplingSettings
 from tsq.generation.hf import HFBackend
 from tsq.refine import score_step
-from tsq.tiny_model import build_tiny
+from tsq.tiny_model import tiny_model
 
 STEP = "now we work out b : b = a - 4 , and so that is 9 - 4 = 5"
 FUTURE = (
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=32, help="KL window L in tokens")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
     args = parser.parse_args()
-    result = kl_scoring(build_tiny(args.variant), args.k, args.window, args.repeats)
+    result = kl_scoring(tiny_model(args.variant), args.k, args.window, args.repeats)
     print(f"model tiny-{args.variant}: " + report(result, args.window))
 
 

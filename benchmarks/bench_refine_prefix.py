@@ -229,9 +229,9 @@ def main() -> None:
         heads=max(4, args.hidden // 64), kv_heads=2,
     )  # fmt: skip
     if "tiny" in args.worlds:
-        from tsq.tiny_model import build_tiny
+        from tsq.tiny_model import tiny_model
 
-        path = build_tiny(args.variant)
+        path = tiny_model(args.variant)
         plans, tok = tiny_plans(path, spec, args.traces)
         model, _ = _load(path, torch.float32, args.device)
         r = time_prefix(model, plans, spec, tok.pad_token_id or 0, args.repeats)

@@ -29,7 +29,7 @@ from tsq.generation.base import SamplingSettings
 from tsq.generation.hf import HFBackend
 from tsq.generation.vllm import VLLMBackend
 from tsq.sample import sample_responses
-from tsq.tiny_model import build_tiny
+from tsq.tiny_model import tiny_model
 
 
 def timed(run: Callable[[], int]) -> tuple[int, float]:
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     args = parser.parse_args()
 
-    model = build_tiny(args.variant)
+    model = tiny_model(args.variant)
     problems = tiny_problem_set("train", args.problems, seed=0)
     keys = [p.id for p in problems.problems]
     tokenizer = AutoTokenizer.from_pretrained(model)

@@ -38,7 +38,7 @@ import tsq.train as tsq_train
 from tsq.cache import Cache
 from tsq.losses import dpo_l_loss
 from tsq.spec import TrainingSpec
-from tsq.tiny_model import build_tiny
+from tsq.tiny_model import tiny_model
 
 LAM, ETA, BETA, LR = 1.0, 0.5, 0.1, 1e-4
 
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, help="print the N costliest functions (cProfile)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    tiny = build_tiny("test")
+    tiny = tiny_model("test")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = tiny

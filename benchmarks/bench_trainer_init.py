@@ -27,7 +27,7 @@ from tsq.compat.trl import model_hash
 from tsq.data.tiny_world import TraceStyle, generate_trace, random_problem
 from tsq.select import Pair
 from tsq.spec import TrainingSpec
-from tsq.tiny_model import build_tiny
+from tsq.tiny_model import tiny_model
 from tsq.train import RefLogpsStore, build_trainer
 
 
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    tiny = build_tiny("test")
+    tiny = tiny_model("test")
     training = TrainingSpec(max_steps=1, batch_size=4, lora={"r": 8, "alpha": 16})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -7,7 +7,7 @@
 # extend sweeps/quickstart.yaml, so they share its cached self-samples, candidates and baseline. About two
 # hours on 2 cores once the quickstart's cache is warm (216 trials at 60 training steps, ~33 s each on the
 # format-9 build, 2026-12-05).
-#   bash scripts/ablations.sh            (after scripts/setup.sh; builds the tiny model if it is missing)
+#   bash scripts/ablations.sh            (after scripts/setup.sh; on the shipped tiny model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WANDB_MODE=${WANDB_MODE:-offline}
@@ -15,7 +15,6 @@ tsq=.venv/bin/tsq
 specs=(sensitivity-alpha sensitivity-epsilon sensitivity-lambda sensitivity-eta
        paper-ablations-selection paper-ablations-refinement paper-ablations-loss eta-low-beta
        alpha-sft alpha-low-beta)
-$tsq model build-tiny
 for name in "${specs[@]}"; do
   spec=sweeps/$name.yaml
   arms=$(.venv/bin/python -c "from tsq.spec import load_spec; print(load_spec('$spec').study.n_trials)")

@@ -283,7 +283,7 @@ ENV_OVERRIDES = {
 
 
 def _snapshot(home: Path) -> dict[str, bytes]:
-    """The storage and cache files (and any new file beside them), by relative path; not the linked models."""
+    """The storage and cache files (and any new file beside them), by relative path."""
     files = [p for p in home.iterdir() if p.is_file()] + list((home / "cache").rglob("*"))
     return {str(p.relative_to(home)): p.read_bytes() for p in sorted(files) if p.is_file()}
 
@@ -307,9 +307,8 @@ def _selected(request: pytest.FixtureRequest) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
-    """A TSQ_HOME holding the study "existing" (smoke spec, no trials run), one cache entry, and (linked) the
-    session's tiny model, which launches check before they touch the storage."""
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TSQ_HOME holding the study "existing" (smoke spec, no trials run) and one cache entry."""
     from tsq.cache import Cache, content_key
     from tsq.spec import Spec
     from tsq.study.lifecycle import create_or_load
@@ -319,9 +318,6 @@ def template(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     spec = Spec.model_validate(SMOKE)
     create_or_load(spec, parse_storage_url(f"sqlite:///{home / 'studies.db'}"), "existing")
     Cache(home / "cache").get_or_compute_json("samples", content_key(probe=1), lambda: {"kept": True})
-    if _selected(request) & SLOW:  # only these get as far as resolving the model
-        tiny_model_dir = request.getfixturevalue("tiny_model_dir")
-        (home / "models").symlink_to(tiny_model_dir.parent, target_is_directory=True)
     return home
 
 

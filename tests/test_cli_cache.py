@@ -67,7 +67,7 @@ def test_human_size() -> None:
 
 @pytest.mark.slow
 def test_warm_fills_every_shared_stage_once_even_from_two_workers(
-    tiny_model_dir: Path, tmp_path: Path
+    tsq_home: Path, tmp_path: Path
 ) -> None:
     """Two `tsq cache warm` processes at once: one computes each shared stage, the other waits on the lock
     and reads it (no stage is computed twice); a trial afterwards computes only its own evaluation."""
@@ -84,7 +84,7 @@ def test_warm_fills_every_shared_stage_once_even_from_two_workers(
     smoke = yaml.safe_load((Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml").read_text())
     spec_path = tmp_path / "warm.yaml"
     spec_path.write_text(yaml.safe_dump({**smoke, "cache_dir": str(tmp_path / "cache")}))
-    env = {**os.environ, "TSQ_HOME": str(tiny_model_dir.parents[1]), "TSQ_NO_PROGRESS": "1"}
+    env = {**os.environ, "TSQ_HOME": str(tsq_home), "TSQ_NO_PROGRESS": "1"}
     cmd = [sys.executable, "-m", "tsq", "cache", "warm", str(spec_path)]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
     procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))

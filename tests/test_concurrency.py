@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def shared(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def shared(tsq_home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One cache for this module's studies: cold for the first run, then warm (stages that do not depend on
     the trial's parameters are shared across studies, as intended)."""
     root = tmp_path_factory.mktemp("concurrency")
@@ -42,7 +42,7 @@ def shared(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     raw["study"]["heartbeat"] = {"interval": 5, "grace_period": 120, "max_retry": 3}
     spec = root / "smoke.yaml"
     spec.write_text(yaml.safe_dump(raw))
-    return {"root": root, "spec": spec, "cache": root / "cache", "home": tiny_model_dir.parents[1]}
+    return {"root": root, "spec": spec, "cache": root / "cache", "home": tsq_home}
 
 
 def _run_workers(shared: dict[str, Path], url: str, n_workers: int, n_trials: int) -> tuple[str, list[int]]:

@@ -35,9 +35,9 @@ def _cli(*args: str) -> str:
 
 
 @pytest.fixture
-def launched(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+def launched(tmp_path: Path, tsq_home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
     # the session's TSQ_HOME: the launch's preflight resolves the (already built) tiny test model
-    monkeypatch.setenv("TSQ_HOME", str(tiny_model_dir.parents[1]))
+    monkeypatch.setenv("TSQ_HOME", str(tsq_home))
     monkeypatch.setenv("TSQ_NO_PROGRESS", "1")
     url = f"sqlite:///{tmp_path / 'c.db'}"
     spec = _spec(tmp_path, test_split=True)

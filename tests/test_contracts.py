@@ -98,7 +98,7 @@ def _user_commands(spec_path: Path, url: str, study: str, tmp: Path, env: dict[s
 
 @pytest.mark.slow
 def test_every_categorical_knob_runs_the_real_program_with_the_default_point_first(
-    tiny_model_dir: Path, tmp_path: Path
+    tsq_home: Path, tmp_path: Path
 ) -> None:
     categorical = {name: k for name, k in KNOBS.items() if k.kind == "categorical"}
     choices = {
@@ -120,7 +120,7 @@ def test_every_categorical_knob_runs_the_real_program_with_the_default_point_fir
     }
     path = tmp_path / "cats.yaml"
     path.write_text(yaml.safe_dump(spec))
-    env = {**env_with_tests_on_path(), "TSQ_HOME": str(tiny_model_dir.parents[1]), "TSQ_NO_PROGRESS": "1"}
+    env = {**env_with_tests_on_path(), "TSQ_HOME": str(tsq_home), "TSQ_NO_PROGRESS": "1"}
     study = _user_commands(path, f"sqlite:///{tmp_path / 'c.db'}", "cats", tmp_path, env)
     first = study.trials[0]
     assert first.params == default_point(load_spec(path))
@@ -130,13 +130,13 @@ def test_every_categorical_knob_runs_the_real_program_with_the_default_point_fir
 
 @pytest.mark.parametrize("name", objective_metric_names())
 def test_every_objective_metric_goes_through_launch_status_best_and_report(
-    name: str, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    name: str, tmp_path: Path, tsq_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     objectives = [{"metric": "accuracy"}, {"metric": name}] if name != "accuracy" else [{"metric": name}]
     path = synthetic_spec(
         tmp_path / "m.yaml", "m", 3, objectives=objectives, constraint={"max_accuracy_drop": 0.1}
     )
-    monkeypatch.setenv("TSQ_HOME", str(tiny_model_dir.parents[1]))  # preflight finds the built test model
+    monkeypatch.setenv("TSQ_HOME", str(tsq_home))
     monkeypatch.setenv("TSQ_NO_PROGRESS", "1")
     url = f"sqlite:///{tmp_path / 'm.db'}"
     for args in _commands(path, url, "m", tmp_path):  # in-process: the synthetic trials take no time
@@ -163,11 +163,11 @@ def test_gpu_assignment_gives_each_worker_its_own_device() -> None:
 
 
 @pytest.mark.slow
-def test_spawned_workers_report_disjoint_visible_devices(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_spawned_workers_report_disjoint_visible_devices(tmp_path: Path, tsq_home: Path) -> None:
     path = synthetic_spec(tmp_path / "g.yaml", "g", 4, search={"alpha": {"low": 0.05, "high": 0.5}})
     env = {
         **env_with_tests_on_path(),
-        "TSQ_HOME": str(tiny_model_dir.parents[1]),
+        "TSQ_HOME": str(tsq_home),
         "TSQ_NO_PROGRESS": "1",
         "CUDA_VISIBLE_DEVICES": "3,5",  # the visible set, as Slurm would set it (no real GPU is touched)
         # each worker's trials wait until both workers run one: whether both take trials must not depend on

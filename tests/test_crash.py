@@ -87,7 +87,7 @@ class Sweep:
 
 
 @pytest.fixture
-def sweep(tiny_model_dir: Path, tmp_path: Path) -> Sweep:
+def sweep(tsq_home: Path, tmp_path: Path) -> Sweep:
     raw = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
     raw["cache_dir"] = str(tmp_path / "cache")
     raw["study"]["n_trials"] = N_TRIALS
@@ -97,7 +97,7 @@ def sweep(tiny_model_dir: Path, tmp_path: Path) -> Sweep:
     raw["study"]["heartbeat"]["grace_period"] = 30
     slow_grace_spec = tmp_path / "smoke-slow-grace.yaml"
     slow_grace_spec.write_text(yaml.safe_dump(raw))
-    home = tiny_model_dir.parents[1]  # the session's TSQ_HOME: the tiny model is built there once
+    home = tsq_home  # the session's TSQ_HOME (caches shared across these tests)
     name = f"crash-{uuid.uuid4().hex[:8]}"
     (tmp_path / "logs").mkdir()
     env = {**os.environ, "TSQ_HOME": str(home), "TSQ_NO_PROGRESS": "1", "WANDB_MODE": "disabled"}

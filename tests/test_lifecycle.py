@@ -158,7 +158,7 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+def setup(tsq_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     pytest.importorskip("vllm")
     tmp = tmp_path_factory.mktemp("lifecycle")
     raw = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
@@ -171,7 +171,7 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     spec.write_text(yaml.safe_dump(raw))
     env = {
         **os.environ,
-        "TSQ_HOME": str(tiny_model_dir.parents[1]),  # the session's TSQ_HOME, where the test model is built
+        "TSQ_HOME": str(tsq_home),  # the session's TSQ_HOME
         "TSQ_NO_PROGRESS": "1",
         "WANDB_MODE": "disabled",
     }

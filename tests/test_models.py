@@ -17,9 +17,12 @@ def test_resolve_local_directory(tiny_model_dir: Path) -> None:
     assert resolve_model(ModelSpec(path=str(tiny_model_dir))) == tiny_model_dir
 
 
-def test_resolve_tiny_finds_the_built_model(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TSQ_HOME", str(tiny_model_dir.parent.parent))
+def test_resolve_tiny_is_the_shipped_build(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TSQ_HOME", str(tmp_path))  # an empty home: nothing is built
     assert resolve_model(ModelSpec(path="tiny", tiny_variant="test")) == tiny_model_dir
+    assert not (tmp_path / "models").exists()
 
 
 def test_resolve_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

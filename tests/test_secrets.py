@@ -151,7 +151,7 @@ def _leaks(root: Path, secrets: tuple[str, ...]) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_no_password_or_api_key_in_output_wandb_study_or_reports(
-    tiny_model_dir: Path,
+    tsq_home: Path,
     tmp_path: Path,
     postgres_server: PgServer,  # noqa: F811
 ) -> None:
@@ -170,7 +170,7 @@ def test_no_password_or_api_key_in_output_wandb_study_or_reports(
     raw["study"]["n_trials"] = 1
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(raw))
-    home = tiny_model_dir.parents[1]
+    home = tsq_home
     env = {
         **os.environ,
         "TSQ_HOME": str(home),

@@ -25,9 +25,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def home(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tsq_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The session's TSQ_HOME (tiny model + warm cache shared by these tests), W&B offline in tmp_path."""
-    monkeypatch.setenv("TSQ_HOME", str(tiny_model_dir.parents[1]))
+    monkeypatch.setenv("TSQ_HOME", str(tsq_home))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("TSQ_NO_PROGRESS", "1")

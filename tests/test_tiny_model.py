@@ -1,19 +1,34 @@
-"""The tiny model: a real HF model directory with a round-tripping tokenizer and a chat template, cached."""
+"""The tiny model: a real HF model directory with a round-tripping tokenizer and a chat template, shipped
+with its checksums; a rebuild is compared with the shipped weights."""
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
+from tsq import tiny_model as tm
 from tsq.cli.main import app
 from tsq.data.tiny_world import random_training_example, tiny_problem_set
-from tsq.tiny_model import BUILD_INFO, VARIANTS, build_tiny, build_tokenizer, build_warning
+from tsq.errors import UserError
+from tsq.models import model_fingerprint
+from tsq.tiny_model import (
+    BUILD_INFO,
+    VARIANTS,
+    build_tiny,
+    build_tokenizer,
+    build_warning,
+    compare_weights,
+    ship,
+    tiny_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +69,7 @@ def test_built_model_loads_and_answers_in_format(tiny_model_dir: Path) -> None:
     assert info["digest"] == VARIANTS["test"].digest()
     assert info["settings"]["variant"] == "test"
     # which CPU kernels built it: the same settings give other weights on other kernels
-    assert info["machine"] == {
-        "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-    }
+    assert set(info["machine"]) == {"torch", "cpu_capability"}
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     # AutoTokenizer on the model dir (with its config.json) must give the word-level tokenizer as saved
     assert tok.convert_ids_to_tokens(tok.encode("what is 13", add_special_tokens=False)) == [
@@ -80,23 +92,91 @@ def test_built_model_loads_and_answers_in_format(tiny_model_dir: Path) -> None:
     assert out[0, -1].item() == tok.eos_token_id  # and stops
 
 
-def test_second_build_is_a_cache_hit(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TSQ_HOME", str(tiny_model_dir.parent.parent))
-    before = (tiny_model_dir / "model.safetensors").stat().st_mtime_ns
-    assert build_tiny("test") == tiny_model_dir
-    assert (tiny_model_dir / "model.safetensors").stat().st_mtime_ns == before
-    # no temp dirs left beside it
-    assert sorted(p.name for p in tiny_model_dir.parent.iterdir() if not p.name.endswith(".lock")) == [
-        "tiny-test"
-    ]
+def test_both_variants_ship_with_the_code_settings_and_checksums() -> None:
+    for variant in VARIANTS:
+        path = tiny_model(variant)  # raises on a stale or altered shipped build
+        info = json.loads((path / BUILD_INFO).read_text())
+        assert sorted(info["files"]) == sorted(p.name for p in path.iterdir() if p.name != BUILD_INFO)
 
 
-def test_build_command_says_what_it_built(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TSQ_HOME", str(tiny_model_dir.parent.parent))
+@pytest.fixture
+def shipped_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped builds that a test may alter; `tiny_model` reads it instead."""
+    root = tmp_path / "assets"
+    shutil.copytree(tm.SHIPPED_ROOT, root)
+    monkeypatch.setattr(tm, "SHIPPED_ROOT", root)
+    return root / "tiny-test"
+
+
+def test_an_altered_shipped_file_is_refused_naming_file_and_checksum(shipped_copy: Path) -> None:
+    weights = shipped_copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    want = json.loads((shipped_copy / BUILD_INFO).read_text())["files"]["model.safetensors"]
+    refusal = rf"model\.safetensors: sha256 \w{{16}} is not the shipped {want[:16]} \(corrupted or altered\)"
+    with pytest.raises(UserError, match=refusal):
+        tiny_model("test")
+    weights.unlink()
+    with pytest.raises(UserError, match=r"model\.safetensors: sha256 \(missing\)"):
+        tiny_model("test")
+
+
+def test_a_shipped_build_of_other_settings_is_refused(shipped_copy: Path) -> None:
+    info = json.loads((shipped_copy / BUILD_INFO).read_text())
+    info["digest"] = "0" * 16  # as after a BUILD_FORMAT bump without a new build shipped
+    (shipped_copy / BUILD_INFO).write_text(json.dumps(info))
+    with pytest.raises(UserError, match=r"shipped with settings 0{16}, the code's tiny-test settings are"):
+        tiny_model("test")
+
+
+def test_compare_weights_counts_the_tensors_that_differ(tiny_model_dir: Path, tmp_path: Path) -> None:
+    same = compare_weights(tiny_model_dir, tiny_model_dir)
+    assert same.identical and same.max_abs_diff == 0.0 and same.n_tensors > 10
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    weights = load_file(str(other / "model.safetensors"))
+    name = sorted(weights)[0]
+    weights[name] = weights[name].clone()
+    weights[name].view(-1)[3] += 0.25
+    save_file(weights, str(other / "model.safetensors"), metadata={"format": "pt"})
+    diff = compare_weights(tiny_model_dir, other)
+    assert (diff.n_different, diff.n_tensors) == (1, same.n_tensors)
+    assert diff.max_abs_diff == pytest.approx(0.25, abs=1e-6)
+
+
+def test_ship_records_checksums_that_tiny_model_accepts(shipped_copy: Path, tmp_path: Path) -> None:
+    build = tmp_path / "build"
+    shutil.copytree(shipped_copy, build)
+    (build / BUILD_INFO).write_text(
+        json.dumps({k: v for k, v in json.loads((build / BUILD_INFO).read_text()).items() if k != "files"})
+    )
+    before = model_fingerprint(shipped_copy)
+    assert ship(build, "test") == shipped_copy
+    assert tiny_model("test") == shipped_copy and model_fingerprint(shipped_copy) == before
+    assert not [p for p in shipped_copy.parent.iterdir() if p.name.startswith(".")]  # no temp dir left
+
+
+@pytest.mark.slow
+def test_rebuild_is_cached_and_compared_with_the_shipped_weights(
+    tsq_home: Path, tiny_model_dir: Path
+) -> None:
+    """`tsq model build-tiny` rebuilds under TSQ_HOME (a cache hit the second time) and says whether the
+    rebuild reproduces the shipped weights; the comparison line matches what compare_weights finds."""
     result = CliRunner().invoke(app, ["model", "build-tiny", "--variant", "test"])
     assert result.exit_code == 0, result.output
-    assert f"tiny-test: {tiny_model_dir}" in result.output
+    built = tsq_home / "models" / "tiny-test"
+    assert f"tiny-test: {built}" in result.output
     assert f"on {torch.backends.cpu.get_cpu_capability()} CPU kernels" in result.output
+    if compare_weights(built, tiny_model_dir).identical:
+        assert f"matches the shipped weights ({tiny_model_dir}" in result.output
+    else:
+        assert "differs from the shipped weights" in result.output
+    before = (built / "model.safetensors").stat().st_mtime_ns
+    assert build_tiny("test") == built
+    assert (built / "model.safetensors").stat().st_mtime_ns == before
+    # no temp dirs left beside it
+    assert sorted(p.name for p in built.parent.iterdir() if not p.name.endswith(".lock")) == ["tiny-test"]
 
 
 def test_settings_digest_depends_on_the_settings() -> None:

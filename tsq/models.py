@@ -1,9 +1,10 @@
 """Model resolution, identity and loading.
 
-`resolve_model`: "tiny", a local directory, or an HF hub id from the local HF cache; a hub id missing there is
-fetched through huggingface_hub only when the spec says `model.download: true` (else a one-line error naming
-`hf download`). `model_fingerprint` hashes the weights and config, so cache keys follow the model's content,
-not its name. `load_causal_lm` puts the weights straight onto a CUDA device when there is one.
+`resolve_model`: "tiny" (the shipped build, checksummed), a local directory, or an HF hub id from the local
+HF cache; a hub id missing there is fetched through huggingface_hub only when the spec says
+`model.download: true` (else a one-line error naming `hf download`). `model_fingerprint` hashes the weights
+and config, so cache keys follow the model's content, not its name. `load_causal_lm` puts the weights
+straight onto a CUDA device when there is one.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ _fingerprints: dict[tuple[str, tuple[tuple[str, float, int], ...]], str] = {}
 
 
 def resolve_model(spec: ModelSpec) -> Path:
-    """The local directory of the spec's model; builds the tiny model when it is asked for and missing."""
+    """The local directory of the spec's model ("tiny": the shipped build, its checksums verified)."""
     if spec.path == "tiny":
-        from tsq.tiny_model import build_tiny
+        from tsq.tiny_model import tiny_model
 
-        return build_tiny(spec.tiny_variant)
+        return tiny_model(spec.tiny_variant)
     local = Path(spec.path).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():

@@ -39,8 +39,8 @@ TinyVariant = Literal["default", "test"]
 
 
 class ModelSpec(_Section):
-    # "tiny" is the built-in tiny reasoning model (built by `tsq model build-tiny`); anything else is an
-    # HF hub id or a local model directory.
+    # "tiny" is the built-in tiny reasoning model (shipped with tsq, tsq/assets/); anything else is an HF hub
+    # id or a local model directory.
     path: str = "tiny"
     tiny_variant: TinyVariant = "default"
     trust_remote_code: bool = False

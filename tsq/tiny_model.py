@@ -6,9 +6,15 @@ vocabulary; for "llama" it loads tokenizer.json as saved.
 
 The result is an ordinary HF model directory (config, safetensors weights, a `tokenizers` word-level
 tokenizer with a chat template, generation config), so every later stage (generate, PEFT, TRL, vLLM) runs
-the same code path as for a real model. Builds are deterministic for their settings, cached under
-`tsq.paths.tiny_model_dir(variant)` with the settings and their hash in `tsq_build.json`, and written
-atomically (built in a temp dir, renamed into place) so a killed build never leaves a half model.
+the same code path as for a real model.
+
+One build is one draw: the same settings give other weights on other CPU kernels (docs/tiny-world.md), so
+the build every figure of the docs was measured on ships with tsq (`tsq/assets/tiny-<variant>/`, checksummed
+in its `tsq_build.json`) and `model: {path: tiny}` loads it without a build (`tiny_model`). `build_tiny`
+rebuilds from scratch into `tsq.paths.tiny_model_dir(variant)` (written atomically: built in a temp dir,
+renamed into place, so a killed build never leaves a half model); `compare_weights` says whether a rebuild
+reproduces the shipped weights, and `ship` replaces the shipped copy with a build (a new world: its reports
+must be regenerated).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from tsq.data.tiny_world import MAX_STEPS, WORDS, random_training_example
+from tsq.errors import UserError
 from tsq.paths import tiny_model_dir
 from tsq.spec import TinyVariant as Variant
 
@@ -84,7 +91,8 @@ class TinyBuildSettings:
     # (the model has to copy operands out of the question; biased attention learns that sooner).
     attention_bias: bool = True
     # Two threads: 0.22 s/step vs 0.41 on one, on an idle 2-core machine. Fixed, not the machine's core
-    # count, so a build gives the same weights on any machine with two or more cores.
+    # count, so that two builds on one machine agree; other CPU kernels still give other weights (the reason
+    # the build ships).
     threads: int = 2
     build_format: int = BUILD_FORMAT
 
@@ -320,6 +328,126 @@ def _build_into(out: Path, s: TinyBuildSettings) -> None:
 def build_info(path: Path) -> dict:
     """The `tsq_build.json` record of a built tiny model."""
     return json.loads((path / BUILD_INFO).read_text())
+
+
+# -- the shipped builds --------------------------------------------------------------------------------------
+SHIPPED_ROOT = Path(__file__).parent / "assets"
+_verified: dict[tuple[str, tuple[tuple[str, int, int], ...]], None] = {}
+
+
+def shipped_dir(variant: str) -> Path:
+    return SHIPPED_ROOT / f"tiny-{variant}"
+
+
+def tiny_model(variant: Variant = "default") -> Path:
+    """The shipped build of `variant`, its files checked against the checksums it shipped with.
+
+    Raises UserError (one line naming the file and both checksums) when a file was altered or is missing, and
+    when the shipped build's settings are not the code's (a format bump without a new build shipped).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown tiny variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    path = shipped_dir(variant)
+    try:
+        info = build_info(path)
+        files: dict[str, str] = info["files"]
+    except (OSError, ValueError, KeyError):
+        raise UserError(
+            f"{path / BUILD_INFO}: missing or unreadable; restore it: git checkout -- {_repo_relative(path)}"
+        ) from None
+    stamp = tuple(sorted((name, *_stat(path / name)) for name in files))
+    if (str(path), stamp) not in _verified:  # hashing 4 MB per stage would add up over a sweep's trials
+        for name, want in sorted(files.items()):
+            got = _sha256(path / name)
+            if got != want:
+                raise UserError(
+                    f"{path / name}: sha256 {got[:16] if got else '(missing)'} is not the shipped "
+                    f"{want[:16]} (corrupted or altered); restore it: git checkout -- {_repo_relative(path)}"
+                )
+        if info.get("digest") != VARIANTS[variant].digest():
+            raise UserError(
+                f"{path}: shipped with settings {info.get('digest')}, the code's tiny-{variant} settings "
+                f"are {VARIANTS[variant].digest()}; ship a build of them: "
+                f"tsq model build-tiny --variant {variant} --ship"
+            )
+        _verified[(str(path), stamp)] = None
+    return path
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _repo_relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(SHIPPED_ROOT.parents[1]))
+    except ValueError:
+        return str(path)
+
+
+def _model_files(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.is_file() and p.name != BUILD_INFO)
+
+
+@dataclass(frozen=True)
+class WeightsComparison:
+    """How a build's weights differ from another's: per tensor, bit for bit."""
+
+    n_tensors: int
+    n_different: int  # tensors whose values differ (or whose shape or presence does)
+    max_abs_diff: float  # over the tensors present in both with one shape; 0.0 when identical
+
+    @property
+    def identical(self) -> bool:
+        return self.n_different == 0
+
+
+def compare_weights(a: Path, b: Path) -> WeightsComparison:
+    """Compare the safetensors weights of two model directories tensor by tensor."""
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    n_different, max_diff = 0, 0.0
+    for name in sorted(wa.keys() | wb.keys()):
+        x, y = wa.get(name), wb.get(name)
+        if x is None or y is None or x.shape != y.shape:
+            n_different += 1
+            continue
+        if not torch.equal(x, y):
+            n_different += 1
+            max_diff = max(max_diff, (x.float() - y.float()).abs().max().item())
+    return WeightsComparison(len(wa.keys() | wb.keys()), n_different, max_diff)
+
+
+def ship(build: Path, variant: str) -> Path:
+    """Replace the shipped build of `variant` with `build`, recording each file's checksum."""
+    target = shipped_dir(variant)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=SHIPPED_ROOT))
+    try:
+        for name in _model_files(build):
+            shutil.copy2(build / name, tmp / name)
+        info = build_info(build)
+        info["files"] = {name: _sha256(tmp / name) for name in _model_files(tmp)}
+        (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    _verified.clear()
+    return target
 
 
 # Builds of the default settings at final loss 0.099 had checks that pay 23-74 points at depths 2-4; at

@@ -14,7 +14,7 @@ app = typer.Typer(
     name="tsq",
     help=(
         "Tune TokenSqueeze (α, ε, λ, η) with Optuna sweeps.\n\n"
-        "Start here:  tsq model build-tiny  →  tsq baseline sweeps/quickstart.yaml  →  "
+        "Start here:  tsq baseline sweeps/quickstart.yaml  →  "
         "tsq sweep launch sweeps/quickstart.yaml  →  tsq report pareto --out reports/quickstart"
     ),
     no_args_is_help=True,

@@ -8,19 +8,46 @@ import typer
 
 from tsq.spec import TinyVariant
 
-app = typer.Typer(help="Build the embedded tiny reasoning model (CPU, cached).", no_args_is_help=True)
+app = typer.Typer(
+    help="The embedded tiny reasoning model: shipped with tsq; rebuild it to check or replace that build.",
+    no_args_is_help=True,
+)
 
 
 @app.command("build-tiny")
 def build_tiny_command(
     variant: Annotated[
         TinyVariant,
-        typer.Option(help="'default' (the embedded CPU model) or 'test' (fast, for the test suite)"),
+        typer.Option(help="'default' (the embedded CPU model) or 'test' (small, for the test suite)"),
     ] = "default",
-    force: Annotated[bool, typer.Option("--force", help="rebuild even when a matching build exists")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="rebuild even when a build of these settings is cached")
+    ] = False,
+    ship: Annotated[
+        bool,
+        typer.Option(
+            "--ship",
+            help="replace the shipped model (tsq/assets/tiny-VARIANT) with this build: a new world, whose "
+            "reports and figures must then be regenerated",
+        ),
+    ] = False,
 ) -> None:
-    """Build (or find) the tiny reasoning model: a few minutes on CPU, cached under $TSQ_HOME/models."""
-    from tsq.tiny_model import build_info, build_tiny, build_warning
+    """Rebuild the tiny model from scratch (a few minutes on CPU) and compare it with the shipped one.
+
+    Sweeps never need this: `model: {path: tiny}` loads the build that ships with tsq, so every machine runs
+    the same model. A rebuild lands under $TSQ_HOME/models (cached by its settings); the same settings give
+    other weights on other CPU kernels, and this command says whether yours match the shipped weights.
+    """
+    from tsq.models import model_fingerprint
+    from tsq.tiny_model import (
+        build_info,
+        build_tiny,
+        build_warning,
+        compare_weights,
+        shipped_dir,
+        tiny_model,
+    )
+    from tsq.tiny_model import ship as ship_build
 
     path = build_tiny(variant, force=force)
     info = build_info(path)
@@ -34,3 +61,22 @@ def build_tiny_command(
         typer.echo(f"  built with torch {machine['torch']} on {machine['cpu_capability']} CPU kernels")
     if warning := build_warning(info):
         typer.echo(warning, err=True)
+    built = model_fingerprint(path)
+    if ship:
+        target = ship_build(path, variant)
+        typer.echo(f"shipped: {target} now holds weights {built}; regenerate the reports measured on it")
+        return
+    shipped = tiny_model(variant)  # checksums verified: a comparison with an altered copy would mislead
+    comparison = compare_weights(path, shipped)
+    shipped_fp = model_fingerprint(shipped)
+    if comparison.identical and built == shipped_fp:
+        typer.echo(f"matches the shipped weights ({shipped_dir(variant)}, weights {shipped_fp})")
+    else:
+        shipped_machine = build_info(shipped).get("machine", {})
+        typer.echo(
+            f"differs from the shipped weights ({shipped_fp}, built on "
+            f"{shipped_machine.get('cpu_capability', '?')} kernels): this build is {built}, "
+            f"{comparison.n_different} of {comparison.n_tensors} tensors differ, "
+            f"max |difference| {comparison.max_abs_diff:.3g}; sweeps on `model: {{path: tiny}}` still use "
+            "the shipped weights"
+        )

@@ -514,20 +514,12 @@ class CachedInputs:
 def _local_model(spec: Spec) -> Path | str:
     """The model's local directory without building or downloading it, or why there is none."""
     if spec.model.path == "tiny":
-        from tsq.paths import tiny_model_dir
-
-        path = tiny_model_dir(spec.model.tiny_variant)
-        if not path.is_dir():  # before importing the builder (torch, transformers)
-            return "the tiny model is not built (tsq model build-tiny)"
-        from tsq.tiny_model import VARIANTS as TINY
-        from tsq.tiny_model import build_info
+        from tsq.tiny_model import tiny_model
 
         try:
-            if build_info(path).get("digest") == TINY[spec.model.tiny_variant].digest():
-                return path
-        except (OSError, ValueError):
-            pass
-        return "the tiny model is not built (tsq model build-tiny)"
+            return tiny_model(spec.model.tiny_variant)
+        except UserError as err:
+            return str(err)
     local = Path(spec.model.path).expanduser()
     if local.exists():
         return local if (local / "config.json").is_file() else f"{local} is not a model directory"
