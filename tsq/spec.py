@@ -15,8 +15,9 @@ one-line UserError naming the child file and its `extends` field.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -214,15 +215,45 @@ class Spec(_Section):
         return None
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line: the first bad field as a dotted path and what is wrong with it."""
-    first = err.errors()[0]
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
+    """One line: the first bad field as a dotted path and what is wrong with it.
+
+    An unknown key comes first (a misspelt key is also why its real name reads as missing), with the nearest
+    valid name of its section when one is close."""
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
-    extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+        names = _field_names(model or Spec, first["loc"][:-1])
+        if close := difflib.get_close_matches(str(first["loc"][-1]), names, n=1, cutoff=0.6):
+            msg += f" (did you mean {close[0]}?)"
+    extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{source}: {loc}: {msg}{extra}"
+
+
+def _field_names(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The field names of the section at `loc` under `model` (mapping keys and list indices stepped over)."""
+    annotation: Any = model
+    for part in loc:
+        fields = _model_of(annotation)
+        if fields is not None and isinstance(part, str) and part in fields.model_fields:
+            annotation = fields.model_fields[part].annotation
+        else:  # a mapping's key or a list's index: step into its value type
+            args = [a for a in get_args(annotation) if a is not type(None)]
+            annotation = args[-1] if args else None
+    found = _model_of(annotation)
+    return list(found.model_fields) if found is not None else []
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):  # Optional[Section], Section | None
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
 
 
 # The sections a spec inherits from the spec it `extends`: every field of Spec but the experiment's own
