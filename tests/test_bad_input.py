@@ -65,6 +65,22 @@ CASES = [
     Case("unknown-section", "modle: unknown key", patch={"modle": {"path": "tiny"}}),
     Case("unknown-nested-key", "training.lr: unknown key", patch={"training": {"lr": 0.1}}),
     Case("unknown-study-key", "study.trials: unknown key", patch={"study": {"trials": 3}}),
+    Case(
+        "misspelt-nested-key",
+        "study.constraint.max_acuracy_drop: unknown key (did you mean max_accuracy_drop?)",
+        patch={"study": {"constraint": {"max_acuracy_drop": 0.05}}},
+    ),
+    # -- a knob on the command line is validated like one in the spec
+    Case(
+        "trial-knob-too-high",
+        "--alpha 1.5: Input should be less than or equal to 1",
+        args=("trial", "run", "{spec}", "--alpha", "1.5"),
+    ),
+    Case(
+        "trial-knob-negative",
+        "--eta -1.0: Input should be greater than or equal to 0",
+        args=("trial", "run", "{spec}", "--eta", "-1"),
+    ),
     Case("wrong-type-int", "sampling.n", patch={"sampling": {"n": "many"}}),
     Case("wrong-type-section", "training", patch={"training": 5}),
     Case("wrong-type-bool", "refinement.enabled", patch={"refinement": {"enabled": "perhaps"}}),

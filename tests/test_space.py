@@ -121,3 +121,12 @@ def test_apply_params_sets_each_section_and_validates() -> None:
     assert apply_params(spec, {"selection_variant": "q-fix"}).selection.variant == "q-fix"
     with pytest.raises(ValueError, match=r"params\.alpha"):
         apply_params(Spec(), {"alpha": 2.0})
+
+
+def test_outside_says_why_a_value_is_not_one_the_entry_proposes() -> None:
+    from tsq.space import Categorical, FloatRange, outside
+
+    assert outside(FloatRange(low=0.2, high=1.0), 0.2) is None
+    assert outside(FloatRange(low=0.2, high=1.0), 1.5) == "outside [0.2, 1]"
+    assert outside(Categorical(type="categorical", choices=[0.2, 0.5]), 0.3) == "not one of [0.2, 0.5]"
+    assert outside(0.5, 0.5) is None and outside(0.5, 0.6) == "not the fixed value 0.5"

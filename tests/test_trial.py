@@ -37,9 +37,15 @@ def smoke_spec(tmp_path: Path, tiny_model_dir: Path) -> Path:
 def test_trial_cli_then_warm_trial_reuses_caches(smoke_spec: Path, tmp_path: Path) -> None:
     out = tmp_path / "trial1"
     cmd = [sys.executable, "-m", "tsq", "trial", "run", str(smoke_spec), "--alpha", "0.2", "--epsilon",
-           "0.01", "--lambda", "1.0", "--eta", "0.5", "--out", str(out)]  # fmt: skip
+           "0.01", "--lambda", "1.0", "--eta", "1.5", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # η 1.5 is valid but outside the smoke spec's search range [0, 1]: said, then run
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: eta 1.5 is outside [0, 1], the spec's search range (study.search.eta): a sweep of this "
+        "spec never runs it"
+    ]
     assert "baseline" in proc.stdout and "trial" in proc.stdout and "intervals: 95%" in proc.stdout
     first = json.loads((out / "metrics.json").read_text())
     for key in ("accuracy", "len_all", "len_correct", "auc", "accuracy_delta", "token_reduction"):

@@ -249,6 +249,15 @@ def bounding_values(entry: SearchEntry) -> list[tuple[tuple[str | int, ...], Any
     return [((), entry)]
 
 
+def outside(entry: SearchEntry, value: Any) -> str | None:
+    """Why `value` is not one the entry can propose ("outside [0.2, 1.0]"), or None when it is one."""
+    if isinstance(entry, FloatRange | IntRange):
+        return None if entry.low <= value <= entry.high else f"outside [{entry.low:g}, {entry.high:g}]"
+    if isinstance(entry, Categorical):
+        return None if value in entry.choices else f"not one of {entry.choices}"
+    return None if value == entry else f"not the fixed value {entry}"
+
+
 def _check_grid(search: dict[str, SearchEntry]) -> list[InitErrorDetails]:
     def gridable(entry: SearchEntry) -> bool:
         if isinstance(entry, FloatRange | IntRange):

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from tsq.cli.baseline import cache_for
 from tsq.cli.console import make_console
+from tsq.errors import UserError
 from tsq.metrics import axis_label, format_estimate
 from tsq.signals import sigterm_as_exit
+from tsq.space import outside
 from tsq.spec import TrialParams, load_spec
 
 app = typer.Typer(help="Run one TokenSqueeze trial without a study.", no_args_is_help=True)
@@ -36,9 +39,21 @@ def run(
 
     loaded = load_spec(spec)
     given = {"alpha": alpha, "epsilon": epsilon, "lambda": lam, "eta": eta}
-    params = TrialParams.model_validate(
-        {**loaded.params.model_dump(by_alias=True), **{k: v for k, v in given.items() if v is not None}}
-    )
+    try:
+        params = TrialParams.model_validate(
+            {**loaded.params.model_dump(by_alias=True), **{k: v for k, v in given.items() if v is not None}}
+        )
+    except ValidationError as err:  # the spec's own params were validated with it: an option is bad
+        first = err.errors()[0]
+        raise UserError(f"--{first['loc'][0]} {first['input']}: {first['msg']}") from None
+    for name, value in params.model_dump(by_alias=True).items():
+        entry = loaded.study.search.get(name)
+        if entry is not None and (why := outside(entry, value)):
+            typer.echo(
+                f"warning: {name} {value:g} is {why}, the spec's search range (study.search.{name}): a sweep "
+                "of this spec never runs it",
+                err=True,
+            )
     program = load_program(loaded.study.program)
     # the spec's search space is the scope, so the trial shares study-wide cache entries with its sweeps
     ctx = TrialContext(cache=cache_for(loaded), out_dir=out, scope=scope_of(loaded.study))
