@@ -21,7 +21,9 @@ from tsq.stats import (
     p_front,
     paired_intervals,
     percentile_interval,
+    pooled_seed_noise,
     resample_weights,
+    seed_covariance,
 )
 
 
@@ -40,7 +42,12 @@ def test_resample_weights_are_seeded_draws_of_every_problem_count() -> None:
     assert w.shape == (1000, 5) and (w.sum(axis=1) == 5).all() and (w >= 0).all()
     assert np.array_equal(w, resample_weights(5, 1000, seed=3))
     assert not np.array_equal(w, resample_weights(5, 1000, seed=4))
-    assert w.mean() == pytest.approx(1.0, abs=0.05)  # each problem is drawn once per resample on average
+    # multinomial counts of 5 draws over 5 problems: each problem's count has mean 1 and variance
+    # 5·(1/5)·(4/5) = 0.8, two problems' counts covariance −5·(1/5)² = −0.2 (rows summing to 5 alone, e.g.
+    # always one draw of each, would give variance 0)
+    assert w.mean(axis=0) == pytest.approx(np.ones(5), abs=0.1)
+    assert w.var(axis=0, ddof=1) == pytest.approx(np.full(5, 0.8), abs=0.12)
+    assert np.cov(w.T)[0, 1] == pytest.approx(-0.2, abs=0.07)
     assert (resample_weights(1, 10, seed=0) == 1).all()
     with pytest.raises(ValueError):
         resample_weights(0, 10, seed=0)
@@ -191,6 +198,71 @@ def test_p_front_recomputes_feasibility_in_each_resample() -> None:
     assert p["t"] == pytest.approx((29 / 30) ** 30 + (29 / 30) ** 29, abs=0.02)
 
 
+RELATIVE = [("accuracy_delta", "maximize"), ("token_reduction", "maximize")]
+
+
+def test_p_front_with_seed_noise_is_the_same_for_absolute_and_relative_objectives() -> None:
+    # Trials near the feasibility bound (3 points) and close in both objectives: with seed noise on accuracy
+    # and Len-A, the relative objectives and feasibility must move with the absolute metrics they derive
+    # from, so both spellings give the same p_front. Drawn per metric (derived ones unmoved, feasibility
+    # read from a moved accuracy), they did not.
+    base = _problems(30)
+    trials = {
+        "a": _problems(30, better={0}, worse={3}),
+        "b": _problems(30, worse={5}),
+        "c": _problems(30, better={1, 2}, worse={4, 6, 7}),
+    }
+    kw = {"n_resamples": 2000, "seed": 5, "max_accuracy_drop": 0.03}
+    sd = {"accuracy": 0.02, "len_all": 0.4}
+    noisy = p_front(trials, base, ACC_LEN, seed_sd=sd, **kw)
+    assert p_front(trials, base, RELATIVE, seed_sd=sd, **kw) == noisy
+    corr = {("accuracy", "len_all"): 0.6}
+    assert p_front(trials, base, RELATIVE, seed_sd=sd, seed_corr=corr, **kw) == p_front(
+        trials, base, ACC_LEN, seed_sd=sd, seed_corr=corr, **kw
+    )
+    assert noisy != p_front(trials, base, ACC_LEN, **kw)  # the seed noise counts
+    with pytest.raises(ValueError, match="give it for accuracy"):
+        p_front(trials, base, ACC_LEN, seed_sd={"accuracy_delta": 0.02}, **kw)
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.5, -0.5])
+def test_p_front_draws_a_trials_seed_noise_jointly(rho: float) -> None:
+    # One problem (no problem noise) and two identical trials: only seed noise separates them. The
+    # differences of their draws are bivariate normal with the metrics' correlation ρ, so A dominates B
+    # (more accurate and shorter) with the orthant probability 1/4 + arcsin(−ρ)/(2π), and B is on the front
+    # otherwise: p_front = 3/4 at ρ 0, 5/6 at ρ 0.5 (accuracy and length move together), 2/3 at −0.5.
+    one = _sums({"p": [(10, True), (12, False)]})
+    p = p_front({"a": one, "b": one}, one, ACC_LEN, n_resamples=20000, seed=0,
+                seed_sd={"accuracy": 0.05, "len_all": 1.0},
+                seed_corr={("accuracy", "len_all"): rho})  # fmt: skip
+    expected = 1 - (0.25 + math.asin(-rho) / (2 * math.pi))
+    assert p["a"] == pytest.approx(expected, abs=0.012) and p["b"] == pytest.approx(expected, abs=0.012)
+
+
+def test_seed_covariance_and_pooled_seed_noise_hand_computed() -> None:
+    names, cov = seed_covariance(
+        {"accuracy": 0.1, "len_all": 2.0, "auc": 0.0}, {("len_all", "accuracy"): 0.5}
+    )
+    assert names == ["accuracy", "len_all"]  # a zero SD adds nothing
+    assert cov == pytest.approx(np.array([[0.01, 0.1], [0.1, 4.0]]))
+    with pytest.raises(ValueError, match="len_all"):
+        seed_covariance({"token_reduction": 0.01})
+    with pytest.raises(ValueError, match="correlation"):
+        seed_covariance({"accuracy": 0.1, "len_all": 1.0}, {("accuracy", "len_all"): 1.5})
+    # deviations from each group's mean: a ±1, l ±2 (same sign) in the first; a 0, l ±1 in the second; the
+    # third has one run. Scatter: aa 2, ll 8 + 2 = 10, al 4; over df 2: var 1 and 5, cov 2
+    groups = [
+        [{"a": 1, "l": 10}, {"a": 3, "l": 14}],
+        [{"a": 2, "l": 5}, {"a": 2, "l": 7}],
+        [{"a": 9, "l": 1}],
+    ]
+    noise = pooled_seed_noise(groups, ["a", "l"])
+    assert noise is not None and noise.dof == 2
+    assert noise.sd == pytest.approx({"a": 1.0, "l": 5**0.5})
+    assert noise.corr == pytest.approx({("a", "l"): 2 / 5**0.5})
+    assert pooled_seed_noise([[{"a": 1.0}]], ["a"]) is None
+
+
 def test_p_front_rejects_bad_objectives() -> None:
     base = _problems(5)
     with pytest.raises(KeyError):
@@ -293,3 +365,14 @@ def test_aggregate_replicates_of_one_run_needs_a_known_seed_spread() -> None:
     assert aggregate_replicates([2.0, 2.0]).hi == 2.0
     with pytest.raises(ValueError):
         aggregate_replicates([])
+
+
+def test_aggregate_replicates_with_a_given_sd_and_bootstrap_noise_uses_welch_satterthwaite() -> None:
+    from scipy.stats import t
+
+    # one run, se_boot 0.3, a given seed SD 0.4 measured at 4 df: se² = 0.09 + 0.16 = 0.25, and the
+    # degrees of freedom 4 · (0.25 / 0.16)² = 9.765625 (more than 4: part of the SE is known exactly)
+    est = aggregate_replicates([5.0], se_boot=0.3, sd_seed=0.4, sd_dof=4)
+    assert est.se == pytest.approx(0.5)
+    assert est.hi - 5.0 == pytest.approx(float(t.ppf(0.975, 9.765625)) * 0.5)
+    assert est.hi - 5.0 < float(t.ppf(0.975, 4)) * 0.5

@@ -138,6 +138,32 @@ def non_dominated(losses: np.ndarray, feasible: np.ndarray) -> np.ndarray:
     return on_front
 
 
+def seed_covariance(
+    seed_sd: Mapping[str, float], seed_corr: Mapping[tuple[str, str], float] | None = None
+) -> tuple[list[str], np.ndarray]:
+    """The metrics with seed noise and their between-seed covariance matrix, from SDs and correlations.
+
+    Seed noise is given for absolute metrics only: a relative metric (Δacc, Len-A reduction) moves because
+    what it is derived from moves, so noise of its own would double it and set it apart from feasibility
+    (ValueError naming the metric to give instead). Pairs missing from `seed_corr` are uncorrelated."""
+    names = [name for name, sd in seed_sd.items() if sd > 0]
+    for name in list(seed_sd) + [n for pair in (seed_corr or {}) for n in pair]:
+        m = metric(name)
+        if m.relative:
+            raise ValueError(
+                f"seed noise of {name}: give it for {m.of}, the absolute metric it is derived from"
+            )
+    sd = np.array([seed_sd[n] for n in names], dtype=float)
+    corr = np.eye(len(names))
+    for (a, b), rho in (seed_corr or {}).items():
+        if a in names and b in names and a != b:
+            if not -1 <= rho <= 1:
+                raise ValueError(f"seed correlation of {a} and {b} must be in [-1, 1], got {rho}")
+            i, j = names.index(a), names.index(b)
+            corr[i, j] = corr[j, i] = rho
+    return names, corr * np.outer(sd, sd)
+
+
 def p_front(
     trials: Mapping[K, ProblemSums],
     baseline: ProblemSums,
@@ -147,6 +173,7 @@ def p_front(
     seed: int,
     max_accuracy_drop: float | None = None,
     seed_sd: Mapping[str, float] | None = None,
+    seed_corr: Mapping[tuple[str, str], float] | None = None,
 ) -> dict[K, float]:
     """Each trial's share of bootstrap resamples in which it is on the feasible Pareto front.
 
@@ -157,10 +184,12 @@ def p_front(
     (`non_dominated`). A trial with an undefined objective in a resample (e.g. Len-T with no correct
     response drawn) is not on the front in that resample. The baseline is a reference, not a competitor.
 
-    `seed_sd` (metric -> between-seed standard deviation, measured from replicates) adds seed noise: in each
-    resample every trial's value of such a metric moves by an independent normal draw of that spread, since
-    a trial trained and sampled with other seeds would land elsewhere by about that much. Without it the
-    front is judged by evaluation noise alone.
+    Seed noise: `seed_sd` (absolute metric -> between-seed SD, measured from replicates) and `seed_corr`
+    ((metric, metric) -> between-seed correlation) define a covariance (`seed_covariance`); in each resample
+    each trial's absolute metrics move by one joint normal draw of it (a trial trained and sampled with other
+    seeds lands elsewhere in accuracy and length at once), and its relative metrics and its feasibility are
+    derived from the moved values. So an objective spelled relative (Δacc, Len-A reduction) gives the same
+    p_front as its absolute metric. Without seed noise the front is judged by evaluation noise alone.
     """
     if not trials:
         return {}
@@ -170,19 +199,23 @@ def p_front(
         metric(name)
         if direction not in ("maximize", "minimize"):
             raise ValueError(f"objective {name}: direction must be maximize or minimize, got {direction!r}")
+    noisy, cov = seed_covariance(seed_sd or {}, seed_corr)
     keys = list(trials)
     ids = shared_problems(baseline, *trials.values())
     weights = resample_weights(len(ids), n_resamples, seed)
     base_abs = absolute_draws(baseline.select(ids), weights)
     losses = np.empty((len(keys), n_resamples, len(objectives)))
     feasible = np.ones((len(keys), n_resamples), dtype=bool)
-    noise = np.random.default_rng([seed, 1])
+    rng = np.random.default_rng([seed, 1])
     for t, key in enumerate(keys):
         values = absolute_draws(trials[key].select(ids), weights)
+        if noisy:
+            draw = rng.multivariate_normal(
+                np.zeros(len(noisy)), cov, size=n_resamples, method="eigh", check_valid="raise"
+            )
+            for j, name in enumerate(noisy):
+                values[name] = values[name] + draw[:, j]
         values.update(relative_values(values, base_abs))
-        for name, sd in (seed_sd or {}).items():
-            if sd > 0 and name in values:
-                values[name] = values[name] + noise.normal(0.0, sd, n_resamples)
         for o, (name, direction) in enumerate(objectives):
             v = values[metric(name).name]
             losses[t, :, o] = v if direction == "minimize" else -v
@@ -369,3 +402,80 @@ def pooled_sd(groups: Iterable[tuple[int, float | None]]) -> tuple[float, int] |
             num += (n - 1) * sd**2
             dof += n - 1
     return ((num / dof) ** 0.5, dof) if dof > 0 else None
+
+
+@dataclass(frozen=True)
+class SeedNoise:
+    """Between-seed noise of several metrics, pooled over replicated configurations: what `p_front` draws
+    jointly (`sd` as its `seed_sd`, `corr` as its `seed_corr`)."""
+
+    sd: dict[str, float]
+    corr: dict[tuple[str, str], float]
+    dof: int  # Σ (n_i − 1) over the groups
+
+
+def pooled_seed_noise(
+    groups: Iterable[Sequence[Mapping[str, float]]], names: Sequence[str]
+) -> SeedNoise | None:
+    """The between-seed covariance pooled over groups of replicates (each group: one configuration's runs at
+    several seeds, each run a {metric: value}), as SDs and correlations: Σ over groups of the products of
+    deviations from the group's mean, over Σ (n_i − 1). Metrics some run lacks are left out; groups of one add
+    nothing; None when no group has two runs."""
+    groups = [list(g) for g in groups]
+    kept = [n for n in names if all(n in run and run[n] is not None for g in groups for run in g)]
+    scatter, dof = np.zeros((len(kept), len(kept))), 0
+    for g in groups:
+        if len(g) < 2:
+            continue
+        x = np.array([[float(run[n]) for n in kept] for run in g])
+        dev = x - x.mean(axis=0)
+        scatter += dev.T @ dev
+        dof += len(g) - 1
+    if dof == 0 or not kept:
+        return None
+    cov = scatter / dof
+    sd = np.sqrt(np.diag(cov))
+    corr = {
+        (a, b): float(cov[i, j] / (sd[i] * sd[j]))
+        for (i, a), (j, b) in itertools.combinations(enumerate(kept), 2)
+        if sd[i] > 0 and sd[j] > 0
+    }
+    return SeedNoise({n: float(v) for n, v in zip(kept, sd, strict=True)}, corr, dof)
+
+
+# -- verdicts at their stated confidence -------------------------------------------------------------------
+
+
+def t_test(diff: float, se: float, df: float) -> float:
+    """Two-sided p-value of a difference `diff` with standard error `se` at `df` degrees of freedom (Student's
+    t; the normal when `df` is infinite)."""
+    from scipy.stats import t  # deferred: scipy is slow to import
+
+    if se <= 0:
+        return 0.0 if diff != 0 else 1.0
+    return float(2 * t.sf(abs(diff) / se, df))
+
+
+def tost(diff: float, se: float, df: float, margin: float) -> float:
+    """p-value of the two one-sided tests of equivalence within ±`margin` (H0: |true difference| ≥ margin):
+    the larger of P(T ≥ (diff + margin)/se) and P(T ≤ (diff − margin)/se). Below α, the difference is
+    "equivalent within ±margin" at level α; it needs |diff| + t·se < margin, so a noisy contrast never is."""
+    from scipy.stats import t  # deferred: scipy is slow to import
+
+    if margin <= 0:
+        raise ValueError(f"an equivalence margin must be positive, got {margin}")
+    if se <= 0:
+        return 0.0 if abs(diff) < margin else 1.0
+    return float(max(t.sf((diff + margin) / se, df), t.cdf((diff - margin) / se, df)))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: sorted ascending, p_(i) · (m − i + 1), made monotone and capped at 1, in
+    the input's order. Rejecting where the adjusted p is below α controls the family-wise error at α."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
