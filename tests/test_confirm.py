@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from tsq.cli.main import app
 from tsq.report.pareto import pareto_trials
-from tsq.report.table import is_replicate, study_table
+from tsq.report.table import is_replicate, replicate_groups, study_table
 from tsq.study.confirm import plan
 
 
@@ -65,9 +65,12 @@ def test_replicates_are_marked_not_counted_and_never_front_points(launched: tupl
     assert len(optuna.load_study(study_name="conf", storage=url).trials) == 4 + len(reps)
     table = study_table(optuna.load_study(study_name="conf", storage=url))
     assert [r.number for r in table.rows] == [0, 1, 2, 3]
-    assert {(r.of, r.split, r.n) for r in table.replicated} == {(n, "eval", 3) for n in front}
-    assert table.seed_sd.get("len_all", 0) > 0  # the synthetic seeds move the length: measured seed noise
-    assert any("seed noise measured from replicates" in n for n in table.notes)
+    assert {(r.of, r.split, r.n) for r in table.replicated} == {(n, "eval", 2) for n in front}
+    # the synthetic program lengthens answers by (training seed mod 3) tokens: the fresh seeds 7919 and 15838
+    # add 2 and 1, so every front trial's two fresh runs differ by 1 token: SD 1/√2 (the original's +0,
+    # averaged in as before, would make it 1); accuracy does not move with the seed
+    assert table.seed_sd == pytest.approx({"len_all": 2**-0.5, "accuracy": 0.0, "auc": table.seed_sd["auc"]})
+    assert any("seed noise measured from the fresh-seed replicates" in n for n in table.notes)
 
 
 def test_confirm_on_the_held_out_split_shows_the_winners_curse(launched: tuple[Path, str]) -> None:
@@ -76,11 +79,13 @@ def test_confirm_on_the_held_out_split_shows_the_winners_curse(launched: tuple[P
          "--tracker", "none")  # fmt: skip
     table = study_table(optuna.load_study(study_name="conf", storage=url))
     held_out = [r for r in table.replicated if r.split == "test"]
-    assert held_out and all(r.n == 2 for r in held_out)
+    assert held_out and all(r.n == 2 and r.picked is not None for r in held_out)  # 2 fresh seeds + the pick
     for row in held_out:  # the synthetic held-out split is 5 points harder
         assert row.estimates["accuracy"].mean == pytest.approx(row.original["accuracy"] - 0.05, abs=0.03)
+        # the picked adapter (the sweep's seeds: +0 tokens) apart from the fresh seeds (+2 and +1)
+        assert row.picked["len_all"] == pytest.approx(row.estimates["len_all"].mean - 1.5)
     md = (Path(os.environ["TSQ_HOME"]) / "studies" / "conf" / "report" / "pareto.md").read_text()
-    assert "Confirmed over seeds" in md and "| trial" in md and " test " in md
+    assert "Confirmed over fresh seeds" in md and "picked adapter, held out" in md and " test " in md
 
 
 def test_confirm_without_a_held_out_split_is_one_line(
@@ -93,6 +98,39 @@ def test_confirm_without_a_held_out_split_is_one_line(
     assert result.exit_code != 0 and "data.test" in str(result.exception)
 
 
+def _trial(number: int, accuracy: float, length: float, **attrs: object) -> optuna.trial.FrozenTrial:
+    trial = optuna.trial.create_trial(
+        params={"alpha": 0.5}, distributions={"alpha": optuna.distributions.FloatDistribution(0.0, 1.0)},
+        values=[accuracy], user_attrs={"accuracy": accuracy, "len_all": length, **attrs},
+    )  # fmt: skip
+    trial.number = number
+    return trial
+
+
+def test_a_lucky_original_is_shown_beside_the_fresh_seeds_never_averaged_in() -> None:
+    # trial 0 was picked at accuracy 0.80 (lucky); its two fresh seeds give 0.60 and 0.64. On the held-out
+    # split, replicate 0 re-evaluates the picked adapter (0.70) and replicates 1, 2 are fresh (0.58, 0.62).
+    original = _trial(0, 0.80, 30.0)
+    reps = [
+        _trial(1, 0.60, 31.0, replicate_of=0, replicate=1, split="eval"),
+        _trial(2, 0.64, 33.0, replicate_of=0, replicate=2, split="eval"),
+        _trial(3, 0.70, 29.0, replicate_of=0, replicate=0, split="test"),
+        _trial(4, 0.58, 32.0, replicate_of=0, replicate=1, split="test"),
+        _trial(5, 0.62, 34.0, replicate_of=0, replicate=2, split="test"),
+    ]
+    rows, noise = replicate_groups([original], reps, [("accuracy", "maximize"), ("len_all", "minimize")])
+    on_eval, on_test = sorted(rows, key=lambda r: r.split)
+    assert (on_eval.split, on_eval.n, on_test.split, on_test.n) == ("eval", 2, "test", 2)
+    assert on_eval.estimates["accuracy"].mean == pytest.approx(0.62)  # not (0.80 + 0.60 + 0.64) / 3
+    assert on_eval.original["accuracy"] == 0.80 and on_eval.picked is None
+    assert on_test.estimates["accuracy"].mean == pytest.approx(0.60) and on_test.picked["accuracy"] == 0.70
+    # the seed noise is the fresh eval seeds' spread: accuracy 0.04/√2, Len-A 2/√2, correlation 1 (both
+    # moved up together), at 1 df
+    assert noise is not None and noise.dof == 1
+    assert noise.sd == pytest.approx({"accuracy": 0.04 / 2**0.5, "len_all": 2 / 2**0.5})  # no AUC stored
+    assert noise.corr[("accuracy", "len_all")] == pytest.approx(1.0)
+
+
 def test_plan_seeds_new_on_eval_and_original_first_on_test() -> None:
     from tsq.spec import Spec
 
@@ -101,7 +139,8 @@ def test_plan_seeds_new_on_eval_and_original_first_on_test() -> None:
     trial.number = 5
     on_eval = plan(spec, [trial], 2, "eval")
     on_test = plan(spec, [trial], 2, "test")
-    assert [r.index for r in on_eval] == [1, 2] and [r.index for r in on_test] == [0, 1]
+    # R fresh seeds on either split; on the held-out one the picked adapter (replicate 0) as well
+    assert [r.index for r in on_eval] == [1, 2] and [r.index for r in on_test] == [0, 1, 2]
     assert (
         on_test[0].training_seed == spec.training.seed and on_test[0].evaluation_seed == spec.evaluation.seed
     )

@@ -12,9 +12,11 @@ import pytest
 from tsq.report.importance import (
     MIN_TRIALS,
     importance_markdown,
+    importance_stability,
     importance_warning,
     importances,
     target_quantile,
+    trial_importances,
     usable_trials,
 )
 
@@ -74,6 +76,52 @@ def test_replicates_and_failed_trials_are_left_out():
     )
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
     assert len(study.trials) == 14 and len(usable_trials(study)) == 12
+
+
+def test_trials_stopped_early_are_left_out():
+    # Trials the staged test stopped hold metrics of a quarter of the problems, picked for looking bad: here
+    # accuracy 0 and a short Len-A at high α and low η. Counted, they would make α look like it drives
+    # length; left out, the importances are those of the full evaluations alone.
+    study = _study(12, _two_knobs)
+    clean = importances(study)
+    dists = study.trials[0].distributions
+    for i in range(4):
+        params = {"alpha": 0.9 + 0.02 * i, "eta": 0.05 * i, "noise": 0.5}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, values=[0.0, 5.0 + i],
+                                                  user_attrs={"early_stop": {"stopped": True}}))  # fmt: skip
+    assert len(usable_trials(study)) == 12
+    assert importances(study) == clean
+    counted = trial_importances(study, study.trials)  # what counting them would have given
+    assert counted != clean
+
+
+def test_stability_over_leave_one_out():
+    # η drives accuracy in every subset of 40 trials: stable; a pure-noise objective over 10 trials is not
+    study40 = _study(40, _two_knobs)
+    strong = importance_stability(study40)
+    assert strong["accuracy"].top == "eta" and strong["accuracy"].stable
+    # each range is the min and max over the 40 leave-one-out importances, recomputed here
+    trials = usable_trials(study40)
+    loo = [trial_importances(study40, [u for u in trials if u is not t])["accuracy"]["eta"] for t in trials]
+    assert strong["accuracy"].ranges["eta"] == pytest.approx((min(loo), max(loo)))
+
+    def noise(trial: optuna.Trial) -> tuple[float, float]:
+        for k in ("a", "b", "c"):
+            trial.suggest_float(k, 0.0, 1.0)
+        return random.Random(trial.number).random(), random.Random(100 + trial.number).random()
+
+    study = _study(10, noise, seed=3)
+    fragile = importance_stability(study)
+    moved = {name: s for name, s in fragile.items() if not s.stable}
+    assert moved  # pure noise: some trial decides some objective's ranking
+    trials = usable_trials(study)
+    for name, s in moved.items():
+        for number, knob in s.top_without.items():  # each claim recomputed by hand
+            without = trial_importances(study, [t for t in trials if t.number != number])[name]
+            assert next(iter(without)) == knob != s.top
+    lines = importance_markdown(importances(study), None, fragile)
+    assert any("**not stable**" in line for line in lines)
+    assert any("[" in line and "|" in line for line in lines)  # each value with its range
 
 
 def test_warning_threshold():

@@ -201,7 +201,8 @@ def _print_status(study: optuna.Study, table: StudyTable | None = None) -> None:
     console.print("hypervolume vs baseline: " + ("n/a (no baseline yet)" if hv is None else f"{hv:.4g}"))
     if table.importances:
         console.print("importance (PED-ANOVA) per objective:")
-        console.print("\n".join(importance_markdown(table.importances, table.importance_warning)))
+        console.print("\n".join(importance_markdown(table.importances, table.importance_warning,
+                                                     table.importance_stability)))  # fmt: skip
 
 
 @app.command()

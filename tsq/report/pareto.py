@@ -122,8 +122,9 @@ def render_markdown(table: StudyTable) -> str:
         "(deltas paired with the baseline on the same problems). `p_front` is the share of joint "
         "problem resamples in which the trial is on the feasible front: "
         f"≥ {table.front['clear']:g} is *clearly on the front*, ≥ {table.front['possible']:g} *not "
-        "distinguishable from the front*. Intervals hold evaluation noise only; seed noise adds to it "
-        "(see `tsq sweep confirm`). A difference whose interval contains 0 is no measurable effect.",
+        "distinguishable from the front*. The intervals hold evaluation noise only; seed noise adds to them, "
+        "and `p_front` holds it once the study has fresh-seed replicates (`tsq sweep confirm`; see the notes "
+        "below). A difference whose interval contains 0 is no measurable effect.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -151,30 +152,36 @@ def render_markdown(table: StudyTable) -> str:
     lines += _replicated_markdown(table)
     if table.importances:
         lines += ["", "## Which knob mattered (PED-ANOVA importance per objective)", ""]
-        lines += importance_markdown(table.importances, table.importance_warning)
+        lines += importance_markdown(table.importances, table.importance_warning, table.importance_stability)
     if table.provenance:
         lines += ["", "## What ran it", ""] + [f"- {line}" for line in table.provenance]
     return "\n".join(lines) + "\n"
 
 
 def _replicated_markdown(table: StudyTable) -> list[str]:
-    """The replicates of `tsq sweep confirm`, by trial and split: means whose intervals hold seed noise, next
-    to the value the sweep saw (its pick was the max of noisy evaluations: the winner's curse)."""
+    """The replicates of `tsq sweep confirm`, by trial and split: means over the fresh seeds only, whose
+    intervals hold seed noise, beside the value the sweep saw (never averaged in: it was picked for looking
+    good, the winner's curse) and, on the held-out split, the picked adapter itself evaluated there."""
     if not table.replicated:
         return []
     names = [m for m in _report_metrics(table) if any(m in r.estimates for r in table.replicated)]
-    header = [
-        "trial",
-        "split",
-        "n",
-        *(f"{axis_label(m, table.budget)}: sweep saw → replicated" for m in names),
-    ]
+    held_out = any(r.picked is not None for r in table.replicated)
+    header = ["trial", "split", "fresh seeds"]
+    for m in names:
+        label = axis_label(m, table.budget)
+        header += [f"{label}: as the sweep saw it"]
+        header += [f"{label}: picked adapter, held out"] if held_out else []
+        header += [f"{label}: fresh seeds"]
     lines = [
         "",
-        "## Confirmed over seeds (`tsq sweep confirm`)",
+        "## Confirmed over fresh seeds (`tsq sweep confirm`)",
         "",
-        "Means over the replicates (eval: the original and its re-seeded runs; test: the held-out split the "
-        "sweep never saw), with 95% intervals holding seed and evaluation noise.",
+        "The configuration's estimate is the mean over its fresh seeds only (eval: re-trained and re-sampled "
+        "with new seeds on the sweep's split; test: the held-out split the sweep never saw), with a 95% "
+        "interval holding seed and evaluation noise. The sweep's own run is shown beside it *as the sweep "
+        "saw it* and never averaged in: it was picked because it looked good (the winner's curse). On the "
+        "held-out split, *picked adapter, held out* is the very adapter the sweep trained (its seeds), "
+        "evaluated there.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -183,8 +190,10 @@ def _replicated_markdown(table: StudyTable) -> list[str]:
         cells = [f"trial {row.of}", row.split, str(row.n)]
         for m in names:
             est = row.estimates.get(m)
-            saw = format_value(m, row.original.get(m))
-            cells.append("" if est is None else f"{saw} → {format_estimate(m, est.mean, est.lo, est.hi)}")
+            cells.append(format_value(m, row.original.get(m)) if row.split == "eval" else "")
+            if held_out:
+                cells.append("" if row.picked is None else format_value(m, row.picked.get(m)))
+            cells.append("" if est is None else format_estimate(m, est.mean, est.lo, est.hi))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

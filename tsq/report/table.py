@@ -20,17 +20,19 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tsq.compat.optuna import compute_hypervolume
 from tsq.evaluate import read_records
-from tsq.metrics import METRICS, ProblemSums, baseline_value, objective_metric_names
-from tsq.report.importance import importance_warning, importances
+from tsq.metrics import METRICS, ProblemSums, baseline_value, metric, objective_metric_names
+from tsq.report.importance import ImportanceStability, importance_stability, importance_warning, importances
 from tsq.stats import (
     FrontClass,
     FrontSpread,
     ReplicateEstimate,
+    SeedNoise,
     aggregate_replicates,
     classify_front,
     front_spread,
     p_front,
     pooled_sd,
+    pooled_seed_noise,
 )
 
 # Defaults for studies that did not record their own (made before tsq recorded them)
@@ -59,8 +61,10 @@ class StudyTable:
     notes: list[str] = field(default_factory=list)  # what the report could not compute, and why
     importances: dict[str, dict[str, float]] = field(default_factory=dict)  # objective -> knob -> share
     importance_warning: str | None = None  # too few trials to trust the importances
+    importance_stability: dict[str, ImportanceStability] = field(default_factory=dict)  # per objective
     replicated: list[ReplicatedRow] = field(default_factory=list)  # `sweep confirm` results, per trial/split
-    seed_sd: dict[str, float] = field(default_factory=dict)  # pooled between-seed SD per metric
+    seed_sd: dict[str, float] = field(default_factory=dict)  # pooled between-seed SD per absolute metric
+    seed_corr: dict[tuple[str, str], float] = field(default_factory=dict)  # ... and their correlations
     spreads: list[FrontSpread[int]] = field(default_factory=list)  # front gaps per objective
     provenance: list[str] = field(default_factory=list)  # the code, packages and model weights that ran it
 
@@ -132,22 +136,26 @@ def study_table(
         for t in complete
     ]
     notes: list[str] = []
-    replicated = replicate_groups(complete, [t for t in every if is_replicate(t)], objectives)
-    seed_sd = pooled_seed_sd(replicated)
-    if seed_sd:
+    replicated, noise = replicate_groups(complete, [t for t in every if is_replicate(t)], objectives)
+    if noise is not None:
+        corr = "".join(f", correlation {a}/{b} {r:+.2f}" for (a, b), r in noise.corr.items())
         notes.append(
-            "p_front includes seed noise measured from replicates (pooled between-seed SD: "
-            + ", ".join(f"{m} {v:.3g}" for m, v in seed_sd.items())
-            + ")"
+            "p_front includes seed noise measured from the fresh-seed replicates, drawn jointly for the "
+            "absolute metrics, relative ones and feasibility derived from them (pooled between-seed SD: "
+            + ", ".join(f"{m} {v:.3g}" for m, v in noise.sd.items())
+            + f"{corr}; {noise.dof} df)"
         )
     else:
         notes.append(
-            "p_front and intervals hold evaluation noise only: no replicates yet (tsq sweep confirm)"
+            "p_front and intervals hold evaluation noise only: no replicates yet (tsq sweep confirm), so no "
+            "trial here is shown to be on the front with seed noise"
         )
+    seed_sd = noise.sd if noise else {}
+    seed_corr = noise.corr if noise else {}
     records = _load_records(study, complete, records_dir, notes) if objectives else None
     spreads: list[FrontSpread[int]] = []
     if records is not None:
-        probabilities = _front_probabilities(study, records, objectives, front, seed_sd)
+        probabilities = _front_probabilities(study, records, objectives, front, seed_sd, seed_corr)
         spreads = _front_spreads(rows, records, objectives, front, seed_sd)
         rows = [
             replace(
@@ -158,6 +166,7 @@ def study_table(
             for r in rows
         ]
     imps = importances(study) if complete else {}
+    stability = importance_stability(study) if complete else {}
     return StudyTable(
         study_name=study.study_name,
         param_names=sorted({name for t in complete for name in t.params}),
@@ -168,8 +177,10 @@ def study_table(
         notes=notes,
         importances=imps,
         importance_warning=importance_warning(study) if complete else None,
+        importance_stability=stability,
         replicated=replicated,
         seed_sd=seed_sd,
+        seed_corr=seed_corr,
         spreads=spreads,
         provenance=provenance_lines(complete),
     )
@@ -199,39 +210,71 @@ REPLICATED_METRICS = ("accuracy", "accuracy_delta", "len_all", "token_reduction"
 
 @dataclass(frozen=True)
 class ReplicatedRow:
-    """One trial's replicates on one split: the mean of each metric over them, with an interval that holds
-    the seed noise as well as the evaluation noise (`tsq.stats.aggregate_replicates`)."""
+    """One trial's fresh-seed replicates on one split: the mean of each metric over them, with an interval
+    that holds the seed noise as well as the evaluation noise (`tsq.stats.aggregate_replicates`). The trial
+    was picked because its run looked good, so that run is never averaged in (the winner's curse): it is
+    shown beside, as the sweep saw it, and on the held-out split the picked adapter itself is shown apart."""
 
     of: int
     params: dict[str, Any]
-    split: str  # "eval": the original and its re-seeded replicates; "test": the held-out split
-    n: int
-    original: dict[str, Any]  # the original trial's values on the sweep's eval split (what the sweep saw)
-    estimates: dict[str, ReplicateEstimate]
+    split: str  # "eval": re-seeded runs on the sweep's split; "test": the held-out split the sweep never saw
+    n: int  # fresh seeds
+    original: dict[str, Any]  # the original trial's values on the sweep's eval split (as the sweep saw it)
+    estimates: dict[str, ReplicateEstimate]  # means over the fresh seeds only
+    picked: dict[str, Any] | None = None  # test split: the picked adapter (the sweep's seeds), held out
+
+
+def _is_fresh(t: FrozenTrial) -> bool:
+    """A replicate at new seeds; on the held-out split replicate 0 re-evaluates the picked adapter itself."""
+    return t.user_attrs.get("split", "eval") == "eval" or int(t.user_attrs.get("replicate", 1)) >= 1
 
 
 def replicate_groups(
     originals: Sequence[FrozenTrial], replicates: Sequence[FrozenTrial], objectives: list[tuple[str, str]]
-) -> list[ReplicatedRow]:
+) -> tuple[list[ReplicatedRow], SeedNoise | None]:
+    """The replicates of each (trial, split), summarised over their fresh seeds, and the seed noise pooled
+    over the eval split's groups (`tsq.stats.pooled_seed_noise`, absolute metrics: what `p_front` draws). A
+    group of one fresh seed takes the SD pooled over the others, with its degrees of freedom."""
     names = list(dict.fromkeys([*(m for m, _ in objectives), *REPLICATED_METRICS]))
     by_number = {t.number: t for t in originals}
     groups: dict[tuple[int, str], list[FrozenTrial]] = {}
     for t in replicates:
-        groups.setdefault((int(t.user_attrs["replicate_of"]), t.user_attrs.get("split", "eval")), []).append(
-            t
-        )
+        of, split = int(t.user_attrs["replicate_of"]), t.user_attrs.get("split", "eval")
+        if of in by_number:
+            groups.setdefault((of, split), []).append(t)
+    fresh = {key: [t for t in members if _is_fresh(t)] for key, members in sorted(groups.items())}
+    eval_groups = [[t.user_attrs for t in g] for (_, split), g in fresh.items() if split == "eval"]
+    absolute = [n for n in dict.fromkeys(metric(m).of or m for m in names) if not metric(n).relative]
+    noise = pooled_seed_noise(eval_groups, absolute)
+    spread = {name: pooled for name in names if (pooled := pooled_sd(_group_sds(fresh, name))) is not None}
     rows = []
-    for (of, split), members in sorted(groups.items()):
-        original = by_number.get(of)
-        if original is None:
-            continue
-        if split == "eval":
-            members = [original, *members]  # the original is the replicate at the sweep's own seeds
-        estimates = replicate_estimates(members, names)
+    for (of, split), members in fresh.items():
+        original = by_number[of]
+        picked = next((t for t in groups[(of, split)] if not _is_fresh(t)), None)
         rows.append(
-            ReplicatedRow(of, dict(original.params), split, len(members), _row_metrics(original), estimates)
+            ReplicatedRow(
+                of,
+                dict(original.params),
+                split,
+                len(members),
+                _row_metrics(original),
+                replicate_estimates(members, names, spread) if members else {},
+                None if picked is None else _row_metrics(picked),
+            )
         )
-    return rows
+    return rows, noise
+
+
+def _group_sds(
+    fresh: Mapping[tuple[int, str], Sequence[FrozenTrial]], name: str
+) -> list[tuple[int, float | None]]:
+    """(n, between-seed SD) of one metric in each eval-split group (for `pooled_sd`)."""
+    out = []
+    for (_, split), g in fresh.items():
+        values = [t.user_attrs.get(name) for t in g]
+        if split == "eval" and len(values) >= 2 and None not in values:
+            out.append((len(values), float(np.std(values, ddof=1))))
+    return out
 
 
 def replicate_estimates(
@@ -257,18 +300,6 @@ def replicate_estimates(
             sd_dof=dof,
         )
     return estimates
-
-
-def pooled_seed_sd(rows: Sequence[ReplicatedRow]) -> dict[str, float]:
-    """Between-seed SD per metric, pooled over the configurations replicated on the eval split
-    (`tsq.stats.pooled_sd`)."""
-    eval_rows = [r for r in rows if r.split == "eval"]
-    names = dict.fromkeys(name for r in eval_rows for name in r.estimates)
-    pooled = {
-        name: pooled_sd((r.n, r.estimates[name].sd_seed) for r in eval_rows if name in r.estimates)
-        for name in names
-    }
-    return {name: p[0] for name, p in pooled.items() if p is not None}
 
 
 def records_path(attr: Any, records_dir: Path | None, name: str) -> Path | None:
@@ -320,6 +351,7 @@ def _front_probabilities(
     objectives: list[tuple[str, str]],
     front: dict[str, float],
     seed_sd: dict[str, float],
+    seed_corr: dict[tuple[str, str], float],
 ) -> dict[int, float]:
     constraint = study.user_attrs.get("constraint") or {}
     probabilities = p_front(
@@ -330,6 +362,7 @@ def _front_probabilities(
         seed=int(front["seed"]),
         max_accuracy_drop=constraint.get("max_accuracy_drop"),
         seed_sd=seed_sd,
+        seed_corr=seed_corr,
     )
     return {**probabilities, **dict.fromkeys(records.stopped, 0.0)}
 

@@ -1,6 +1,7 @@
 """`tsq sweep confirm`: re-run the front (or the top K by p_front) with new training and evaluation seeds, on
 the sweep's eval split or on a held-out split it never saw (docs/method.md "Statistics": seed noise and the
-winner's curse).
+winner's curse). A confirmed value is the mean over the fresh seeds only; the sweep's own run is shown beside
+it, never averaged in.
 
 Replicates are ordinary trials of the same study, enqueued with the original's parameters and user attrs
 `replicate_of` (the original's number), `replicate` (its index), `replicate_seeds` and `split`. The objective
@@ -38,14 +39,16 @@ class Replicate:
 
 
 def plan(spec: Spec, targets: list[FrozenTrial], replicates: int, split: Split) -> list[Replicate]:
-    """Seeds of each replicate. On the eval split, replicate r ≥ 1 shifts both seeds by r (the original is
-    replicate 0); on the held-out split, r = 0 keeps the original's seeds, so the first replicate measures the
-    very trial the sweep picked, and later ones add seed noise."""
+    """Seeds of each replicate: replicate r ≥ 1 shifts both seeds by r, so `replicates` fresh seeds per trial
+    (the original is replicate 0). The fresh seeds alone estimate the configuration: the original was picked
+    for looking good, so averaging it in would keep the winner's curse. On the held-out split replicate 0 is
+    run as well, at the original's seeds: the very adapter the sweep picked, evaluated there, which the report
+    shows apart from the fresh seeds."""
     first = 1 if split == "eval" else 0
     return [
         Replicate(t.number, r, split, spec.training.seed + 7919 * r, spec.evaluation.seed + 7919 * r)
         for t in targets
-        for r in range(first, first + replicates)
+        for r in range(first, replicates + 1)
     ]
 
 
