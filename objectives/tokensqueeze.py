@@ -129,16 +129,18 @@ def shared_stages(
         )
         unfinished = {r.text for rs in samples.values() for r in rs if r.finish_reason == "length"}
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        with backend.asleep():  # vLLM on CUDA: its GPU memory goes to the reference model (CPU: a no-op)
-            ref_computed = cache_reference_logps(
-                model_path,
-                reference_cover(cover, reachable, samples),
-                training,
-                ctx.cache,
-                ctx.out_dir,
-                unfinished=unfinished,
-                **_model_options(spec),
-            )
+        # vLLM on CUDA: its GPU memory goes to the reference model, and only when the cover is not cached yet
+        # (a sleep and wake-up cost two probes and a weights round trip; on CPU both are no-ops)
+        ref_computed = cache_reference_logps(
+            model_path,
+            reference_cover(cover, reachable, samples),
+            training,
+            ctx.cache,
+            ctx.out_dir,
+            unfinished=unfinished,
+            make_room=backend.asleep,
+            **_model_options(spec),
+        )
     return Shared(
         train_set.fingerprint(), prompts, samples, base, candidates, training, unfinished, ref_computed
     )

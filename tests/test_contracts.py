@@ -153,7 +153,7 @@ def test_every_objective_metric_goes_through_launch_status_best_and_report(
 def test_gpu_assignment_gives_each_worker_its_own_device() -> None:
     assert gpu_assignment(2, None, ["3", "5"]) == ["3", "5"]
     assert gpu_assignment(2, None, []) == [None, None]  # no GPU: CPU workers
-    assert gpu_assignment(2, 0, ["3", "5"]) == [None, None]
+    assert gpu_assignment(2, 0, ["3", "5"]) == ["", ""]  # CPU workers on a GPU node: every GPU hidden
     with pytest.raises(UserError, match="no GPU is visible"):
         gpu_assignment(1, 1, [])
     with pytest.raises(UserError, match="only 2 GPU"):

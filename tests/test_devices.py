@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from tsq.devices import mixed_precision_flags, pick_device, pick_dtype
+from tsq.devices import (
+    expandable_segments_setting,
+    gpu_assignment,
+    mixed_precision_flags,
+    pick_device,
+    pick_dtype,
+    use_expandable_segments,
+    visible_gpus,
+)
 from tsq.errors import UserError
 
 
@@ -38,3 +48,44 @@ def test_mixed_precision_flags() -> None:
     assert mixed_precision_flags(torch.bfloat16) == {"bf16": True, "fp16": False}
     assert mixed_precision_flags(torch.float16) == {"bf16": False, "fp16": True}
     assert mixed_precision_flags(torch.float32) == {"bf16": False, "fp16": False}
+
+
+def test_gpus_per_worker_0_hides_the_gpus_from_every_worker(tmp_path) -> None:
+    """`--gpus-per-worker 0` on a GPU node: each worker's environment hides every GPU (issue 29: they all
+    landed on GPU 0, and the second engine failed vLLM's free-memory check)."""
+    from tsq.study.launch import worker_command
+    from tsq.study.storage import parse_storage_url
+
+    storage = parse_storage_url(f"sqlite:///{tmp_path / 's.db'}")
+    visible = ["0", "1"]
+    for index, device in enumerate(gpu_assignment(2, 0, visible)):
+        args, env = worker_command(
+            tmp_path / "spec.yaml",
+            storage,
+            "s",
+            2,
+            "none",
+            index,
+            device,
+            environ={"CUDA_VISIBLE_DEVICES": "0,1"},
+        )
+        assert visible_gpus(env) == []  # what the worker sees
+        assert args[args.index("--gpus-per-worker") + 1] == "0"
+    for index, device in enumerate(gpu_assignment(2, 1, visible)):
+        args, env = worker_command(tmp_path / "spec.yaml", storage, "s", 2, "none", index, device, environ={})
+        assert visible_gpus(env) == [visible[index]]
+        assert args[args.index("--gpus-per-worker") + 1] == "1"
+    assert gpu_assignment(2, 0, []) == [None, None]  # nothing to hide
+
+
+def test_expandable_segments_only_where_cuda_runs_and_the_user_chose_nothing() -> None:
+    assert expandable_segments_setting({}, cuda=True) == "expandable_segments:True"
+    assert expandable_segments_setting({}, cuda=False) is None
+    assert (
+        expandable_segments_setting({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}, cuda=True) is None
+    )
+    assert expandable_segments_setting({"PYTORCH_ALLOC_CONF": "x:1"}, cuda=True) is None
+    # set at run time in this process only: the environment an engine process inherits stays as it was
+    before = dict(os.environ)
+    use_expandable_segments()
+    assert dict(os.environ) == before

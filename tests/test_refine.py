@@ -300,3 +300,22 @@ def test_candidates_on_the_tiny_model_are_cached(tiny, tiny_model_dir: Path, tmp
     refined = refine_trace(cands, 1e9)
     assert sum(refined.tokens_after) < sum(refined.tokens_before)
     assert refine_trace(cands, 1e-12).text == trace
+
+
+def test_step_rewrites_are_sampled_in_one_call_per_stop_group(
+    tiny, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """`refinement.batch_size` bounds scoring rows, not generation: every step of every trace goes to the
+    engine in one call (issue 29: chunks of batch_size left a vLLM engine under-filled)."""
+    from tsq.generation.hf import HFBackend
+
+    model, tok = tiny
+    prompt = _prompt(tok)
+    traces = [(prompt, TRACE), (prompt, TRACE.replace("9 - 4 = 5", "9 minus 4 is 5"))]
+    spec = RefinementSpec(k=2, window=8, temperature=1.0, max_step_tokens=16, batch_size=2, seed=0)
+    backend = HFBackend(tiny_model_dir, progress=False)
+    found = compute_candidates(
+        tiny_model_dir, backend, traces, spec, Cache(tmp_path), model=model, tokenizer=tok
+    )
+    assert sum(s.refinable for c in found for s in c.steps) == 6  # 6 step jobs, batch_size 2
+    assert backend.calls == 1  # one stop group (the traces' steps all stop at a blank line)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Mapping
 
 import torch
 
@@ -62,6 +64,42 @@ def mixed_precision_flags(dtype: torch.dtype) -> dict[str, bool]:
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
+def release_accelerator_memory() -> None:
+    """Free what dropped models left behind and give torch's cached GPU blocks back to the driver.
+
+    Every stage that loaded a model while a vLLM engine sleeps calls this before the engine wakes: the engine
+    re-maps its memory in another process, where this process's cache cannot be reclaimed.
+    """
+    gc.collect()  # trainers and PEFT models sit in reference cycles: free them now, not later
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+ALLOC_CONF_VARIABLES = ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF")
+EXPANDABLE_SEGMENTS = "expandable_segments:True"
+
+
+def expandable_segments_setting(environ: Mapping[str, str], cuda: bool) -> str | None:
+    """The allocator setting `use_expandable_segments` applies: expandable segments on a CUDA machine whose
+    user set no allocator configuration of their own (None: leave the allocator as it is)."""
+    if not cuda or any(environ.get(name) for name in ALLOC_CONF_VARIABLES):
+        return None
+    return EXPANDABLE_SEGMENTS
+
+
+def use_expandable_segments() -> str | None:
+    """Let this process's CUDA allocator grow segments in place: the HF stages (scoring, reference pass,
+    training) allocate sequences of every length between engine sleeps, and fixed segments fragment.
+
+    Set at run time, not in the environment, so that an engine process started later does not inherit it
+    (vLLM's own sleep-mode pool turns it off around itself). Returns the setting applied, if any.
+    """
+    setting = expandable_segments_setting(os.environ, torch.cuda.is_available())
+    if setting is not None:
+        torch._C._accelerator_setAllocatorSettings(setting)
+    return setting
+
+
 def visible_gpus(environ: dict[str, str] | None = None) -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries: that variable's list when it is set
     (Slurm and users set it; "" or "-1" hide every GPU), else every GPU torch counts."""
@@ -72,15 +110,16 @@ def visible_gpus(environ: dict[str, str] | None = None) -> list[str]:
 
 
 def gpu_assignment(workers: int, gpus_per_worker: int | None, visible: list[str]) -> list[str | None]:
-    """CUDA_VISIBLE_DEVICES for each of `workers` local workers: one visible GPU each (None: leave the
-    variable as it is, for CPU workers). `gpus_per_worker` None means 1 where GPUs are visible, else 0.
-    One trial uses one GPU, so a worker never gets more than one. Raises UserError (one line) when the GPUs
-    asked for are not there."""
+    """CUDA_VISIBLE_DEVICES for each of `workers` local workers: one visible GPU each; "" (every GPU hidden)
+    for CPU workers asked for with `gpus_per_worker` 0 where GPUs are visible, so that no worker's engine
+    lands on GPU 0; None (leave the variable as it is) where none is visible. `gpus_per_worker` None means 1
+    where GPUs are visible, else 0. One trial uses one GPU, so a worker never gets more than one. Raises
+    UserError (one line) when the GPUs asked for are not there."""
     per = (1 if visible else 0) if gpus_per_worker is None else gpus_per_worker
     if per not in (0, 1):
         raise UserError(f"--gpus-per-worker {per}: a trial uses one GPU; use 0 or 1")
     if per == 0:
-        return [None] * workers
+        return [""] * workers if visible else [None] * workers
     if not visible:
         raise UserError("--gpus-per-worker 1: no GPU is visible (CUDA_VISIBLE_DEVICES and torch see none)")
     if workers > len(visible):

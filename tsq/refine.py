@@ -57,6 +57,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -67,7 +68,7 @@ from tqdm import tqdm
 from tsq.cache import Cache, content_key
 from tsq.data.reasoning import THINK_CLOSE, THINK_OPEN, prompt_opens_think, reasoning_parts
 from tsq.data.traces import STEP_SEPARATOR, join_steps
-from tsq.devices import pick_device, pick_dtype
+from tsq.devices import pick_device, pick_dtype, release_accelerator_memory
 from tsq.generation.base import Backend, SamplingSettings
 from tsq.models import load_causal_lm, load_tokenizer, model_fingerprint
 from tsq.spec import RefinementSpec
@@ -625,48 +626,43 @@ def compute_candidates(
             seed=spec.seed,
             stop=stops,
         )
-        chunks = [group[s : s + spec.batch_size] for s in range(0, len(group), spec.batch_size)]
-        for chunk in tqdm(chunks, desc="refinement: sampling step rewrites", unit="batch"):
-            outputs = backend.generate([job.context_text for job in chunk], settings)
-            for job, completions in zip(chunk, outputs, strict=True):
-                _keep(job, completions, tokenizer)
+        # One call per group: the engine batches every step's k rewrites itself (`refinement.batch_size`
+        # bounds scoring rows only; chunking generation by it left the engine under-filled).
+        log.info("refinement: sampling %d x %d step rewrites", len(group), spec.k)
+        outputs = backend.generate([job.context_text for job in group], settings)
+        for job, completions in zip(group, outputs, strict=True):
+            _keep(job, completions, tokenizer)
 
-    # the scoring model loads only once the rewrites are sampled: on a GPU the backend's engine can sleep
-    # while it runs (docs/real-models.md, GPU memory plan), and it is freed before this returns
-    loaded = model is None
-    if model is None:
-        model = _load_model(model_path, trust_remote_code, dtype)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    head = LMHead(model)
-    for i in tqdm(missing, desc="refinement: scoring rewrites (KL)", unit="trace"):
-        plan = plans[i]
-        scores = score_trace(model, plan, spec, pad_id, head, prefix_cache)
-        kept = {job.step: job.kept for job in plan.jobs}
-        steps = tuple(
-            dataclasses.replace(
-                step,
-                candidates=tuple(
-                    Candidate(text, len(ids), kl)
-                    for (text, ids, _), kl in zip(kept.get(s, []), scores.get(s, []), strict=True)
-                ),
+    # The scoring model loads only once the rewrites are sampled, with the backend asleep (vLLM on CUDA: its
+    # GPU memory goes to the scoring model; a no-op elsewhere), and it is freed before the backend wakes.
+    # No rewrite kept anywhere: nothing to score, no model to load.
+    loaded = model is None and any(job.kept for job in jobs)
+    with backend.asleep() if loaded else nullcontext():
+        if loaded:
+            model = _load_model(model_path, trust_remote_code, dtype)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        head = None if model is None else LMHead(model)
+        for i in tqdm(missing, desc="refinement: scoring rewrites (KL)", unit="trace"):
+            plan = plans[i]
+            scores = {} if model is None or head is None else score_trace(model, plan, spec, pad_id, head,
+                                                                          prefix_cache)  # fmt: skip
+            kept = {job.step: job.kept for job in plan.jobs}
+            steps = tuple(
+                dataclasses.replace(
+                    step,
+                    candidates=tuple(
+                        Candidate(text, len(ids), kl)
+                        for (text, ids, _), kl in zip(kept.get(s, []), scores.get(s, []), strict=True)
+                    ),
+                )
+                for s, step in enumerate(planned[i].steps)
             )
-            for s, step in enumerate(planned[i].steps)
-        )
-        results[i] = _store(cache, keys[i], dataclasses.replace(planned[i], steps=steps))
-    del head
-    if loaded:
-        del model
-        _free_accelerator_memory()
+            results[i] = _store(cache, keys[i], dataclasses.replace(planned[i], steps=steps))
+        del head
+        if loaded:
+            del model
+            release_accelerator_memory()
     return [r for r in results if r is not None]
-
-
-def _free_accelerator_memory() -> None:
-    """Hand the scoring model's memory back to the device (a sleeping engine takes it back at wake-up)."""
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _store(cache: Cache, key: str, value: TraceCandidates) -> TraceCandidates:

@@ -25,10 +25,10 @@ keeps that from happening: `training.max_length` must hold the longest prompt + 
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from trl import DPOConfig
 
 from tsq.cache import Cache, content_key
 from tsq.compat.trl import FencedDPOTrainer
-from tsq.devices import mixed_precision_flags, pick_device, pick_dtype
+from tsq.devices import mixed_precision_flags, pick_device, pick_dtype, release_accelerator_memory
 from tsq.errors import TrialFailed, UserError
 from tsq.losses import LOSSES, dpo_l_loss, loss_def, sft_loss
 from tsq.models import load_causal_lm, load_tokenizer, model_fingerprint
@@ -429,7 +429,7 @@ def train_lora(
     adapter_dir = out_dir / "adapter"
     trainer.model.save_pretrained(adapter_dir)
     losses = [entry["loss"] for entry in relay.history]
-    return TrainResult(
+    result = TrainResult(
         adapter_dir=adapter_dir,
         final_loss=losses[-1] if losses else math.nan,
         mean_loss=output.training_loss,
@@ -439,6 +439,11 @@ def train_lora(
         n_ref_computed=trainer.n_ref_computed,
         truncation=trainer.truncation or Truncation(training.max_length),
     )
+    # The model, its optimiser state and torch's cached blocks go back to the device before this returns:
+    # a sleeping vLLM engine wakes right after, into what this process left free.
+    del trainer, output
+    release_accelerator_memory()
+    return result
 
 
 def cache_reference_logps(
@@ -451,13 +456,16 @@ def cache_reference_logps(
     trust_remote_code: bool = False,
     dtype: str = "auto",
     unfinished: Collection[str] = (),
+    make_room: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> int:
     """Run the reference pass for every sequence of `pairs` not yet cached, without training.
 
     A sweep calls this once with pairs that cover every chosen and rejected response a later trial can
     train on, so that trial reads all its reference log-probs from the cache. Returns the pairs computed.
     A cover done before is recorded by its content, so repeating it loads no model. `unfinished` as in
-    `train_lora` (pass the same set: a completion without EOS is another sequence).
+    `train_lora` (pass the same set: a completion without EOS is another sequence). `make_room` is entered
+    around the pass only when it loads a model (a generation backend's `asleep`), and the model is freed
+    inside it.
     """
     if not pairs:
         return 0
@@ -472,17 +480,17 @@ def cache_reference_logps(
     )
     if cache.get_json(REF_COVER_STAGE, done_key) is not None:
         return 0
-    trainer = _trainer(
-        model_path, pairs, training, 0.0, 0.0, Path(work_dir), cache, [], trust_remote_code, dtype, unfinished
-    )
+    with make_room():
+        trainer = _trainer(
+            model_path, pairs, training, 0.0, 0.0, Path(work_dir), cache, [], trust_remote_code, dtype,
+            unfinished,
+        )  # fmt: skip
+        computed = trainer.n_ref_computed
+        # The trainer holds a copy of the model, possibly inside reference cycles: free it now, before
+        # training loads the next copy (on one GPU, two 7B copies may not fit) or the engine wakes.
+        del trainer
+        release_accelerator_memory()
     cache.write_bytes(REF_COVER_STAGE, done_key, json.dumps({"pairs": len(pairs)}).encode())
-    computed = trainer.n_ref_computed
-    # The trainer holds a copy of the model, possibly inside reference cycles: free it now, not at some
-    # later collection, before training loads the next copy (on one GPU, two 7B copies may not fit).
-    del trainer
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
     return computed
 
 

@@ -8,7 +8,9 @@
   are context managers (`with backend_from_spec(...) as backend:`).
 - **Sleep.** `sleep()` / `wake_up()` give the accelerator's memory back while another stage (refinement
   scoring, the reference pass, training) needs it; on CPU they do nothing. `asleep()` wraps a block in both.
-  A backend whose memory can come back wrong (vLLM's sleep mode) checks a greedy probe at wake-up.
+  A backend whose memory can come back wrong (vLLM's sleep mode) checks a greedy probe at wake-up. A wake-up
+  that fails closes the backend: a half-awake engine (vLLM keeps its scheduler paused) would queue the next
+  trial's requests forever, so the owner must see it closed and build a new one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +55,11 @@ class Backend(Protocol):
 
     name: str
     tokenizer: Any  # the model's tokenizer, as the backend loaded it
+
+    @property
+    def closed(self) -> bool:
+        """close() ran, or a failed wake-up closed it: a new backend is needed."""
+        ...
 
     def generate(
         self,
@@ -182,10 +189,16 @@ class BackendLifecycle:
         self._sleeping = self._do_sleep()
 
     def wake_up(self) -> None:
+        """Undo sleep(); when that fails the backend is closed (its engine stopped) and the error raised."""
         if self._closed or not self._sleeping:
             return
+        try:
+            self._do_wake_up()
+        except BaseException:
+            with suppress(Exception):  # the wake-up's error is the one to report
+                self.close()
+            raise
         self._sleeping = False
-        self._do_wake_up()
 
     @contextmanager
     def asleep(self) -> Iterator[None]:

@@ -65,7 +65,7 @@ def launch(
     warn_before_launch(spec)  # `tsq sweep check`'s findings on knobs that cannot matter
     target = n_trials if n_trials is not None else spec.study.n_trials
     if workers <= 1:
-        if devices[0] is not None:
+        if devices[0] is not None:  # "" hides every GPU (--gpus-per-worker 0)
             os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]  # before anything here touches CUDA
         progress = not os.environ.get("TSQ_NO_PROGRESS")
         report = run_worker(spec, storage, name, target, spec.study.timeout, tracker_kind, progress)
@@ -92,21 +92,38 @@ def _spawn_worker(
     device: str | None,
     early_stop: bool = True,
 ) -> subprocess.Popen[bytes]:
+    args, env = worker_command(spec_path, storage, name, n_trials, tracker_kind, index, device, early_stop)
+    return subprocess.Popen(args, env=env)
+
+
+def worker_command(
+    spec_path: Path,
+    storage: StorageURL,
+    name: str,
+    n_trials: int | None,
+    tracker_kind: TrackerKind,
+    index: int,
+    device: str | None,
+    early_stop: bool = True,
+    environ: dict[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of local worker `index`; `device` as `gpu_assignment` gives it ("" hides every
+    GPU: a CPU worker on a GPU node must not start its engine on GPU 0)."""
     args = [sys.executable, "-c", "from tsq.cli.main import run; run()", "sweep", "launch", str(spec_path)]
     args += ["--study", name, "--workers", "1", "--tracker", tracker_kind, "--no-summary"]
-    args += ["--gpus-per-worker", "0" if device is None else "1"]
+    args += ["--gpus-per-worker", "1" if device else "0"]
     args += [] if early_stop else ["--no-early-stop"]
     if n_trials is not None:
         args += ["--n-trials", str(n_trials)]
     # The URL travels in the environment, not argv: `ps` and W&B's metadata never see a password.
     env = {
-        **os.environ,
+        **(os.environ if environ is None else environ),
         "TSQ_STORAGE": storage.url,
         "TSQ_NO_PROGRESS": "1",
         "TSQ_WORKER_INDEX": str(index + 1),
         **({} if device is None else {"CUDA_VISIBLE_DEVICES": device}),
     }
-    return subprocess.Popen(args, env=env)
+    return args, env
 
 
 def _wait_all(

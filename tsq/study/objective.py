@@ -31,7 +31,8 @@ class TrialObjective:
     """Optuna objective: sample → apply to the spec → run the trial program → record and return values.
 
     It owns the worker's generation backend: made at the first trial, handed to every trial (each trial's
-    adapter goes in per call), closed by `close()` when the worker ends.
+    adapter goes in per call), closed by `close()` when the worker ends. A backend that a failed wake-up
+    closed is replaced at the next trial, so that trial does not queue on a half-awake engine.
     """
 
     def __init__(self, spec: Spec, tracker: Tracker, storage_masked: str) -> None:
@@ -46,7 +47,7 @@ class TrialObjective:
 
     def backend(self) -> Backend:
         # Trials differ only in α, ε, λ, η and training extras, never in the model or the sampling settings
-        if self._backend is None:
+        if self._backend is None or self._backend.closed:
             self._backend = backend_from_spec(self.spec, resolve_model(self.spec.model))
         return self._backend
 
