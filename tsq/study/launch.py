@@ -16,6 +16,8 @@ from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
 from tsq.devices import gpu_assignment, visible_gpus
 from tsq.errors import UserError
+from tsq.generation import lora_rank_bound
+from tsq.generation.vllm import vllm_lora_rank
 from tsq.models import load_tokenizer, resolve_model
 from tsq.program import load_program
 from tsq.signals import sigterm_as_exit
@@ -39,6 +41,8 @@ def preflight(spec: Spec, storage: StorageURL, name: str) -> None:
     tokenizer = load_tokenizer(model_path, trust_remote_code=spec.model.trust_remote_code)
     prompts = [format_prompt(tokenizer, p) for p in train.problems]
     check_max_length(spec.training.max_length, prompts, tokenizer, spec.sampling.max_new_tokens)
+    if spec.sampling.backend == "vllm":  # the adapters of every rank the study trains must fit vLLM's slots
+        vllm_lora_rank(lora_rank_bound(spec))
     if storage.path is None or storage.path.exists():  # a new SQLite/journal file is made only by the launch
         check_compatible(spec, open_storage(storage), name)
     load_program(spec.study.program)
