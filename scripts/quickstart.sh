@@ -2,7 +2,7 @@
 # README command (1): set everything up, run the quickstart sweep on CPU on the shipped tiny reasoning model,
 # and write the Pareto report beside the study (under $TSQ_HOME, default ~/.cache/tsq), leaving the committed
 # example in reports/quickstart/ untouched. Regenerate that example on purpose with
-#   .venv/bin/tsq report pareto --study quickstart --out reports/quickstart
+#   .venv/bin/tsq report pareto sweeps/quickstart.yaml --out reports/quickstart
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

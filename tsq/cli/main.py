@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from tsq.cli import baseline, cache, model, report, sweep, trial
+from tsq.cli import baseline, cache, model, report, storage, sweep, trial
 from tsq.errors import UserError
 
 app = typer.Typer(
@@ -15,7 +15,7 @@ app = typer.Typer(
     help=(
         "Tune TokenSqueeze (α, ε, λ, η) with Optuna sweeps.\n\n"
         "Start here:  tsq baseline sweeps/quickstart.yaml  →  "
-        "tsq sweep launch sweeps/quickstart.yaml  →  tsq report pareto --out reports/quickstart"
+        "tsq sweep launch sweeps/quickstart.yaml  →  tsq report pareto sweeps/quickstart.yaml --out report"
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -26,6 +26,7 @@ app.add_typer(report.app, name="report")
 app.add_typer(trial.app, name="trial")
 app.add_typer(cache.app, name="cache")
 app.add_typer(model.app, name="model")
+app.add_typer(storage.app, name="storage")
 app.command("baseline")(baseline.baseline)
 
 

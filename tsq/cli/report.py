@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tsq.cli.sweep import StorageOpt, StudyOpt
+from tsq.cli.sweep import SpecArg, StorageOpt, StudyOpt, study_of
 
 app = typer.Typer(
     help="Export reports of a study: the accuracy/token Pareto front; each knob's effect over seeds.",
@@ -19,6 +19,7 @@ app = typer.Typer(
 @app.command()
 def pareto(
     out: Annotated[Path, typer.Option("--out", help="output folder")],
+    spec: SpecArg = None,
     study: StudyOpt = None,
     storage: StorageOpt = None,
 ) -> None:
@@ -27,7 +28,7 @@ def pareto(
     from tsq.study.storage import load_study, scrub_argv
 
     scrub_argv(sys.argv)
-    files = write_report(load_study(storage, study), out)
+    files = write_report(load_study(storage, study_of(spec, study)), out)
     for path in files.values():
         typer.echo(str(path))
 

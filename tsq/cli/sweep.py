@@ -27,15 +27,33 @@ app = typer.Typer(
 app.command("check")(check.check)
 
 StudyOpt = Annotated[
-    str | None, typer.Option("--study", help="study name (default: the spec's study.name, else its name)")
+    str | None,
+    typer.Option(
+        "--study",
+        help="study name (default: the spec's study.name, else its name; with no spec given, the storage's "
+        "only study)",
+    ),
 ]
+# Commands that read a study take its spec as an optional argument, so `--study` is rarely needed.
+SpecArg = Annotated[
+    Path | None, typer.Argument(help="the sweep spec the study was launched with (names the study)")
+]
+
+
+def study_of(spec: Path | None, study: str | None) -> str | None:
+    """The study a reading command means: --study, else the spec's, else None (the storage's only one)."""
+    if study is not None or spec is None:
+        return study
+    from tsq.study.lifecycle import study_name_of
+
+    return study_name_of(load_spec(spec))
 StorageOpt = Annotated[
     str | None,
     typer.Option(
         "--storage",
         envvar="TSQ_STORAGE",
         help="sqlite:///FILE.db (default $TSQ_HOME/studies.db), postgresql://USER:PW@HOST/DB, "
-        "or journal:///FILE.log",
+        "journal:///FILE.log, or grpc://HOST:PORT (`tsq storage proxy`)",
     ),
 ]
 
@@ -241,19 +259,19 @@ def confirm(
 
 
 @app.command()
-def status(study: StudyOpt = None, storage: StorageOpt = None) -> None:
+def status(spec: SpecArg = None, study: StudyOpt = None, storage: StorageOpt = None) -> None:
     """Trial table (states, values, errors), the Pareto front so far, hypervolume vs the baseline."""
     scrub_argv(sys.argv)
-    _print_status(load_study(storage, study))
+    _print_status(load_study(storage, study_of(spec, study)))
 
 
 @app.command()
-def best(study: StudyOpt = None, storage: StorageOpt = None) -> None:
+def best(spec: SpecArg = None, study: StudyOpt = None, storage: StorageOpt = None) -> None:
     """The Pareto-optimal trials (Optuna's study.best_trials) with their parameters."""
     from tsq.report.pareto import pareto_trials
 
     scrub_argv(sys.argv)
-    loaded = load_study(storage, study)
+    loaded = load_study(storage, study_of(spec, study))
     make_console().print(
         _trial_table(f"Pareto trials of {loaded.study_name}", pareto_trials(loaded), loaded, False, {})
     )

@@ -176,7 +176,10 @@ def load_study(url: str | None, name: str | None) -> optuna.Study:
     if name is None:
         if len(names) != 1:
             listing = ", ".join(sorted(names)) or "none"
-            raise UserError(f"--study: {storage.masked} holds {len(names)} studies ({listing}); name one")
+            raise UserError(
+                f"--study: {storage.masked} holds {len(names)} studies ({listing}); name one with --study "
+                "NAME, or give the spec it was launched with"
+            )
         name = names[0]
     if name not in names:
         listing = ", ".join(sorted(names)) or "none"
