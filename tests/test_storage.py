@@ -6,18 +6,21 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 from pg import PASSWORD, PgServer, postgres_server  # noqa: F401  (session fixture)
+from proxy import storage_proxy
 from tqdm import tqdm
 
 from tsq.errors import UserError
 from tsq.space import HeartbeatSpec
 from tsq.spec import Spec
-from tsq.study.storage import load_study, mask_url, open_storage, parse_storage_url, scrub_argv
+from tsq.study.storage import StorageURL, load_study, mask_url, open_storage, parse_storage_url, scrub_argv
 from tsq.study.worker import _run_trials
 
 
@@ -81,9 +84,27 @@ def test_journal_storage_holds_a_study(tmp_path: Path) -> None:
     assert len(load_study(str(tmp_path / "j.log"), None).trials) == 2
 
 
-def test_a_trial_whose_worker_died_before_its_first_heartbeat_still_goes_stale(tmp_path: Path) -> None:
+@contextmanager
+def _storage(kind: str, path: Path) -> Iterator[str]:
+    """A SQLite file, or the same behind a real `tsq storage proxy` (its client has no heartbeats)."""
+    url = f"sqlite:///{path}"
+    if kind == "sqlite":
+        yield url
+        return
+    with storage_proxy(url) as grpc_url:
+        yield grpc_url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "grpc"])
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_still_goes_stale(
+    kind: str, tmp_path: Path
+) -> None:
     heartbeat = HeartbeatSpec(interval=1, grace_period=1, max_retry=1)
-    storage = open_storage(parse_storage_url(f"sqlite:///{tmp_path / 'h.db'}"), heartbeat)
+    with _storage(kind, tmp_path / "h.db") as url:
+        _died_before_first_heartbeat(open_storage(parse_storage_url(url), heartbeat))
+
+
+def _died_before_first_heartbeat(storage: optuna.storages.BaseStorage) -> None:
     study = optuna.create_study(study_name="h", storage=storage)
     study.enqueue_trial({"x": 0.5})
     # `ask` without `optimize`: RUNNING trials whose heartbeat thread never started, as when a worker is
@@ -164,12 +185,17 @@ def test_postgres_server_wrong_password_is_masked(postgres_server: PgServer) -> 
     assert optuna.create_study(storage=good).study_name
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "grpc"])
 def test_a_live_worker_whose_trial_a_peer_failed_goes_on(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A peer's stale check can fail a trial whose worker is alive but late with its heartbeats (an overloaded
     machine): that worker drops the trial and goes on instead of crashing with "Cannot tell a FAIL trial"."""
-    url = parse_storage_url(f"sqlite:///{tmp_path / 'w.db'}")
+    with _storage(kind, tmp_path / "w.db") as grpc_or_sqlite:
+        _live_worker_goes_on(parse_storage_url(grpc_or_sqlite), caplog)
+
+
+def _live_worker_goes_on(url: StorageURL, caplog: pytest.LogCaptureFixture) -> None:
     storage = open_storage(url, HeartbeatSpec(interval=1, grace_period=2, max_retry=1))
     study = optuna.create_study(study_name="w", storage=storage)
     study_id = storage.get_study_id_from_name("w")

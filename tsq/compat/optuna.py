@@ -9,6 +9,9 @@
   for, so two workers that read together both took up the same enqueued trial, both ran it, and the second
   crashed with "Cannot tell a COMPLETE trial" (3 processes popping 60 enqueued trials from one SQLite file
   took up 10 to 13 of them twice with the stock storage, none with this one).
+- `optuna.storages._heartbeat.BaseHeartbeat`: `HeartbeatGrpcStorageProxy` gives workers behind Optuna's gRPC
+  storage proxy the heartbeats its client lacks (Optuna's stale check only runs on a `BaseHeartbeat`): without
+  them a killed worker's trial stayed RUNNING forever, as on journal storage.
 - `optuna._hypervolume.compute_hypervolume`: Optuna's WFG hypervolume, for the report's hypervolume against
   the baseline (Optuna's public `hypervolume` helpers need a study built from the same objectives).
 
@@ -18,12 +21,16 @@ gone, fails with one line (`OptunaVersionError`, a `UserError`) instead of an ov
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import optuna
-from optuna.storages import RDBStorage
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import GrpcStorageProxy, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from tsq.compat import require_version
@@ -34,6 +41,7 @@ SUPPORTED = ">=5.0,<5.1"
 PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("optuna.storages._rdb.storage", "RDBStorage._create_new_trial"),
     ("optuna.storages._rdb.models", "TrialModel"),
+    ("optuna.storages._heartbeat", "BaseHeartbeat"),
     ("optuna._hypervolume", "compute_hypervolume"),
 )
 
@@ -103,6 +111,72 @@ class BeatFromStartRDBStorage(RDBStorage):
     def _first_beat(self, trial_id: int) -> None:
         if self.heartbeat_interval is not None:
             self.record_heartbeat(trial_id)
+
+
+HEARTBEAT_ATTR = "tsq:heartbeat"
+
+
+class HeartbeatGrpcStorageProxy(GrpcStorageProxy, BaseHeartbeat):
+    """Optuna's gRPC storage proxy client, with heartbeats kept as a trial system attribute (the proxy's API
+    has no heartbeat call). A beat is `{"trial_id", "at"}`: the retry of a stale trial copies its system
+    attributes, and a beat that names another trial is not this one's. The age of a beat is judged by the
+    clock of the worker that looks, so the nodes' clocks must agree to well within `grace_period` (NTP)."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        heartbeat_interval: int | None,
+        grace_period: int,
+        stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None,
+    ) -> None:
+        check_optuna()
+        super().__init__(host=host, port=port)
+        self._interval = heartbeat_interval
+        self._grace = grace_period
+        self._stale_callback = stale_trial_callback
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)
+        if template_trial is None or template_trial.state == TrialState.RUNNING:  # ask() makes RUNNING ones
+            self._first_beat(trial_id)
+        return trial_id
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING:  # a WAITING trial taken up: beat from its start
+            self._first_beat(trial_id)
+        return changed
+
+    def _first_beat(self, trial_id: int) -> None:
+        if self._interval is not None:
+            self.record_heartbeat(trial_id)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        # UpdateFinishedTrialError: a peer failed this trial as stale (late beats); the worker finds out and
+        # goes on (tsq.study.worker), this thread must not die with a traceback
+        with contextlib.suppress(UpdateFinishedTrialError):
+            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, {"trial_id": trial_id, "at": time.time()})
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = trial.system_attrs.get(HEARTBEAT_ATTR) or {}
+            # No beat of its own: a trial of a worker on the database itself, judged by its own heartbeats
+            # there (or one killed between turning RUNNING and its first beat, a single request later).
+            if beat.get("trial_id") == trial._trial_id and now - float(beat["at"]) > self._grace:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._interval
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self._stale_callback
 
 
 def compute_hypervolume(losses: np.ndarray, reference: np.ndarray) -> float:

@@ -5,7 +5,12 @@ Accepted (the same strings Optuna and optuna-dashboard take):
 - `sqlite:///path/to/file.db` (or a bare path ending in .db / .sqlite / .sqlite3);
 - `postgresql://user:password@host:port/db` (also `postgresql+psycopg2://`, `postgres://`) for many workers;
 - `mysql+pymysql://...` and other SQLAlchemy URLs Optuna's RDB storage supports;
-- Optuna journal files: `journal:///path/to/file.log` (or a bare path ending in .log / .journal).
+- Optuna journal files: `journal:///path/to/file.log` (or a bare path ending in .log / .journal);
+- `grpc://host:port`: Optuna's gRPC storage proxy (`tsq storage proxy`) in front of one of the above, so
+  that many workers share the proxy's few database connections.
+
+Inside a Slurm job (`SLURM_JOB_ID` set) a storage must be given: with the default, every array task would
+run a study of its own in a SQLite file of its own.
 
 Passwords never leave this module unmasked: `masked` is what messages, logs and W&B see.
 """
@@ -13,6 +18,7 @@ Passwords never leave this module unmasked: `masked` is what messages, logs and 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import warnings
@@ -24,14 +30,14 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 
-from tsq.compat.optuna import BeatFromStartRDBStorage
+from tsq.compat.optuna import BeatFromStartRDBStorage, HeartbeatGrpcStorageProxy
 from tsq.errors import UserError
 from tsq.paths import tsq_home
 from tsq.space import HeartbeatSpec
 
 log = logging.getLogger(__name__)
 
-StorageKind = Literal["sqlite", "rdb", "journal"]
+StorageKind = Literal["sqlite", "rdb", "journal", "grpc"]
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _JOURNAL_SUFFIXES = (".log", ".journal")
 
@@ -86,7 +92,16 @@ def mask_url(url: str) -> str:
 
 def parse_storage_url(url: str | None) -> StorageURL:
     """Check a storage URL's form (no connection yet); raises UserError naming the masked URL."""
-    url = (url or "").strip() or default_storage_url()
+    url = (url or "").strip()
+    if not url and os.environ.get("SLURM_JOB_ID"):
+        raise UserError(
+            f"storage: none given inside Slurm job {os.environ['SLURM_JOB_ID']}; set TSQ_STORAGE to the "
+            "study's shared postgresql:// URL (docs/cluster.md), or pass --storage sqlite:///FILE.db for a "
+            "study of this job's own"
+        )
+    url = url or default_storage_url()
+    if url.startswith("grpc://"):
+        return _parse_grpc(url)
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:").removeprefix("//")).expanduser()
         if not str(path) or str(path) == ".":
@@ -123,6 +138,56 @@ def parse_storage_url(url: str | None) -> StorageURL:
     return StorageURL(url=url, kind="rdb", masked=masked)
 
 
+def _parse_grpc(url: str) -> StorageURL:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = None
+    if not parts.hostname or port is None or parts.path.strip("/"):
+        raise UserError(f"storage {mask_url(url)}: a storage proxy URL is grpc://HOST:PORT")
+    address = f"grpc://{parts.hostname}:{port}"
+    return StorageURL(url=address, kind="grpc", masked=address)
+
+
+def grpc_address(storage: StorageURL) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(storage.url)
+    assert storage.kind == "grpc" and parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
+
+
+def _open_grpc(storage: StorageURL, heartbeat: HeartbeatSpec | None) -> BaseStorage:
+    """A client of `tsq storage proxy`; with `heartbeat`, its trials beat through the proxy (see
+    `HeartbeatGrpcStorageProxy`), so a killed worker's trial goes stale and is retried as on PostgreSQL."""
+    host, port = grpc_address(storage)
+    try:
+        import grpc  # noqa: F401  (the proxy's client needs it; Optuna imports it lazily)
+    except ImportError:
+        hint = "the storage proxy needs grpcio (pip install 'tsq[proxy]')"
+        raise UserError(f"storage {storage.masked}: {hint}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        client = HeartbeatGrpcStorageProxy(
+            host=host,
+            port=port,
+            heartbeat_interval=heartbeat.interval if heartbeat else None,
+            grace_period=heartbeat.grace_period if heartbeat else 0,
+            stale_trial_callback=(
+                RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry) if heartbeat else None
+            ),
+        )
+    try:
+        client.wait_server_ready(timeout=10)
+    except ConnectionError:
+        client.close()
+        raise UserError(f"storage {storage.masked}: cannot open (no storage proxy answers there)") from None
+    return client
+
+
 def open_storage(storage: StorageURL, heartbeat: HeartbeatSpec | None = None) -> BaseStorage:
     """Connect (creating the SQLite/journal file's folder); with `heartbeat`, RUNNING trials of dead workers
     are failed after the grace period and re-queued. Raises UserError with one line when it cannot connect."""
@@ -132,6 +197,8 @@ def open_storage(storage: StorageURL, heartbeat: HeartbeatSpec | None = None) ->
         if heartbeat is not None:
             log.info("journal storage has no heartbeats: a killed worker's trial stays RUNNING")
         return JournalStorage(JournalFileBackend(str(storage.path)))
+    if storage.kind == "grpc":
+        return _open_grpc(storage, heartbeat)
     engine_kwargs: dict[str, object]
     if storage.kind == "sqlite":
         assert storage.path is not None
@@ -190,3 +257,22 @@ def load_study(url: str | None, name: str | None) -> optuna.Study:
 def scrub_argv(argv: list[str]) -> None:
     """Mask URL passwords in the process's argv in place (W&B records argv in its run metadata)."""
     argv[:] = [mask_url(a) if "://" in a else a for a in argv]
+
+
+def serve_proxy(storage: StorageURL, host: str, port: int, threads: int) -> None:
+    """Optuna's gRPC storage proxy for `storage` at host:port, until the process is stopped. Workers pointed
+    at grpc://host:port share its database connections (at most `threads` at once) instead of their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from optuna.storages import get_storage, run_grpc_proxy_server
+
+    if storage.kind in ("journal", "grpc"):
+        raise UserError(f"storage {storage.masked}: the proxy serves a database (postgresql://, sqlite:///)")
+    # Optuna's advice: its in-process cache in front of an RDB storage, or the proxy is slow
+    opened = get_storage(open_storage(storage))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            run_grpc_proxy_server(opened, host=host, port=port, thread_pool=ThreadPoolExecutor(threads))
+        except RuntimeError as exc:  # grpc: "Failed to bind to address"
+            raise UserError(f"storage proxy at {host}:{port}: {exc}") from None
