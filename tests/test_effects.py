@@ -18,10 +18,19 @@ from typer.testing import CliRunner
 
 from tsq.cli.main import app
 from tsq.errors import UserError
-from tsq.report.effects import chance_rate, contrast_se, render_report, study_effects, verdict
-from tsq.stats import aggregate_replicates, pooled_sd
+from tsq.report.effects import contrast_se, render_report, study_effects, verdict
+from tsq.stats import aggregate_replicates, holm, pooled_sd, t_test, tost
 
 T2, T4 = 4.302652729749464, 2.7764451051977987  # Student's t 0.975 quantile at 2 and 4 degrees of freedom
+
+
+def F4_SF(t: float) -> float:
+    """P(T > t) for Student's t at 4 degrees of freedom, in closed form: the CDF is
+    1/2 + (3/8)·u·(1 − t²/(12·(1 + t²/4))), u = t/√(1 + t²/4)."""
+    u = t / (1 + t * t / 4) ** 0.5
+    return 0.5 - (3 / 8) * u * (1 - t * t / (12 * (1 + t * t / 4)))
+
+
 VARIANT = CategoricalDistribution(["b", "a", "c"])  # the spec's choice order: b is the reference
 
 
@@ -54,6 +63,7 @@ TRIALS: list[tuple[str, float, float, dict[str, Any], tuple[int, int] | None]] =
 def _study(folder: Path, storage: str | None = None, name: str = "sel") -> optuna.Study:
     study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"])
     study.set_user_attr("baseline", {"accuracy": 0.5, "len_all": 100.0, "budget": 64})
+    study.set_user_attr("objectives", ["accuracy", "len_all"])
     for number, (variant, acc, length, extra, level1) in enumerate(TRIALS):
         attrs = {"accuracy": acc, "len_all": length, "accuracy_delta": acc - 0.5,
                  "token_reduction": 1 - length / 100, **extra}  # fmt: skip
@@ -64,6 +74,7 @@ def _study(folder: Path, storage: str | None = None, name: str = "sel") -> optun
             distributions={"variant": VARIANT},
             values=[acc, length],
             user_attrs=attrs,
+            system_attrs={"grid_id": number},  # a grid point, as Optuna's GridSampler marks it: not selected
         )
         study.add_trial(trial)
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
@@ -121,15 +132,22 @@ def test_categorical_contrasts_against_the_first_choice_or_the_named_reference(t
     contrasts = study_effects(study).contrasts
     by = {(c.value, c.metric): c for c in contrasts if c.level is None}
     assert {(c.value, c.reference) for c in by.values()} == {("a", "b"), ("c", "b")}
-    # by depth: depth-1 accuracy a − b = 2/3 − 5/6, SE from the pooled depth-1 seed variance 1/12
+    # by depth: depth-1 accuracy a − b = 2/3 − 5/6, SE from the pooled depth-1 seed variance 1/12, df 4;
+    # exploratory: its p is unadjusted
     d1 = next(c for c in contrasts if (c.value, c.metric, c.level) == ("a", "accuracy", 1))
-    assert (d1.diff, d1.se) == pytest.approx((-1 / 6, (1 / 12) ** 0.5 * (2 / 3) ** 0.5))
-    assert d1.verdict == "within 2 SE (no measurable effect)"
-    # a − b: accuracy +0.2, SE 0.1·√(1/3 + 1/3) = 0.0816: beyond 2 SE; Len-A −5, SE 8.16: within
+    assert (d1.diff, d1.se, d1.df, d1.primary) == pytest.approx(
+        (-1 / 6, (1 / 12) ** 0.5 * (2 / 3) ** 0.5, 4, 0)
+    )
+    assert d1.p == pytest.approx(t_test(-1 / 6, d1.se, 4)) and d1.verdict == "undecided"
+    # a − b: accuracy +0.2, SE 0.1·√(1/3 + 1/3) = 0.0816, t 2.449 at df 4: p 0.0704, which beyond 2 SE was
+    # called an effect; Holm over the family (a − b on accuracy and Len-A; c has one seed) doubles it: 0.141
     acc, length = by["a", "accuracy"], by["a", "len_all"]
-    assert (acc.diff, acc.se, acc.verdict) == pytest.approx((0.2, 0.1 * (2 / 3) ** 0.5, "> 2 SE"))
+    assert (acc.diff, acc.se, acc.df) == pytest.approx((0.2, 0.1 * (2 / 3) ** 0.5, 4))
+    assert acc.primary and length.primary and acc.p == pytest.approx(2 * 2 * F4_SF(0.2 / acc.se))
+    assert acc.verdict == "undecided"
     assert (length.diff, length.se) == pytest.approx((-5.0, 10 * (2 / 3) ** 0.5))
-    assert length.verdict == "within 2 SE (no measurable effect)"
+    assert length.p == pytest.approx(2 * F4_SF(5.0 / length.se))  # 0.573 > 0.141: unchanged by Holm
+    assert length.verdict == "undecided"
     assert (by["c", "accuracy"].se, by["c", "accuracy"].verdict) == (None, "unreplicated")  # c has one seed
     assert ("a", "tokens_per_step") not in by
     against_a = study_effects(study, reference="a").contrasts
@@ -137,6 +155,53 @@ def test_categorical_contrasts_against_the_first_choice_or_the_named_reference(t
     assert next(c for c in against_a if c.value == "b" and c.metric == "accuracy").diff == pytest.approx(-0.2)
     with pytest.raises(UserError, match="--reference z: no arm has variant = z"):
         study_effects(study, reference="z")
+    # an equivalence margin of 50 points: TOST p = P(T ≤ (0.2 − 0.5)/0.0816) = 0.0107 at df 4 (the lower
+    # test; the upper one, P(T ≥ 0.7/0.0816), is far smaller)
+    wide = study_effects(study, margins={"accuracy": 0.5}).contrasts
+    acc_wide = next(c for c in wide if (c.value, c.metric, c.level) == ("a", "accuracy", None))
+    assert acc_wide.p_equiv == pytest.approx(F4_SF(0.3 / acc.se))
+    assert acc_wide.verdict == "equivalent within ±50.0 pts"
+
+
+def test_verdicts_hold_their_level_at_low_degrees_of_freedom() -> None:
+    # two arms of 3 seeds (df 4), accuracy 2.2 SE apart: "> 2 SE" called it an effect, but at 4 df
+    # P(|T| > 2.2) = 0.093 > 0.05: undecided. 4 SE apart it is an effect (p 0.016), and with one contrast
+    # in the family Holm leaves it as it is.
+    def study(gap_in_se: float) -> optuna.Study:
+        s = optuna.create_study(directions=["maximize"])
+        s.set_user_attr("objectives", ["accuracy"])
+        se = 0.1 * (2 / 3) ** 0.5  # seed SD 0.1 in each arm
+        for alpha, shift in ((0.2, 0.0), (0.8, gap_in_se * se)):
+            for acc in (0.5, 0.6, 0.7):
+                s.add_trial(optuna.trial.create_trial(
+                    params={"alpha": alpha}, distributions={"alpha": FloatDistribution(0.0, 1.0)},
+                    values=[acc + shift], user_attrs={"accuracy": acc + shift, "len_all": 50.0},
+                    system_attrs={"grid_id": 0}))  # fmt: skip
+        return s
+
+    close = next(c for c in study_effects(study(2.2)).contrasts if c.metric == "accuracy")
+    assert close.df == 4 and close.p == pytest.approx(2 * F4_SF(2.2)) and close.verdict == "undecided"
+    far = next(c for c in study_effects(study(4.0)).contrasts if c.metric == "accuracy")
+    assert far.p == pytest.approx(2 * F4_SF(4.0)) and far.verdict == "better"
+    assert far.interval() == pytest.approx((far.diff - T4 * far.se, far.diff + T4 * far.se))
+    # Len-A is not an objective of this study: exploratory, unadjusted
+    assert not next(c for c in study_effects(study(4.0)).contrasts if c.metric == "len_all").primary
+
+
+def test_the_original_of_a_picked_trial_is_left_out_of_its_arm() -> None:
+    # a TPE-like study (no grid_id): trial 0 was picked and confirmed at two fresh seeds; its own lucky run
+    # (0.9) must not enter its arm, whose mean is the fresh seeds' 0.6
+    study = optuna.create_study(directions=["maximize"])
+    study.set_user_attr("objectives", ["accuracy"])
+    dist = {"alpha": FloatDistribution(0.0, 1.0)}
+    for acc, alpha, extra in ((0.9, 0.2, {}), (0.5, 0.8, {}), (0.55, 0.2, {"replicate_of": 0}),
+                              (0.65, 0.2, {"replicate_of": 0})):  # fmt: skip
+        study.add_trial(optuna.trial.create_trial(params={"alpha": alpha}, distributions=dist, values=[acc],
+                                                  user_attrs={"accuracy": acc, **extra}))  # fmt: skip
+    effects = study_effects(study)
+    low = next(a for a in effects.arms if a.params["alpha"] == 0.2)
+    assert low.trials == (2, 3) and low.estimates["accuracy"].mean == pytest.approx(0.6)
+    assert any("picked by the sweep" in n and "[0]" in n for n in effects.notes)
 
 
 def _numeric_study(values: list[float], extra_knob: bool = False) -> optuna.Study:
@@ -166,20 +231,28 @@ def test_a_numeric_knob_compares_the_ends_of_its_range_and_one_seed_is_unreplica
     assert any("differ in 2 knobs (alpha, eta)" in n for n in two.notes)
 
 
-def test_verdict_contrast_se_and_the_pooled_sd() -> None:
-    assert verdict(0.2, 0.1) == "within 2 SE (no measurable effect)"  # exactly 2 SE is not beyond it
-    assert verdict(-0.21, 0.1) == "> 2 SE"
+def test_verdict_tests_holm_contrast_se_and_the_pooled_sd() -> None:
+    assert verdict(0.2, 0.01, None, "maximize") == "better"
+    assert verdict(-5.0, 0.01, None, "minimize") == "better"  # shorter is better
+    assert verdict(0.2, 0.2, 0.01, "maximize", "5.0 pts") == "equivalent within ±5.0 pts"
+    assert verdict(0.2, 0.2, 0.2, "maximize", "5.0 pts") == "undecided"
+    assert verdict(0.2, None, None, "maximize") == "unreplicated"
+    # t test and TOST by hand at 4 df: diff 0.1, SE 0.05: t 2, p = 2·P(T > 2) = 0.1161; TOST with margin
+    # 0.2: max(P(T > 6), P(T < −2)) = P(T > 2) = 0.0581; diff 0: P(T > 4) = 0.0081
+    assert t_test(0.1, 0.05, 4) == pytest.approx(2 * F4_SF(2.0))
+    assert tost(0.1, 0.05, 4, 0.2) == pytest.approx(F4_SF(2.0))
+    assert tost(0.0, 0.05, 4, 0.2) == pytest.approx(F4_SF(4.0))
+    with pytest.raises(ValueError):
+        tost(0.0, 0.05, 4, 0.0)
+    # Holm: sorted 0.01, 0.02, 0.04 times 3, 2, 1 -> 0.03, 0.04, 0.04 (monotone), back in input order
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm([]) == []
     assert contrast_se(2.0, 2, 8) == pytest.approx(2 * (1 / 2 + 1 / 8) ** 0.5)
     assert contrast_se(2.0, 1, 8) is None and contrast_se(None, 3, 3) is None
     assert pooled_sd([(3, 1.0), (2, 2.0), (1, 5.0), (4, None)]) == pytest.approx((2**0.5, 3))  # √((2+4)/3)
     assert pooled_sd([(1, 1.0)]) is None
     one = aggregate_replicates([1.0], sd_seed=2.0, sd_dof=4)  # a given SD with its dof: the t quantile
     assert (one.se, one.hi) == pytest.approx((2.0, 1.0 + T4 * 2.0))
-    # P(|T| > 2) by hand: at 2 df the t CDF is 1/2 + t / (2 √(2 + t²)), so 1 − 2/√6; at 4 df
-    # 1/2 + (3/8)·(t/√(1 + t²/4))·(1 − t²/(12 (1 + t²/4))) gives 2·(1/2 − (3/8)·√2·(5/6)); normal: 2·Φ(−2)
-    assert chance_rate(2) == pytest.approx(1 - 2 / 6**0.5)
-    assert chance_rate(4) == pytest.approx(1 - 2 * (3 / 8) * 2**0.5 * (5 / 6))
-    assert chance_rate(None) == pytest.approx(0.0455003, abs=1e-7)
 
 
 def test_cli_prints_and_writes_the_report_and_a_missing_study_is_one_line(tmp_path: Path) -> None:
@@ -194,17 +267,45 @@ def test_cli_prints_and_writes_the_report_and_a_missing_study_is_one_line(tmp_pa
     text = out.read_text()
     assert text in result.output and text.count("## Study `sel") == 2
     assert "| b | 3 | 60.0% [35.2%, 84.8%] | 110.0 [85.2, 134.8] |" in text  # 0.6 ± 4.303·0.0577, 110 ± 24.8
-    assert "| variant a − b | Acc (%) | all | +20.0 pts ± 16.3 | > 2 SE |" in text
+    # +0.2 ± t(4)·0.0816 = ±0.2267; Holm-adjusted p 0.141; Len-A -5 ± 22.7, p 0.573
     assert (
-        "| variant a − b | Len-A (tokens) | all | -5.0 ± 16.3 | within 2 SE (no measurable effect) |" in text
+        "| variant a − b | Acc (%) | all | primary | +20.0 pts [-2.7, +42.7] | 4 | 0.141 |  | undecided |"
+        in text
     )
-    assert "| variant c − b | Acc (%) | all | -10.0 pts | unreplicated |" in text
-    # 6 contrasts of a − b have an SE (the 6 of c, unreplicated, do not); Acc overall and Len-A at d1 are
-    # beyond 2 SE; the pooled SDs have 4 df, so 6 × 11.6% ≈ 0.7 would be by chance
-    chance = "- 2 of 6 contrasts lie beyond 2 SE; were no knob to matter, about 0.7 would by chance (11.6%"
-    assert chance in text
+    assert (
+        "| variant a − b | Len-A (tokens) | all | primary | -5.0 [-27.7, +17.7] | 4 | 0.573 |  | undecided |"
+        in text
+    )
+    assert "| variant c − b | Acc (%) | all | primary | -10.0 pts |  |  |  | unreplicated |" in text
+    # the family: a − b on Acc and Len-A (c − b has no SE); exploratory: a − b by depth (4) and on
+    # tokens/step (not stored); Len-A at d1 passes: 22 − 12 = 10 tokens, SE √8·√(2/3) = 2.31, p 0.012
+    assert (
+        "- primary family: 2 replicated contrasts on Acc, Len-A (Holm across them); equivalence margins: none"
+        in text
+    )
+    assert "- exploratory: 1 of 4 pass their unadjusted test; were no knob to matter, about 0.2 would" in text
     assert render_report([study_effects(optuna.load_study(study_name="sel", storage=url))]) in result.output
     command = [sys.executable, "-m", "tsq", "report", "effects", "--study", "nope", "--storage", url]
     missing = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and missing.stderr.startswith("error: --study nope: no such study")
     assert len(missing.stderr.strip().splitlines()) == 1 and not missing.stdout
+
+
+def test_the_spec_declares_the_family_and_margins_and_the_study_records_them() -> None:
+    from pydantic import ValidationError
+
+    from tsq.report.effects import effects_settings
+    from tsq.space import StudySpec
+
+    with pytest.raises(ValidationError, match="unknown metric"):
+        StudySpec(effects={"primary": ["speed"]})
+    with pytest.raises(ValidationError):
+        StudySpec(effects={"margins": {"accuracy": 0.0}})  # a margin is positive
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy_delta", "token_reduction"])
+    study.set_user_attr("constraint", {"max_accuracy_drop": 0.03})
+    # by default: the objectives, a relative one counted in what it changes; accuracy's margin the drop
+    assert effects_settings(study) == (["accuracy", "len_all"], {"accuracy": 0.03})
+    declared = StudySpec(effects={"primary": ["tokens_per_step"], "margins": {"accuracy": 0.05}})
+    study.set_user_attr("effects", declared.effects.model_dump())
+    assert effects_settings(study) == (["tokens_per_step"], {"accuracy": 0.05})

@@ -119,6 +119,17 @@ class FrontSpec(_Model):
         return self
 
 
+class EffectsSpec(_Model):
+    # `tsq report effects` (docs/method.md "Statistics"): the primary family is each arm's contrast on each
+    # `primary` metric (default: the study's objectives), Holm-adjusted across the family; every other
+    # contrast (other metrics, by depth) is exploratory. `margins`: metric -> equivalence margin in the
+    # metric's own units (accuracy 0.05 = 5 points) for the two one-sided tests of "no change"; accuracy's
+    # defaults to constraint.max_accuracy_drop. At 6 seeds a contrast's SE is ~1.9 points: a margin under
+    # ~3.5 points can never conclude equivalence there.
+    primary: list[str] | None = None
+    margins: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+
+
 class WandbSpec(_Model):
     project: str = "tsq"
     entity: str | None = None
@@ -155,6 +166,7 @@ class StudySpec(_Model):
     max_consecutive_failures: Annotated[int, Field(gt=0)] = 5  # a worker stops after this many in a row
     heartbeat: HeartbeatSpec = HeartbeatSpec()
     front: FrontSpec = FrontSpec()
+    effects: EffectsSpec = EffectsSpec()
     wandb: WandbSpec = WandbSpec()
 
     @field_validator("search", mode="before")
@@ -175,6 +187,11 @@ class StudySpec(_Model):
                 errors.append(
                     _error(("objectives", i, "metric"), f"unknown metric (one of: {known})", obj.metric)
                 )
+        for field_name, named in (("primary", self.effects.primary or []), ("margins", self.effects.margins)):
+            for name in named:
+                if name not in METRICS:
+                    known = ", ".join(METRICS)
+                    errors.append(_error(("effects", field_name), f"unknown metric (one of: {known})", name))
         metrics = [o.metric for o in self.objectives]
         if len(set(metrics)) != len(metrics):
             errors.append(_error(("objectives",), "each metric may appear once", metrics))

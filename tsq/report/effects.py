@@ -4,26 +4,36 @@ over seeds, and contrasts between arms judged against the seed noise.
 An arm is one configuration (one set of searched params) on the eval split: an original trial, its `sweep
 confirm` replicates on the eval split, and any other trial with the same params (a grid run twice). Its n is
 its number of seeds. Held-out-split replicates and trials stopped early (evaluated on part of the problems)
-are left out.
+are left out, and so is the original of a trial the sweep picked (not a grid point: no `grid_id`) once it has
+fresh-seed replicates: it was picked for looking good, and averaging it in would keep the winner's curse.
+A grid point was not selected, so its original stays.
 
 What each interval holds (95%):
 - Arm metrics (accuracy, Len-A, tokens/step, Len-A reduction, Δ accuracy; the trials' user attrs): the mean
   over seeds with `aggregate_replicates`' interval, from the arm's own between-seed SD (Student's t at n − 1
   degrees of freedom, Welch–Satterthwaite with the problem-bootstrap SE) plus that SE: seed, evaluation
-  sampling and problem noise. These are the numbers of pareto.md's "Confirmed over seeds" table. An arm of
-  one seed takes the SD pooled over the study's other arms, with its degrees of freedom.
+  sampling and problem noise. An arm of one seed takes the SD pooled over the study's other arms, with its
+  degrees of freedom.
 - By difficulty level (accuracy and Len-A from the per-response records): the mean over seeds of each
   seed's value at the level, and a t interval from the between-seed SD pooled over the study's arms, at the
-  pooled degrees of freedom Σ(n_i − 1) (2 or 3 seeds alone give t quantiles of 12.7 or 4.3). It holds seed
-  and evaluation-sampling noise, not the problem noise of the level's problems (no bootstrap per level).
+  pooled degrees of freedom Σ(n_i − 1). It holds seed and evaluation-sampling noise, not the problem noise
+  of the level's problems (no bootstrap per level).
 - Contrasts (an arm minus the reference arm, one metric): SE = s·√(1/n₁ + 1/n₂), with s the between-seed SD
-  of that metric pooled over the study's arms. A new seed retrains and re-samples the answers, so s holds the
-  seed noise and the evaluation-sampling noise; every arm is evaluated on the same problems, so problem
-  difficulty is common to both sides and cancels (paired), and is not in the SE. The verdict is "> 2 SE" or
-  "within 2 SE (no measurable effect)"; with fewer than 2 seeds in either arm there is no SE ("unreplicated").
-  Each study's section counts its contrasts beyond 2 SE beside the count expected by chance alone
-  (`chance_rate`: P(|t| > 2) at the pooled degrees of freedom, 8.1% at 8), since a report of dozens of
-  contrasts holds a few beyond 2 SE even where no knob matters.
+  of that metric pooled over the study's arms, at its df = Σ(n_i − 1). A new seed retrains and re-samples the
+  answers, so s holds the seed noise and the evaluation-sampling noise; every arm is evaluated on the same
+  problems, so problem difficulty is common to both sides and cancels (paired), and is not in the SE. The
+  interval is diff ± t(0.975, df)·SE.
+
+Verdicts (docs/method.md "Statistics"), at level α = 0.05:
+- The primary family (`study.effects.primary`, default the study's objectives): each arm's contrast on each
+  primary metric, overall. Their two-sided t-test p-values are Holm-adjusted across the family, and so are
+  their equivalence p-values; every other contrast (other metrics, by depth) is exploratory: its p is
+  unadjusted and its verdict is a lead to replicate, not a finding.
+- Each contrast is "better" or "worse" (the arm against the reference, in the metric's direction) when its
+  p is below α; else "equivalent within ±m" when the two one-sided tests (TOST) reject |difference| ≥ m
+  at α, m the metric's margin (`study.effects.margins`; accuracy defaults to the constraint's
+  max_accuracy_drop); else "undecided": an interval that merely contains 0 is no evidence of no effect.
+  With fewer than 2 seeds in either arm there is no SE ("unreplicated").
 
 Which contrasts: when the arms differ in one numeric knob, its last value against its first (the two ends of
 the range); in one categorical knob, every arm against the reference arm (the first in the spec's choice
@@ -34,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,13 +56,14 @@ from tsq.errors import UserError
 from tsq.evaluate import read_records
 from tsq.metrics import METRICS, ProblemSums, axis_label, format_estimate, metric, metric_values
 from tsq.report.table import is_replicate, records_path, replicate_estimates
-from tsq.stats import ReplicateEstimate, aggregate_replicates, pooled_sd
+from tsq.stats import ReplicateEstimate, aggregate_replicates, holm, pooled_sd, t_test, tost
 
 ARM_METRICS = tuple(m for m in ("accuracy", "len_all", "tokens_per_step", "token_reduction",
                                 "accuracy_delta") if m in METRICS)  # fmt: skip
 CONTRAST_METRICS = ("accuracy", "len_all", "tokens_per_step")  # the relative ones differ by the same amounts
 LEVEL_METRICS = ("accuracy", "len_all")
 Level = int | None  # a problem's difficulty (the tiny world's chain depth); None where records have none
+ALPHA = 0.05  # every verdict's level: two-sided for a difference, each one-sided test of TOST
 
 
 @dataclass(frozen=True)
@@ -67,18 +78,20 @@ class Arm:
         return len(self.trials)
 
 
-def chance_rate(dof: int | None) -> float:
-    """The share of contrasts beyond 2 SE when there is no effect at all: P(|T| > 2) for Student's t at `dof`
-    degrees of freedom (the SE is estimated from the seeds), or for the normal when `dof` is None."""
-    from scipy.stats import norm, t  # deferred: scipy is slow to import
-
-    return float(2 * (t.sf(2.0, dof) if dof is not None else norm.sf(2.0)))
-
-
-def verdict(diff: float, se: float | None) -> str:
-    if se is None:
+def verdict(
+    diff: float, p: float | None, p_equiv: float | None, direction: str, margin: str | None = None,
+    alpha: float = ALPHA,
+) -> str:  # fmt: skip
+    """ "better"/"worse" (the arm against the reference, in the metric's `direction`) when the difference's
+    p is below α; else "equivalent within ±margin" (`margin`: its text) when the equivalence p is; else
+    "undecided"; "unreplicated" without a p-value."""
+    if p is None:
         return "unreplicated"
-    return "> 2 SE" if abs(diff) > 2 * se else "within 2 SE (no measurable effect)"
+    if p < alpha:
+        return "better" if (diff > 0) == (direction == "maximize") else "worse"
+    if p_equiv is not None and p_equiv < alpha:
+        return f"equivalent within ±{margin}"
+    return "undecided"
 
 
 @dataclass(frozen=True)
@@ -90,10 +103,49 @@ class Contrast:
     diff: float  # mean of the arm − mean of the reference arm
     se: float | None  # None: an arm has a single seed (or no arm measured the seed spread)
     level: Level = None  # a difficulty level's responses only; None: all responses
+    df: int | None = None  # of the pooled seed SD
+    margin: float | None = None  # equivalence margin of the metric (its units), None: none declared
+    primary: bool = False  # in the study's primary family (Holm-adjusted); else exploratory
+    p: float | None = None  # two-sided t-test p: Holm-adjusted in the primary family, else unadjusted
+    p_equiv: float | None = None  # TOST p within ±margin, adjusted alike
 
     @property
     def verdict(self) -> str:
-        return verdict(self.diff, self.se)
+        margin = (
+            None if self.margin is None else format_difference(self.metric, self.margin, None).lstrip("+")
+        )
+        return verdict(self.diff, self.p, self.p_equiv, metric(self.metric).direction, margin)
+
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% interval of the difference: diff ± t(0.975, df)·SE."""
+        from scipy.stats import t  # deferred: scipy is slow to import
+
+        if self.se is None or self.df is None:
+            return None
+        half = float(t.ppf(0.5 + (1 - ALPHA) / 2, self.df)) * self.se
+        return self.diff - half, self.diff + half
+
+
+def judge(contrasts: Sequence[Contrast], primary: Sequence[str]) -> list[Contrast]:
+    """Each contrast with its p-values: the overall contrasts on a `primary` metric form the family, whose
+    t-test and TOST p-values are Holm-adjusted (each kind across the family); the rest keep unadjusted
+    ones."""
+    raw = []
+    for c in contrasts:
+        if c.se is None or c.df is None:
+            raw.append((None, None))
+            continue
+        p_eq = None if c.margin is None else tost(c.diff, c.se, c.df, c.margin)
+        raw.append((t_test(c.diff, c.se, c.df), p_eq))
+    in_family = [c.level is None and c.metric in primary for c in contrasts]
+    family = [i for i, c in enumerate(contrasts) if in_family[i] and raw[i][0] is not None]
+    adjusted = dict(zip(family, holm([raw[i][0] for i in family]), strict=True))  # type: ignore[misc]
+    with_margin = [i for i in family if raw[i][1] is not None]
+    adjusted_eq = dict(zip(with_margin, holm([raw[i][1] for i in with_margin]), strict=True))  # type: ignore[misc]
+    return [
+        replace(c, primary=in_family[i], p=adjusted.get(i, raw[i][0]), p_equiv=adjusted_eq.get(i, raw[i][1]))
+        for i, c in enumerate(contrasts)
+    ]
 
 
 @dataclass(frozen=True)
@@ -104,6 +156,8 @@ class StudyEffects:
     contrasts: list[Contrast]
     seed_sd: dict[str, tuple[float, int]]  # metric -> between-seed SD pooled over the arms, its dof
     notes: list[str]
+    primary: list[str] = field(default_factory=list)  # the metrics of the primary family
+    margins: dict[str, float] = field(default_factory=dict)  # metric -> equivalence margin
 
 
 def contrast_se(sd: float | None, n1: int, n2: int) -> float | None:
@@ -130,9 +184,10 @@ def level_values(records: Sequence[Mapping[str, Any]], budget: int) -> dict[str,
 
 def level_estimates(
     per_arm: Sequence[Mapping[Level, Sequence[float]]],
-) -> list[dict[Level, ReplicateEstimate]]:
+) -> tuple[list[dict[Level, ReplicateEstimate]], dict[Level, int]]:
     """Per arm and level, the mean of the seeds' values with the t interval of the between-seed SD pooled
-    over the arms at that level (`pooled_sd`); no interval at a level where no arm has two seeds."""
+    over the arms at that level (`pooled_sd`); no interval at a level where no arm has two seeds. Also the
+    pooled degrees of freedom of each level that has them."""
     levels = {level for arm in per_arm for level in arm}
     pooled = {
         level: pooled_sd(
@@ -149,7 +204,7 @@ def level_estimates(
             sd, dof = pooled[level] or (None, None)
             estimates[level] = aggregate_replicates(list(arm[level]), sd_seed=sd, sd_dof=dof)
         out.append(estimates)
-    return out
+    return out, {level: p[1] for level, p in pooled.items() if p is not None}
 
 
 def _eval_trials(study: optuna.Study, notes: list[str]) -> list[FrozenTrial]:
@@ -162,7 +217,15 @@ def _eval_trials(study: optuna.Study, notes: list[str]) -> list[FrozenTrial]:
     stopped = [t.number for t in trials if (t.user_attrs.get("early_stop") or {}).get("stopped")]
     if stopped:
         notes.append(f"left out trials stopped early (evaluated on part of the problems): {stopped}")
-    return [t for t in trials if t.number not in stopped]
+    confirmed = {t.user_attrs["replicate_of"] for t in trials if is_replicate(t)}
+    picked = [t.number for t in trials
+              if t.number in confirmed and "grid_id" not in t.system_attrs]  # fmt: skip
+    if picked:
+        notes.append(
+            f"trials {picked} were picked by the sweep (not grid points): their arms are their fresh-seed "
+            "replicates only, their own runs left out (the winner's curse)"
+        )
+    return [t for t in trials if t.number not in stopped and t.number not in picked]
 
 
 def _arm_order(groups: list[list[FrozenTrial]], knob: str) -> list[list[FrozenTrial]]:
@@ -194,6 +257,9 @@ def _contrasts(
     categorical: bool,
     reference: str | None,
     seed_sd: dict[str, tuple[float, int]],
+    level_dof: dict[str, dict[Level, int]],
+    metrics: Sequence[str],
+    margins: Mapping[str, float],
 ) -> list[Contrast]:
     if reference is not None:
         ref = next((a for a in arms if _matches(a.params[knob], reference)), None)
@@ -207,28 +273,48 @@ def _contrasts(
         pairs = [(arms[-1], arms[0])]  # the two ends of the range
     out = []
     for arm, ref in pairs:
-        for name in CONTRAST_METRICS:
+        for name in metrics:
             if name in arm.estimates and name in ref.estimates:
-                sd = seed_sd[name][0] if name in seed_sd else None
+                sd, dof = seed_sd.get(name, (None, None))
                 diff = arm.estimates[name].mean - ref.estimates[name].mean
                 out.append(Contrast(knob, arm.params[knob], ref.params[knob], name, diff,
-                                    contrast_se(sd, arm.n, ref.n)))  # fmt: skip
+                                    contrast_se(sd, arm.n, ref.n), None, dof, margins.get(name)))  # fmt: skip
         # by level: a knob can trade depth for accuracy on hard problems only (the selection ablation's
         # story), which the overall means dilute; the level's pooled seed SD is each estimate's sd_seed
         for name in LEVEL_METRICS:
             for level in _sorted_levels(set(arm.by_level[name]) & set(ref.by_level[name])):
                 a, r = arm.by_level[name][level], ref.by_level[name][level]
                 out.append(Contrast(knob, arm.params[knob], ref.params[knob], name, a.mean - r.mean,
-                                    contrast_se(a.sd_seed, a.n, r.n), level))  # fmt: skip
+                                    contrast_se(a.sd_seed, a.n, r.n), level, level_dof[name].get(level),
+                                    margins.get(name)))  # fmt: skip
     return out
 
 
-def study_effects(study: optuna.Study, reference: str | None = None) -> StudyEffects:
-    """The arms of a study, their means over seeds by metric and by difficulty level, and the contrasts."""
+def effects_settings(study: optuna.Study) -> tuple[list[str], dict[str, float]]:
+    """The study's primary metrics and equivalence margins (`study.effects`, as the study recorded it):
+    primary by default its objectives, a relative one counted in the metric it changes (Δacc: accuracy);
+    accuracy's margin by default the constraint's max_accuracy_drop."""
+    recorded = study.user_attrs.get("effects") or {}
+    primary = recorded.get("primary") or study.user_attrs.get("objectives") or list(study.metric_names or [])
+    margins = dict(recorded.get("margins") or {})
+    drop = (study.user_attrs.get("constraint") or {}).get("max_accuracy_drop")
+    if drop and "accuracy" not in margins:
+        margins["accuracy"] = float(drop)
+    return list(dict.fromkeys(metric(m).of or m for m in primary)), margins
+
+
+def study_effects(
+    study: optuna.Study, reference: str | None = None, margins: Mapping[str, float] | None = None
+) -> StudyEffects:
+    """The arms of a study, their means over seeds by metric and by difficulty level, and the contrasts with
+    their verdicts. `margins` (metric -> equivalence margin) overrides the study's own."""
     notes: list[str] = []
     trials = _eval_trials(study, notes)
     if not trials:
         raise UserError(f"study {study.study_name}: no completed trial on the eval split yet, no effects")
+    primary, study_margins = effects_settings(study)
+    margins = {**study_margins, **(margins or {})}
+    names = list(dict.fromkeys([*ARM_METRICS, *primary]))
     grouped: dict[tuple[tuple[str, Any], ...], list[FrozenTrial]] = {}
     for t in sorted(trials, key=lambda t: t.number):
         grouped.setdefault(tuple(sorted(t.params.items())), []).append(t)
@@ -239,9 +325,9 @@ def study_effects(study: optuna.Study, reference: str | None = None) -> StudyEff
         groups = _arm_order(groups, knobs[0])
 
     # the seed SD of each metric, pooled over the arms with two seeds or more
-    first = [replicate_estimates(g, ARM_METRICS) for g in groups]
+    first = [replicate_estimates(g, names) for g in groups]
     seed_sd = {}
-    for name in ARM_METRICS:
+    for name in names:
         pooled = pooled_sd((len(g), e[name].sd_seed) for g, e in zip(groups, first, strict=True) if name in e)
         if pooled is not None:
             seed_sd[name] = pooled
@@ -249,14 +335,18 @@ def study_effects(study: optuna.Study, reference: str | None = None) -> StudyEff
     per_arm_levels = _level_inputs(study, groups, notes)
     by_level = {name: level_estimates([arm[name] for arm in per_arm_levels]) for name in LEVEL_METRICS}
     arms = [
-        Arm(dict(g[0].params), tuple(t.number for t in g), replicate_estimates(g, ARM_METRICS, seed_sd),
-            {name: by_level[name][i] for name in LEVEL_METRICS})
+        Arm(dict(g[0].params), tuple(t.number for t in g), replicate_estimates(g, names, seed_sd),
+            {name: by_level[name][0][i] for name in LEVEL_METRICS})
         for i, g in enumerate(groups)
     ]  # fmt: skip
     contrasts: list[Contrast] = []
     if len(knobs) == 1:
         categorical = isinstance(groups[0][0].distributions.get(knobs[0]), CategoricalDistribution)
-        contrasts = _contrasts(arms, knobs[0], categorical, reference, seed_sd)
+        metrics = list(dict.fromkeys([*primary, *CONTRAST_METRICS]))
+        level_dof = {name: by_level[name][1] for name in LEVEL_METRICS}
+        contrasts = judge(
+            _contrasts(arms, knobs[0], categorical, reference, seed_sd, level_dof, metrics, margins), primary
+        )
     if reference is not None and len(knobs) != 1:
         notes.append(f"--reference {reference} not used: the arms do not differ in exactly one knob")
     if len(knobs) > 1:
@@ -265,7 +355,7 @@ def study_effects(study: optuna.Study, reference: str | None = None) -> StudyEff
         notes.append("no contrasts: every trial has the same params (one arm)")
     if not seed_sd:
         notes.append("no arm has two seeds: no seed noise measured (tsq sweep confirm --replicates R)")
-    return StudyEffects(study.study_name, knobs, arms, contrasts, seed_sd, notes)
+    return StudyEffects(study.study_name, knobs, arms, contrasts, seed_sd, notes, primary, margins)
 
 
 def _level_inputs(
@@ -296,10 +386,14 @@ def _level_inputs(
 
 EXPLANATION = (
     "Arms are configurations (searched params) on the eval split; n is the number of seeds (the original "
-    "trial, its `sweep confirm` replicates, repeated grid points). Values are means over seeds with 95% "
-    "intervals holding seed and evaluation noise. A contrast is an arm's mean minus the reference arm's, "
-    "± 2 SE, the SE from the between-seed SD pooled over the study's arms (the arms share their eval "
-    "problems, so problem difficulty cancels). A difference within 2 SE is no measurable effect."
+    "trial unless the sweep picked it, its `sweep confirm` replicates, repeated grid points). Values are "
+    "means over seeds with 95% intervals holding seed and evaluation noise. A contrast is an arm's mean "
+    "minus the reference arm's with its 95% interval (t at the pooled seed SD's degrees of freedom; the "
+    "arms share their eval problems, so problem difficulty cancels). Verdicts at α = 0.05: the primary "
+    "family (each arm's contrast on each primary metric, overall) is Holm-adjusted; every other contrast "
+    "is exploratory (unadjusted: a lead, not a finding). *better*/*worse*: the difference's p is below α;"
+    " *equivalent within ±m*: the two one-sided tests reject a difference of m or more; *undecided*: "
+    "neither — an interval that contains 0 is not evidence of no effect."
 )
 
 
@@ -317,13 +411,20 @@ def _estimate(name: str, est: ReplicateEstimate | None) -> str:
     return "" if est is None else format_estimate(name, est.mean, est.lo, est.hi)
 
 
-def format_difference(name: str, diff: float, se: float | None) -> str:
-    """A difference of means in display units, with ± 2 SE: accuracy +3.1 pts ± 4.0, Len-A -5.0 ± 8.2."""
+def format_difference(name: str, diff: float, interval: tuple[float, float] | None) -> str:
+    """A difference of means in display units, with its interval: accuracy +3.1 pts [-0.9, +7.1]."""
     m = metric(name)
     digits = {"ratio": 3, "signed_ratio": 3, "steps": 2}.get(m.format, 1)
     unit = " pts" if m.scale == 100 else ""
     text = f"{diff * m.scale:+.{digits}f}{unit}"
-    return text if se is None else f"{text} ± {2 * se * m.scale:.{digits}f}"
+    if interval is None:
+        return text
+    lo, hi = (f"{v * m.scale:+.{digits}f}" for v in interval)
+    return f"{text} [{lo}, {hi}]"
+
+
+def _p(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}" if value >= 0.001 else "<0.001"
 
 
 def _short(name: str) -> str:
@@ -348,7 +449,8 @@ def render_markdown(effects: StudyEffects) -> str:
     lines = [f"## Study `{effects.study_name}`", ""]
     if effects.seed_sd:
         sds = ", ".join(f"{_short(m)} {format_difference(m, s, None).lstrip('+')} (df {d})"
-                        for m, (s, d) in effects.seed_sd.items() if m in CONTRAST_METRICS)  # fmt: skip
+                        for m, (s, d) in effects.seed_sd.items()
+                        if m in CONTRAST_METRICS or m in effects.primary)  # fmt: skip
         lines += [f"Between-seed SD pooled over the arms: {sds}.", ""]
     rows = [[_arm_label(a, effects.knobs), str(a.n), *(_estimate(m, a.estimates.get(m)) for m in names)]
             for a in effects.arms]  # fmt: skip
@@ -364,33 +466,51 @@ def render_markdown(effects: StudyEffects) -> str:
                 for a in effects.arms]  # fmt: skip
         lines += _table(header, rows)
     if effects.contrasts:
-        lines += ["", "Contrasts (arm − reference, ± 2 SE):", ""]
+        lines += ["", "Contrasts (arm − reference, 95% interval; p Holm-adjusted in the primary family):", ""]
         rows = [
             [f"{c.knob} {_value(c.value)} − {_value(c.reference)}", axis_label(c.metric),
-             "all" if c.level is None else f"d{c.level}", format_difference(c.metric, c.diff, c.se),
-             c.verdict]
-            for c in sorted(effects.contrasts, key=lambda c: c.level is not None)
+             "all" if c.level is None else f"d{c.level}", "primary" if c.primary else "exploratory",
+             format_difference(c.metric, c.diff, c.interval()), "" if c.p is None else str(c.df), _p(c.p),
+             _p(c.p_equiv), c.verdict]
+            for c in sorted(effects.contrasts, key=lambda c: (not c.primary, c.level is not None))
         ]  # fmt: skip
-        lines += _table(["contrast", "metric", "depth", "difference ± 2 SE", "verdict"], rows)
-    lines += [""] + _chance_lines(effects) + [f"- note: {note}" for note in effects.notes]
+        header = [
+            "contrast",
+            "metric",
+            "depth",
+            "family",
+            "difference [95%]",
+            "df",
+            "p",
+            "p equiv.",
+            "verdict",
+        ]
+        lines += _table(header, rows)
+    lines += [""] + _family_lines(effects) + [f"- note: {note}" for note in effects.notes]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _chance_lines(effects: StudyEffects) -> list[str]:
-    """How many contrasts lie beyond 2 SE, next to how many would by chance alone: many contrasts, each at
-    2 SE, give a few such by chance, and a lone one must not be read as an effect."""
-    judged = [c for c in effects.contrasts if c.se is not None]
+def _family_lines(effects: StudyEffects) -> list[str]:
+    """What the primary family is, its margins, and how many exploratory contrasts pass their unadjusted
+    test next to how many would by chance alone (α of them)."""
+    judged = [c for c in effects.contrasts if c.p is not None]
     if not judged:
         return []
-    dof = min((d for m, (_, d) in effects.seed_sd.items() if m in CONTRAST_METRICS), default=None)
-    rate = chance_rate(dof)
-    beyond = sum(c.verdict == "> 2 SE" for c in judged)
-    quantile = "the normal" if dof is None else f"t at {dof} df, the SE being estimated from the seeds"
-    return [
-        f"- {beyond} of {len(judged)} contrasts lie beyond 2 SE; were no knob to matter, about "
-        f"{rate * len(judged):.1f} would by chance ({rate:.1%} each, {quantile}). A lone one, by depth "
-        "especially, is a lead to replicate, not a finding."
+    primary = [c for c in judged if c.primary]
+    margins = ", ".join(f"{_short(m)} ±{format_difference(m, v, None).lstrip('+')}"
+                        for m, v in effects.margins.items()) or "none declared"  # fmt: skip
+    lines = [
+        f"- primary family: {len(primary)} replicated contrasts on "
+        f"{', '.join(_short(m) for m in effects.primary)} (Holm across them); equivalence margins: {margins}"
     ]
+    exploratory = [c for c in judged if not c.primary]
+    if exploratory:
+        passed = sum(c.verdict in ("better", "worse") for c in exploratory)
+        lines.append(
+            f"- exploratory: {passed} of {len(exploratory)} pass their unadjusted test; were no knob to "
+            f"matter, about {ALPHA * len(exploratory):.1f} would by chance. Leads to replicate, not findings."
+        )
+    return lines
 
 
 def render_report(studies: Sequence[StudyEffects]) -> str:

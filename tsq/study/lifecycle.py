@@ -96,6 +96,7 @@ def create_or_load(
             study.set_metric_names(spec.study.metrics)
     if study.user_attrs.get("front") is None:  # what the report needs to judge the front with its noise
         study.set_user_attr("front", spec.study.front.model_dump())
+        study.set_user_attr("effects", spec.study.effects.model_dump())  # the effects report's family
         constraint = spec.study.constraint
         study.set_user_attr("constraint", None if constraint is None else constraint.model_dump())
     if study.user_attrs.get("objectives") is None:
