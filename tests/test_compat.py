@@ -101,3 +101,16 @@ def test_trls_own_reference_pass_still_gets_the_real_hash(tiny_model_dir: Path, 
         torch.tensor(trainer.train_dataset["ref_chosen_logps"]),
         torch.tensor(plain.train_dataset["ref_chosen_logps"]),
     )
+
+
+def test_help_shows_no_type_label_on_flags() -> None:
+    from typer.testing import CliRunner
+
+    from tsq.cli.main import app
+    from tsq.compat.typer import plain_flags
+
+    assert plain_flags()  # the installed Typer offers the hook (idempotent: main applied it already)
+    out = CliRunner().invoke(app, ["sweep", "launch", "--help"], terminal_width=120).output
+    assert "--no-early-stop" in out and "--workers" in out
+    assert "<bool>" not in out
+    assert "<int range>" in out  # options that take a value keep their type

@@ -8,7 +8,10 @@ import sys
 import typer
 
 from tsq.cli import baseline, cache, model, report, storage, sweep, trial
+from tsq.compat.typer import plain_flags
 from tsq.errors import UserError
+
+plain_flags()  # `--help` without a `<bool>` type label
 
 app = typer.Typer(
     name="tsq",

@@ -2,6 +2,7 @@
 
 `tsq.compat.trl`: TRL's `DPOTrainer` hooks (dataset preparation, the reference pass, the model hash).
 `tsq.compat.optuna`: the first heartbeat at RUNNING (RDBStorage), Optuna's WFG hypervolume.
+`tsq.compat.typer`: help without a `<bool>` label on flags (cosmetic; never fails).
 """
 
 from __future__ import annotations
