@@ -19,6 +19,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from objectives.tokensqueeze_plan import check_gpu_plan
 from tsq.cache import Cache
 from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
@@ -160,6 +161,8 @@ def warm_cache(spec: Spec, ctx: TrialContext) -> dict[str, Any]:
 
 
 run_trial.warm = warm_cache  # type: ignore[attr-defined]  # tsq.program.WarmableProgram
+# The program's own check before a sweep (`tsq sweep check`, `tsq sweep launch`): its GPU plan
+run_trial.check = check_gpu_plan  # type: ignore[attr-defined]
 
 
 def _shared_key(spec: Spec) -> str:

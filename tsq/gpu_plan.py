@@ -34,7 +34,7 @@ CUDA_GRAPHS = GiB
 VLLM_MAX_BATCHED_TOKENS = 16384
 VLLM_MAX_NUM_SEQS = 1024
 # TRL 1.16's fused LM head: tiles of 4096 tokens x 32768 vocabulary entries (trl/kernels/chunked_logprob.py)
-FUSED_HEAD_TILE = 4096 * 32768
+HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768
 # Adam on fp32 LoRA weights: weight, gradient, two moments
 LORA_STATE_BYTES = 16
 # Efficiencies of the time plan: decoding at 40% of the memory-bandwidth roofline, LoRA training at 25% of
@@ -227,8 +227,12 @@ def training_items(
         items["one layer recomputed"] = one_layer + lora_inputs
     else:
         items["every layer's activations"] = (one_layer // 2 + lora_inputs) * shape.layers
-    items["LM head (fused)"] = FUSED_HEAD_TILE * 4 + tokens * h * 4
+    items["LM head (fused)"] = _head_tile(shape, tokens) + tokens * h * 4
     return items
+
+
+def _head_tile(shape: ModelShape, tokens: int) -> int:
+    return min(tokens, HEAD_TILE_TOKENS) * min(shape.vocab, HEAD_TILE_VOCAB) * 4
 
 
 def reference_items(shape: ModelShape, tokens: int, *, dtype_bytes: int = 2) -> dict[str, int]:
@@ -236,7 +240,7 @@ def reference_items(shape: ModelShape, tokens: int, *, dtype_bytes: int = 2) -> 
     return {
         "weights": shape.weight_bytes(dtype_bytes),
         "one layer's forward": tokens * (4 * shape.intermediate + 4 * shape.hidden) * dtype_bytes,
-        "LM head (fused)": FUSED_HEAD_TILE * 4,
+        "LM head (fused)": _head_tile(shape, tokens),
     }
 
 

@@ -19,19 +19,28 @@ def check(
     as_json: Annotated[
         bool, typer.Option("--json", help='print {"knobs": {name: {state, live, distinct, reason}}}')
     ] = False,
+    gpu: Annotated[
+        str, typer.Option("--gpu", help="the GPU a vLLM spec's memory plan is for: h100 (80 GB) or h200")
+    ] = "h100",
 ) -> None:
     """Say for each searched knob whether it is live, inert, moot or unknown, before any trial runs.
 
     Reads the spec and the cache only (self-samples and refinement candidates a trial left there); never
-    loads, builds or downloads a model.
+    loads, builds or downloads a model. For a spec that samples with vLLM it also prints the trial program's
+    GPU memory and time plan per stage (from the model's config.json: local, cached, or tsq's copy).
     """
     from tsq.cache import Cache, cache_dir_of
-    from tsq.study.check import check_spec, report_json
+    from tsq.errors import UserError
+    from tsq.study.check import check_spec, program_check, report_json
 
+    if gpu not in ("h100", "h200"):
+        raise UserError(f"--gpu {gpu}: use h100 or h200")
     loaded = load_spec(spec)
     findings = check_spec(loaded, Cache(cache_dir_of(loaded.cache_dir)))
+    plan = program_check(loaded, gpu)  # the program's own check: TokenSqueeze's GPU plan, for vLLM specs
     if as_json:
-        typer.echo(json.dumps(report_json(findings), indent=2, ensure_ascii=False))
+        report = {**report_json(findings), **({} if plan is None else {"gpu_plan": plan.to_json()})}
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return
     if not findings:
         typer.echo("study.search fixes every knob: nothing is searched")
@@ -39,3 +48,5 @@ def check(
         typer.echo(finding.line())
         for warning in finding.warnings:
             typer.echo(f"  warning: {warning}")
+    for line in [] if plan is None else plan.lines():
+        typer.echo(line)

@@ -630,6 +630,23 @@ def report_json(findings: Mapping[str, Finding]) -> dict[str, Any]:
     return {"knobs": {name: f.to_json() for name, f in findings.items()}}
 
 
+def program_check(spec: Spec, gpu: str = "h100") -> Any:
+    """The trial program's own check, when it has one (a `check` attribute, `check(spec, gpu) -> report`;
+    TokenSqueeze's is its GPU plan, tsq.gpu_plan.Plan: `lines()`, `to_json()`, `misfits()`), for specs that
+    sample with vLLM (GPU specs; loading a program imports its engines, so HF specs skip it). None: none."""
+    if spec.sampling.backend != "vllm":
+        return None
+    import contextlib
+    import sys
+
+    from tsq.program import load_program
+
+    # what the program's imports print (W&B's offline notice) must not mix into `--json` on stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        check = getattr(load_program(spec.study.program), "check", None)
+    return None if check is None else check(spec, gpu)
+
+
 def warn_before_launch(spec: Spec) -> None:
     """`sweep launch`: log one warning per searched knob that is not live (and each finding's warnings).
 
@@ -648,3 +665,10 @@ def warn_before_launch(spec: Spec) -> None:
             log.warning("sweep check: %s", finding.line())
         for warning in finding.warnings:
             log.warning("sweep check: %s", warning)
+    try:
+        report = program_check(spec)
+    except Exception as exc:  # a report must never stop a launch
+        log.warning("sweep check: the program's check failed (%s)", exc)
+        return
+    for stage in [] if report is None else report.misfits():
+        log.warning("sweep check: GPU plan: %s", stage.line())
