@@ -31,7 +31,8 @@ from slurm import SlurmCluster, slurm_cluster  # noqa: F401  (session fixture)
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "cluster.md"
 N_TRIALS = 3
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+# 4 min on this 2-core machine under load; pyproject's 10-minute default would cut a slower CI run short
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(2400)]
 
 
 def docs_block(marker: str) -> str:

@@ -140,6 +140,7 @@ def _connections(server: PgServer, database: str) -> Iterator[list[int]]:
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.timeout(1800)  # two sweeps of 3 trials: 7 min on this 2-core machine under load
 def test_workers_through_the_proxy_share_its_connections(
     shared: dict[str, Path],  # noqa: F811
     postgres_server: PgServer,  # noqa: F811
