@@ -1,6 +1,7 @@
 """Model resolution, identity and loading.
 
-`resolve_model`: "tiny" (the shipped build, checksummed), a local directory, or an HF hub id from the local
+`resolve_model`: "tiny" (the shipped build, checksummed), a bare name (a GGUF model imported under
+$TSQ_HOME/models by `tsq model import-gguf`, checksummed), a local directory, or an HF hub id from the local
 HF cache; a hub id missing there is fetched through huggingface_hub only when the spec says
 `model.download: true` (else a one-line error naming `hf download`). `model_fingerprint` hashes the weights
 and config, so cache keys follow the model's content, not its name. `load_causal_lm` puts the weights
@@ -16,6 +17,7 @@ from typing import Any
 
 from tsq.errors import UserError
 from tsq.fileio import hash_files
+from tsq.gguf_import import imported_model, is_import_name
 from tsq.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ def resolve_model(spec: ModelSpec) -> Path:
 
         return tiny_model(spec.tiny_variant)
     local = Path(spec.path).expanduser()
+    if not local.exists() and is_import_name(spec.path):
+        return imported_model(spec.path)  # a folder `tsq model import-gguf` made, its checksums verified
     if local.exists():
         if not (local / "config.json").is_file():
             raise UserError(f"model.path: {local} is not a model directory (no config.json)")

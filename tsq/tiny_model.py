@@ -24,10 +24,8 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from tsq.data.tiny_world import MAX_STEPS, WORDS, random_training_example
 from tsq.errors import UserError
+from tsq.fileio import checksum_mismatch, record_checksums, replace_folder
 from tsq.paths import tiny_model_dir
 from tsq.spec import TinyVariant as Variant
 
@@ -281,17 +280,8 @@ def build_tiny(variant: Variant = "default", force: bool = False) -> Path:
         if not force and _is_built(target, digest):
             return target
         log.info("building the tiny model %r (a few minutes on CPU) into %s", variant, target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
+        with replace_folder(target) as tmp:
             _build_into(tmp, settings)
-            if target.exists():
-                old = target.with_name(f".{target.name}-old-{os.getpid()}")
-                target.rename(old)
-                shutil.rmtree(old)
-            tmp.rename(target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
     return target
 
 
@@ -332,7 +322,6 @@ def build_info(path: Path) -> dict:
 
 # -- the shipped builds --------------------------------------------------------------------------------------
 SHIPPED_ROOT = Path(__file__).parent / "assets"
-_verified: dict[tuple[str, tuple[tuple[str, int, int], ...]], None] = {}
 
 
 def shipped_dir(variant: str) -> Path:
@@ -355,38 +344,19 @@ def tiny_model(variant: Variant = "default") -> Path:
         raise UserError(
             f"{path / BUILD_INFO}: missing or unreadable; restore it: git checkout -- {_repo_relative(path)}"
         ) from None
-    stamp = tuple(sorted((name, *_stat(path / name)) for name in files))
-    if (str(path), stamp) not in _verified:  # hashing 4 MB per stage would add up over a sweep's trials
-        for name, want in sorted(files.items()):
-            got = _sha256(path / name)
-            if got != want:
-                raise UserError(
-                    f"{path / name}: sha256 {got[:16] if got else '(missing)'} is not the shipped "
-                    f"{want[:16]} (corrupted or altered); restore it: git checkout -- {_repo_relative(path)}"
-                )
-        if info.get("digest") != VARIANTS[variant].digest():
-            raise UserError(
-                f"{path}: shipped with settings {info.get('digest')}, the code's tiny-{variant} settings "
-                f"are {VARIANTS[variant].digest()}; ship a build of them: "
-                f"tsq model build-tiny --variant {variant} --ship"
-            )
-        _verified[(str(path), stamp)] = None
+    if mismatch := checksum_mismatch(path, files):
+        name, got, want = mismatch
+        raise UserError(
+            f"{path / name}: sha256 {got[:16] if got else '(missing)'} is not the shipped "
+            f"{want[:16]} (corrupted or altered); restore it: git checkout -- {_repo_relative(path)}"
+        )
+    if info.get("digest") != VARIANTS[variant].digest():
+        raise UserError(
+            f"{path}: shipped with settings {info.get('digest')}, the code's tiny-{variant} settings "
+            f"are {VARIANTS[variant].digest()}; ship a build of them: "
+            f"tsq model build-tiny --variant {variant} --ship"
+        )
     return path
-
-
-def _stat(path: Path) -> tuple[int, int]:
-    try:
-        st = path.stat()
-    except OSError:
-        return (-1, -1)
-    return (st.st_mtime_ns, st.st_size)
-
-
-def _sha256(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return ""
 
 
 def _repo_relative(path: Path) -> str:
@@ -433,20 +403,12 @@ def compare_weights(a: Path, b: Path) -> WeightsComparison:
 def ship(build: Path, variant: str) -> Path:
     """Replace the shipped build of `variant` with `build`, recording each file's checksum."""
     target = shipped_dir(variant)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=SHIPPED_ROOT))
-    try:
+    with replace_folder(target) as tmp:
         for name in _model_files(build):
             shutil.copy2(build / name, tmp / name)
         info = build_info(build)
-        info["files"] = {name: _sha256(tmp / name) for name in _model_files(tmp)}
+        info["files"] = record_checksums(tmp, _model_files(tmp))
         (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    _verified.clear()
     return target
 
 

