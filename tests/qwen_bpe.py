@@ -50,8 +50,14 @@ def reasoning_trace(rng: random.Random, n_steps: int) -> str:
     return f"{steps}\n</think>\n\nThe answer is $\\boxed{{{rng.randint(1, 99)}}}$."
 
 
-def build_tokenizer(vocab_size: int = 800, seed: int = 0):
-    """A transformers fast tokenizer: byte-level BPE with Qwen2's pre-tokenizer, trained on generated text."""
+def build_tokenizer(vocab_size: int = 800, seed: int = 0, family: str = "qwen2"):
+    """A transformers fast tokenizer: byte-level BPE with Qwen2's pre-tokenizer, trained on generated text.
+
+    family "gpt2": GPT-2's pre-tokenizer instead (SmolLM2's, as in other GPT-2-style byte-level BPEs):
+    punctuation stays apart from the newlines after it, and a run of whitespace gives its last character to
+    what follows, so "\n\n" before a word is two tokens while "\n\n" at the end of a text is one (some
+    corpus texts end in it, so that the merge is learnt).
+    """
     from tokenizers import (
         AddedToken,
         Regex,
@@ -68,12 +74,16 @@ def build_tokenizer(vocab_size: int = 800, seed: int = 0):
     corpus = [reasoning_trace(rng, rng.randint(2, 8)) for _ in range(400)]
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    if family == "gpt2":
+        corpus += [reasoning_step(rng) + "\n\n" for _ in range(100)]
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -98,20 +108,28 @@ def build_qwen_like(
     kv_heads: int = 2,
     init_range: float = 0.1,
     seed: int = 0,
+    family: str = "qwen2",
 ) -> Path:
     """Save a random-weight Qwen2ForCausalLM (GQA: kv_heads < heads) with the BPE tokenizer in `path`.
+
+    `family` "gpt2": the tokenizer's pre-tokenizer is GPT-2's (`build_tokenizer`) and the model a Llama, as
+    SmolLM2 is: transformers gives a "qwen2" folder Qwen2's tokenizer class, whose pre-tokenizer would
+    replace the saved one.
 
     `init_range` above transformers' 0.02 gives peaked next-token distributions, closer to a trained model's
     than the near-uniform ones of a default random init.
     """
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     path = Path(path)
     if (path / "config.json").is_file():
         return path
-    tokenizer = build_tokenizer(seed=seed)
-    config = Qwen2Config(
+    tokenizer = build_tokenizer(seed=seed, family=family)
+    config_class, model_class = (
+        (LlamaConfig, LlamaForCausalLM) if family == "gpt2" else (Qwen2Config, Qwen2ForCausalLM)
+    )
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=hidden * 3,
@@ -126,7 +144,7 @@ def build_qwen_like(
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config).eval()
+    model = model_class(config).eval()
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -14,9 +14,11 @@ import pytest
 import torch
 from qwen_bpe import build_qwen_like, reasoning_trace
 
+from tsq.generation.base import Completion
 from tsq.refine import (
     KL_NOISE_FLOOR,
     LMHead,
+    _keep,
     _plan,
     _window_logits,
     encode_prefix,
@@ -72,49 +74,98 @@ def _strip_pads(row: list[int], pad: int) -> list[int]:
     return [t for t in row if t != pad]  # the pad id (<|endoftext|>) never occurs inside these traces
 
 
-@pytest.mark.parametrize("prefix_cache", [False, True])
-def test_scored_rows_are_the_trace_as_encoded_whole(qwen, prefix_cache: bool) -> None:
-    _, model, tok = qwen
+def _check_rows(model, tok, prefix_cache: bool, seed: int) -> tuple[list[int], list]:
+    """Score one rewrite of every step of a 4-step R1-style trace and check the rows the model received
+    against the trace encoded whole; (whole ids, jobs)."""
     prompt = _prompt(tok)
     pad = tok.pad_token_id
     head = LMHead(model)
+    trace = reasoning_trace(random.Random(seed), n_steps=4)
+    cands, plan = _plan(prompt, trace, 0, tok, max_steps=None)
+    whole = _enc(tok, prompt + trace)
+    assert plan.ids == whole and plan.whole
+    assert [job.step for job in plan.jobs] == [0, 1, 2, 3]  # the last thinking step is refined too
+    assert all(s.n_tokens == len(_enc(tok, s.original)) for s in cands.steps)  # the step alone
+    prefix = encode_prefix(model, plan.ids[: plan.jobs[-1].start]) if prefix_cache else None
+    for job in plan.jobs:
+        window = 6
+        future = plan.ids[job.end :]
+        # a rewrite: the original's piece without its first token (any other piece would do)
+        candidate = plan.ids[job.start + 1 : job.end]
+        seen = _Inputs(model)
+        try:
+            score_step(
+                model, plan.ids[: job.start], plan.ids[job.start : job.end], [candidate], future,
+                window, prefix=prefix, head=head, pad_id=pad,
+            )  # fmt: skip
+        finally:
+            seen.close()
+        (batch,) = seen.rows
+        cached = job.start if prefix_cache else 0
+        original_row = _strip_pads(batch[0], pad)
+        assert original_row == whole[cached : job.end + window - 1]
+        candidate_row = _strip_pads(batch[1], pad)
+        assert candidate_row == whole[cached : job.start] + whole[job.start + 1 : job.end + window - 1]
+    return whole, plan.jobs
+
+
+@pytest.mark.parametrize("prefix_cache", [False, True])
+def test_scored_rows_are_the_trace_as_encoded_whole(qwen, prefix_cache: bool) -> None:
+    _, model, tok = qwen
     merged_last = 0
     for seed in range(6):
-        trace = reasoning_trace(random.Random(seed), n_steps=4)
-        cands, plan = _plan(prompt, trace, 0, tok, max_steps=None)
-        whole = _enc(tok, prompt + trace)
-        assert plan.ids == whole and plan.whole
-        assert [job.step for job in plan.jobs] == [0, 1, 2, 3]  # the last thinking step is refined too
-        assert all(s.n_tokens == len(_enc(tok, s.original)) for s in cands.steps)  # the step alone
-        prefix = encode_prefix(model, plan.ids[: plan.jobs[-1].start]) if prefix_cache else None
-        for job in plan.jobs:
-            window = 6
-            future = plan.ids[job.end :]
-            # a rewrite: the original's piece without its first token (any other piece would do)
-            candidate = plan.ids[job.start + 1 : job.end]
-            seen = _Inputs(model)
-            try:
-                score_step(
-                    model, plan.ids[: job.start], plan.ids[job.start : job.end], [candidate], future,
-                    window, prefix=prefix, head=head, pad_id=pad,
-                )  # fmt: skip
-            finally:
-                seen.close()
-            (batch,) = seen.rows
-            cached = job.start if prefix_cache else 0
-            original_row = _strip_pads(batch[0], pad)
-            assert original_row == whole[cached : job.end + window - 1]
-            candidate_row = _strip_pads(batch[1], pad)
-            assert candidate_row == whole[cached : job.start] + whole[job.start + 1 : job.end + window - 1]
-            if (
-                job.step == 3
-            ):  # the last thinking step: its piece ends in "?\n" or ".\n" merged, then </think>
+        whole, jobs = _check_rows(model, tok, prefix_cache, seed)
+        for job in jobs:
+            if job.step == 3:  # the last thinking step: its piece ends in "?\n" or ".\n" merged; </think>
                 assert tok.decode(whole[job.end : job.end + 1]) == "</think>"
                 last = tok.decode(whole[job.end - 1 : job.end])
                 merged_last += last.endswith("\n") and len(last) > 1
             else:  # a middle step: its piece ends in the separator, merged with the punctuation before it
                 assert tok.decode(whole[job.end - 1 : job.end]).endswith("\n\n")
     assert merged_last > 0
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory: pytest.TempPathFactory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = build_qwen_like(tmp_path_factory.mktemp("gpt2") / "model", family="gpt2")
+    tok = AutoTokenizer.from_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), tok
+
+
+def test_gpt2_pretokenizer_splits_the_separator_by_what_follows(gpt2) -> None:
+    _, tok = gpt2
+    # SmolLM2's family: "\n\n" alone is one token, before a word two; a step encoded with its separator
+    # alone is therefore not what the model generates
+    assert len(_enc(tok, "\n\n")) == 1
+    assert [tok.decode([t]) for t in _enc(tok, ".\n\nSo")] == [".", "\n", "\n", "So"]
+    assert _enc(tok, "x = 5.\n\n") + _enc(tok, "So") != _enc(tok, "x = 5.\n\nSo")
+
+
+@pytest.mark.parametrize("prefix_cache", [False, True])
+def test_gpt2_scored_rows_are_the_trace_as_encoded_whole(gpt2, prefix_cache: bool) -> None:
+    model, tok = gpt2
+    for seed in range(6):
+        whole, jobs = _check_rows(model, tok, prefix_cache, seed)
+        for job in jobs[:-1]:  # a middle step's piece ends in the separator's two tokens, as in the whole
+            assert [tok.decode([t]) for t in whole[job.end - 2 : job.end]] == ["\n", "\n"]
+
+
+def test_a_rewrite_piece_is_cut_as_it_falls_before_the_following_text(gpt2) -> None:
+    _, tok = gpt2
+    prompt = _prompt(tok)
+    trace = reasoning_trace(random.Random(3), n_steps=3)
+    _, plan = _plan(prompt, trace, 0, tok, max_steps=None)
+    job = plan.jobs[0]
+    job.kept.clear()
+    _keep(job, [Completion("So x = 5.\n\nmore", (), "stop")], tok)
+    ((text, ids, piece),) = job.kept
+    assert text == "So x = 5." and ids == _enc(tok, text)
+    # the piece is the rewrite and its separator as the trace's next step follows them: the row it makes is
+    # the rewritten trace encoded whole
+    rewritten = _enc(tok, prompt + text + "\n\n" + trace.split("\n\n", 1)[1])
+    assert plan.ids[: job.start] + piece + plan.ids[job.end :] == rewritten
 
 
 def test_fp32_head_gives_the_models_own_logits(qwen) -> None:

@@ -30,12 +30,16 @@ Choices the paper leaves open (ours):
 
 Text ↔ tokens, as the model tokenizes them. A byte-level BPE (Qwen's) merges punctuation with the newlines
 after it (".\\n\\n" is one token), so a step is never encoded apart from its boundary. A trace is encoded
-in pieces that end where pre-tokenisation splits anyway:
+in pieces:
     enc(prompt + head) ‖ enc(s_1 + "\\n\\n") ‖ … ‖ enc(s_{n−1} + "\\n\\n") ‖ enc(s_n + ws) ‖ enc(rest of tail)
-where ws is the whitespace that opens the tail (before `</think>`). For Qwen's tokenizer this equals the
-trace encoded whole (tests/test_refine_bpe.py checks it; `compute_candidates` logs traces where it does
-not). A scored row replaces one step's piece by enc(candidate + boundary); the window is the tokens after
-the original piece, the same ids in every row. Token counts per step are len(enc(step)), the step alone.
+where ws is the whitespace that opens the tail (before `</think>`), and each piece is encoded as it falls
+before the text that follows it (`_encode_pieces`: the piece and a few following characters, cut where the
+tokens decode to the piece). That matters where what follows changes a piece's last tokens: GPT-2's
+pre-tokenizer (SmolLM2's) makes "\\n\\n" one token at the end of a text but two before a word. For Qwen's
+and GPT-2's tokenizers the pieces equal the trace encoded whole (tests/test_refine_bpe.py checks both;
+`compute_candidates` logs traces where they do not). A scored row replaces one step's piece by its rewrite's
+piece, encoded before the same following text; the window is the tokens after the original piece, the same
+ids in every row. Token counts per step are len(enc(step)), the step alone.
 
 Scoring is symmetric and precise: each forward holds the original's row and its candidates' rows in one
 padded batch, so every row takes the same attention path; the window's LM head and the KL run in float32
@@ -78,6 +82,7 @@ log = logging.getLogger(__name__)
 CACHE_STAGE = "candidates"
 # Bump when the meaning of a cached entry changes (candidate filtering, segmentation, KL definition).
 # 2: steps encoded with their boundary, the original scored inside its candidates' batch, fp32 head and KL.
+# (Pieces cut as they fall before the following text changed no row of the tiny or Qwen tokenizers: kept 2.)
 CANDIDATES_FORMAT = 2
 
 Reduction = Literal["mean", "sum"]
@@ -426,7 +431,8 @@ class _StepJob:
     boundary: str  # text after the step in its piece: the separator, or the whitespace opening the tail
     stops: tuple[str, ...]  # where a rewrite of this step ends
     last: bool  # the last thinking step (its rewrite may also end at </think>)
-    # (text, step-alone ids, piece ids = enc(text + boundary))
+    follow: str = ""  # the trace's text after the piece (LOOKAHEAD_CHARS of it): where its piece is cut
+    # (text, step-alone ids, piece ids: text + boundary as encoded before `follow`)
     kept: list[tuple[str, list[int], list[int]]] = dataclasses.field(default_factory=list)
 
 
@@ -447,6 +453,37 @@ def _encode_many(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
 
+# Characters of the following text that a piece is encoded with: pre-tokenizers look at most a character
+# or two past a piece's end (GPT-2's "\s+(?!\S)" one), so a few suffice to split the piece as in the whole.
+LOOKAHEAD_CHARS = 16
+
+
+def _encode_pieces(tokenizer: Any, texts: Sequence[str], follows: Sequence[str]) -> list[list[int]]:
+    """Each text's tokens as the tokenizer splits it when `follow` comes after it (module docstring).
+
+    text + follow[:LOOKAHEAD_CHARS] is encoded and cut where its first tokens decode to exactly the text. A
+    text with nothing after it, a token that spans the cut, or a tokenizer whose decoding does not give the
+    text back (the tiny world's word-level one, which already encodes pieces as the whole) gets the text's
+    own tokens.
+    """
+    alone = _encode_many(tokenizer, texts)
+    joined = _encode_many(tokenizer, [t + f[:LOOKAHEAD_CHARS] for t, f in zip(texts, follows, strict=True)])
+    out: list[list[int]] = []
+    for text, follow, ids, own in zip(texts, follows, joined, alone, strict=True):
+        cut = _cut(tokenizer, ids, text, len(follow[:LOOKAHEAD_CHARS].encode())) if follow else None
+        out.append(own if cut is None else ids[:cut])
+    return out
+
+
+def _cut(tokenizer: Any, ids: list[int], text: str, follow_bytes: int) -> int | None:
+    """The k for which ids[:k] decodes to exactly `text`, None when there is none. The follow's tokens are at
+    most its UTF-8 bytes, so only that many cuts from the end are tried."""
+    for k in range(len(ids) - 1, max(0, len(ids) - follow_bytes - 1) - 1, -1):
+        if tokenizer.decode(ids[:k], skip_special_tokens=False, clean_up_tokenization_spaces=False) == text:
+            return k
+    return None
+
+
 def _plan(
     prompt: str, trace: str, index: int, tokenizer: Any, max_steps: int | None
 ) -> tuple[TraceCandidates, _TracePlan]:
@@ -458,8 +495,13 @@ def _plan(
     boundaries = [STEP_SEPARATOR] * (n - 1) + [opening] if n else []
     pieces = [prompt + parts.head] + [s + b for s, b in zip(steps, boundaries, strict=True)]
     pieces.append(parts.tail[len(opening) :] if n else parts.tail)
-    encoded = _encode_many(tokenizer, [*pieces, prompt + trace, *steps])
-    piece_ids, whole, step_ids = encoded[: n + 2], encoded[n + 2], encoded[n + 3 :]
+    full = prompt + trace
+    covered = "".join(pieces)
+    if full.startswith(covered):  # steps drop the whitespace that ends a plain trace: the last piece holds it
+        pieces[-1] += full[len(covered) :]
+    follows = [full[end : end + LOOKAHEAD_CHARS] for end in itertools.accumulate(len(p) for p in pieces)]
+    piece_ids = _encode_pieces(tokenizer, pieces, follows)
+    whole, *step_ids = _encode_many(tokenizer, [full, *steps])
     ids = [t for p in piece_ids for t in p]
     bounds = list(itertools.accumulate((len(p) for p in piece_ids), initial=0))
     starts, ends = bounds[1 : n + 1], bounds[2 : n + 2]  # step i is piece i + 1 (piece 0: prompt + head)
@@ -480,6 +522,7 @@ def _plan(
             end=ends[i],
             original=step_ids[i],
             boundary=boundaries[i],
+            follow=follows[i + 1],
             stops=stops,
             last=i == n - 1,
         )
@@ -521,7 +564,7 @@ def _keep(job: _StepJob, completions: Sequence[Any], tokenizer: Any) -> None:
         if tuple(ids) in seen or len(ids) >= len(job.original):
             continue
         seen.add(tuple(ids))
-        job.kept.append((text, ids, _encode(tokenizer, text + job.boundary)))
+        job.kept.append((text, ids, _encode_pieces(tokenizer, [text + job.boundary], [job.follow])[0]))
 
 
 def _load_model(model_path: Path, trust_remote_code: bool, dtype: str) -> torch.nn.Module:
