@@ -94,3 +94,22 @@ def test_reference_cover_holds_each_sequence_once() -> None:
     # P1: the original, its refinement "sh", then every other response; P2's lone sequence pairs with itself
     assert sides["P1"] == ["short", "sh", "long one", "wrong x y"]
     assert sides["P2"] == ["a b", "a b"]
+
+
+@pytest.mark.slow
+def test_a_failed_trial_is_one_line_and_exit_1(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # 2 tokens: no self-sample reaches an answer, so selection forms no pairs (TrialFailed)
+    raw = yaml.safe_load((ROOT / "sweeps" / "smoke.yaml").read_text())
+    raw["cache_dir"] = str(tmp_path / "cache")
+    raw["data"] = {"train": {"n": 3}, "eval": {"n": 2}, "max_steps": 3}
+    raw["sampling"]["max_new_tokens"] = raw["evaluation"]["max_new_tokens"] = 2
+    spec = tmp_path / "short.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    cmd = [sys.executable, "-m", "tsq", "trial", "run", str(spec), "--out", str(tmp_path / "t")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"trial failed: selection produced no pairs (alpha=0.2, q-dyn) (tsq sweep check {spec} tells what it "
+        "can beforehand)"
+    )

@@ -31,15 +31,22 @@ def check(
     """
     from tsq.cache import Cache, cache_dir_of
     from tsq.errors import UserError
-    from tsq.study.check import check_spec, program_check, report_json
+    from tsq.study.check import check_spec, load_cached_inputs, program_check, report_json
+    from tsq.study.preflight import selection_preflight
 
     if gpu not in ("h100", "h200"):
         raise UserError(f"--gpu {gpu}: use h100 or h200")
     loaded = load_spec(spec)
-    findings = check_spec(loaded, Cache(cache_dir_of(loaded.cache_dir)))
+    cache = Cache(cache_dir_of(loaded.cache_dir))
+    findings = check_spec(loaded, cache)
+    selection = selection_preflight(loaded, load_cached_inputs(loaded, cache))
     plan = program_check(loaded, gpu)  # the program's own check: TokenSqueeze's GPU plan, for vLLM specs
     if as_json:
-        report = {**report_json(findings), **({} if plan is None else {"gpu_plan": plan.to_json()})}
+        report = {
+            **report_json(findings),
+            "selection": selection.to_json(),
+            **({} if plan is None else {"gpu_plan": plan.to_json()}),
+        }
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return
     if not findings:
@@ -48,5 +55,7 @@ def check(
         typer.echo(finding.line())
         for warning in finding.warnings:
             typer.echo(f"  warning: {warning}")
+    for line in selection.lines(str(spec), loaded.sampling.max_new_tokens):
+        typer.echo(line)
     for line in [] if plan is None else plan.lines():
         typer.echo(line)

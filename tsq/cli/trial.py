@@ -10,7 +10,7 @@ from rich.table import Table
 
 from tsq.cli.baseline import cache_for
 from tsq.cli.console import make_console
-from tsq.errors import UserError
+from tsq.errors import TrialFailed, UserError
 from tsq.metrics import axis_label, format_estimate
 from tsq.signals import sigterm_as_exit
 from tsq.space import outside
@@ -57,8 +57,12 @@ def run(
     program = load_program(loaded.study.program)
     # the spec's search space is the scope, so the trial shares study-wide cache entries with its sweeps
     ctx = TrialContext(cache=cache_for(loaded), out_dir=out, scope=scope_of(loaded.study))
-    with sigterm_as_exit():
-        result = program(loaded, params, ctx)
+    try:
+        with sigterm_as_exit():
+            result = program(loaded, params, ctx)
+    except TrialFailed as err:  # a result, not a crash: the reason, no traceback
+        typer.echo(f"trial failed: {err} (tsq sweep check {spec} tells what it can beforehand)", err=True)
+        raise typer.Exit(1) from None
     console = make_console()
     console.print(comparison_table(result.baseline, result.metrics, result.params))
     r = result.stats
