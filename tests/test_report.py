@@ -13,7 +13,7 @@ from optuna.distributions import FloatDistribution
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
-from tsq.report.pareto import label_points, spread_lines, study_hypervolume, write_report
+from tsq.report.pareto import spread_lines, study_hypervolume, write_report
 from tsq.report.table import StudyTable, hypervolume
 from tsq.stats import FrontSpread
 
@@ -119,16 +119,19 @@ def test_report_files_agree_with_optuna(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "records" / "trial-9.jsonl").exists()
     assert len(list((tmp_path / "out" / "records").iterdir())) == 5
     md = (tmp_path / "out" / "pareto.md").read_text()
-    assert "| baseline |" in md and "| trial 1 ★ |" in md and "| trial 2 |" not in md
+    # every trial is in the table, shortest first (no constraint here: every trial is feasible)
+    assert "| baseline |" in md and "| trial 1 ★ |" in md and "| trial 2 |" in md
+    assert md.index("| trial 3 ★ |") < md.index("| trial 1 ★ |") < md.index("| trial 2 |")
+    assert "- tsq recommends no configuration: the study sets no constraint" in md
     assert "30.0 [28.0, 32.0]" in md  # trial 1's Len-A with its interval
     assert "+2.0 pts [-1.0 pts, +5.0 pts]" in md  # trial 1's accuracy delta and its interval, in points
     assert "Len-A (tokens)" in md and "p_front" in md
     ran = "tsq 0.1.0, torch 2.13.0+cpu, model weights 5ab0238e8d2dd5a35d1a3a65b9e9e6f6"
     assert f"## What ran it\n\n- commit b01a9c6bfc19, {ran}\n- commit 5bd05a7-dirty, {ran}\n" in md
     # the front (0, 1, 3) in each objective, shortest first; constant lengths: every Len-A gap is exact
-    spread = "trials 3, 1, 0 lie pairwise > 2 SE apart"
-    assert f"- front spread in Len-A (tokens): {spread} (gaps 10.0–20.0, ∞ SE)" in md
-    assert f"- front spread in Acc (%): {spread} (gaps 2.5–10.0, 2.1–5.3 SE)" in md
+    spread = "trials 3, 1, 0 differ pairwise by more than 2 SE of their gap"
+    assert f"- front spread in Len-A (tokens): {spread} (gaps 10.0–20.0 tokens, i.e. > 99 SE)" in md
+    assert f"- front spread in Acc (%): {spread} (gaps 2.5–10.0 pts, i.e. 2.1–5.3 SE)" in md
     html = (tmp_path / "out" / "pareto.html").read_text()
     assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js is inlined: works offline
     assert (tmp_path / "out" / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -167,28 +170,103 @@ def test_spread_lines_say_one_point_when_no_two_front_trials_are_apart() -> None
     spread = FrontSpread("len_all", {1: 34.40, 2: 34.41}, {(1, 2): (-0.01, 0.22)}, (1,), 2.0)
     table = StudyTable("s", [], [], {"budget": 128}, [("len_all", "minimize")], spreads=[spread])
     assert spread_lines(table) == [
-        "Len-A (tokens): no two front trials lie > 2 SE apart (widest gap: trials 1 and 2, 0.0, 0.0 SE), "
-        "so within noise the front is one point in it"
+        "Len-A (tokens): no two front trials differ by more than 2 SE of their gap (widest: trials 1 and 2, "
+        "0.0 tokens, i.e. 0.0 SE), so within noise the front is one point in it"
     ]
 
 
-def test_front_labels_do_not_overprint() -> None:
-    import matplotlib
+def test_spread_lines_do_not_contradict_themselves_after_rounding() -> None:
+    # gaps of 2.04 and 2.4 SE: "more than 2 SE" printed as "2.0 SE" read as a contradiction; and a gap of
+    # 1.97 SE, under the threshold, must not print as "2.0"
+    gaps = {(1, 2): (-0.0204, 0.01), (2, 3): (-0.024, 0.01), (1, 3): (-0.0444, 0.01)}
+    apart = FrontSpread("accuracy", {1: 0.5, 2: 0.52, 3: 0.544}, gaps, (1, 2, 3), 2.0)
+    close = FrontSpread("len_all", {1: 30.0, 2: 31.97}, {(1, 2): (-1.97, 1.0)}, (1,), 2.0)
+    table = StudyTable("s", [], [], {"budget": 128}, [("accuracy", "maximize")], spreads=[apart, close])
+    first, second = spread_lines(table)
+    assert first.endswith("(gaps 2.0–4.4 pts, i.e. 2.04–4.44 SE)"), first
+    assert "2.0 tokens, i.e. 1.97 SE" in second, second
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=110)
-    # the committed quickstart's front (trials 8 and 1 are 1.2 tokens and 2.2 points apart) and its baseline;
-    # the limits are left to autoscaling, which matplotlib defers to the first draw
-    points = [("8 (p=0.95)", 32.3, 65.4), ("1 (p=0.84)", 33.5, 67.6), ("0 (p=0.98)", 34.9, 71.4)]
-    points.append(("7 (p=0.79)", 41.3, 73.1))
-    ax.plot([p[1] for p in points] + [62.5], [p[2] for p in points] + [66.8], "D")
-    labels = label_points(ax, points)
-    renderer = fig.canvas.get_renderer()
-    boxes = [label.get_window_extent(renderer) for label in labels]
-    assert len(boxes) == 4
-    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
-    # a label with room to its right above stays there (7 is far from the others)
-    assert labels[3].get_position() == (6, 4) and labels[3].get_ha() == "left"
-    plt.close(fig)
+def _noisy_records(path: Path, accuracy: float, length: float, seed: int) -> str:
+    """Records whose lengths vary by problem: alike for every result (difficulty) and by the result's own
+    noise (`seed`, SD 3 tokens, centred so that the mean length is exactly `length` + the mean difficulty);
+    gaps between trials then have a known size and a nonzero SE."""
+    import numpy as np
+
+    difficulty = np.random.default_rng(0).normal(0, 8, N_PROBLEMS)
+    own = np.random.default_rng(seed).normal(0, 3, N_PROBLEMS)
+    own -= own.mean()
+    rows = [
+        {"problem_id": f"p{i:02d}", "sample": j, "n_tokens": float(length + difficulty[i] + own[i]),
+         "correct": (j * N_PROBLEMS + i) < accuracy * N_PROBLEMS * N_SAMPLES, "finish_reason": "stop",
+         "truncated": False, "difficulty": 1 + i % 3, "steps": 3}
+        for i in range(N_PROBLEMS) for j in range(N_SAMPLES)
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+# A crowded front 0.4 tokens apart (trials 0-4), one trial off it, one stopped early; the constraint 5 points
+CROWDED = [(0.60, 31.0), (0.59, 30.6), (0.61, 31.4), (0.585, 30.2), (0.62, 32.0), (0.55, 40.0), (0.50, 28.0)]
+
+
+def crowded_study(url: str, folder: Path) -> optuna.Study:
+    study = optuna.create_study(study_name="crowded", storage=url, directions=["maximize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy", "len_all"])
+    study.set_user_attr("baseline", {**BASELINE, "accuracy": 0.6, "len_all": 60.0})
+    study.set_user_attr("constraint", {"max_accuracy_drop": 0.05})
+    folder.mkdir(parents=True, exist_ok=True)
+    base = _noisy_records(folder / "baseline.jsonl", 0.6, 60.0, 1)
+    for number, (acc, length) in enumerate(CROWDED):
+        stopped = number == 6
+        attrs = {
+            "accuracy": acc, "len_all": length, "len_correct": length - 2, "auc": 0.3 + (60 - length) / 200,
+            "token_reduction": 1 - length / 60, "accuracy_delta": acc - 0.6,
+            "accuracy_delta_se": 0.035 / 1.96,
+            "accuracy_delta_lo": acc - 0.635, "accuracy_delta_hi": acc - 0.565,
+            "len_all_lo": length - 1.5, "len_all_hi": length + 1.5,
+            "records": _noisy_records(folder / f"t{number}.jsonl", acc, length, number + 2),
+            "baseline_records": base,
+            "early_stop": {"stopped": stopped},
+        }  # fmt: skip
+        value = max(-(acc - 0.6) - 0.05, 1e-9 if stopped else -1.0)
+        study.add_trial(
+            optuna.create_trial(
+                params={"alpha": 0.1 + number / 10},
+                distributions={"alpha": FloatDistribution(0.0, 1.0)},
+                values=[acc, length],
+                user_attrs=attrs,
+                system_attrs={"constraints": [value]},
+            )
+        )
+    return study
+
+
+def test_the_report_names_the_configuration_to_train(tmp_path: Path) -> None:
+    study = crowded_study(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs")
+    files = write_report(study, tmp_path / "out", spec="sweeps/crowded.yaml")
+    md = files["pareto.md"].read_text()
+    section = md[md.index("## What to train with") : md.index("## Every trial")]
+    assert "Δ Acc ≥ -5.0 pts (study.constraint.max_accuracy_drop 0.05)" in section
+    # trial 3 (30.2 tokens, -1.5 pts [-5.0, +2.0]) is the shortest whose interval clears -5 pts (trial 6, at
+    # 28.0, was stopped early); trials 1, 0, 2 are 0.4-1.2 tokens longer, within 2 SE of the gap: named
+    # with it.
+    assert (
+        "- **tsq recommends trial 3** (alpha=0.4): Len-A (tokens) 30.2 [28.7, 31.7], Δ Acc -1.5 pts"
+        in section
+    )
+    assert "the noise cannot separate trials 1, 0, 2 from it in Len-A (tokens)" in section
+    assert "trial 3, trial 1, trial 0, trial 2 are equally good choices" in section
+    assert "- its knobs, as a spec fragment: `params: {alpha: 0.4}`" in section
+    assert "`tsq trial run sweeps/crowded.yaml --alpha 0.4 --out runs/recommended`" in section
+    assert "tsq sweep confirm sweeps/crowded.yaml --top" in section
+    assert "evaluation noise only: no fresh-seed replicates yet" in section
+    table = md[md.index("## Every trial") :]
+    assert "feasible (Δ Acc ≥ -5.0 pts) | p_front |" in table
+    for number in range(7):  # every trial
+        assert f"| trial {number}" in table
+    assert "| trial 3 ★ ◆ |" in table and "| no (stopped early) |" in table
+    html = files["pareto.html"].read_text()
+    assert html.index("tsq recommends trial 3") < html.index("<script")  # above the plot
+    assert "<code>tsq trial run sweeps/crowded.yaml --alpha 0.4 --out runs/recommended</code>" in html
+    assert files["pareto.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

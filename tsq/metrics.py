@@ -154,34 +154,49 @@ def display_value(name: str, value: float | None) -> float | None:
     return None if value is None else value * metric(name).scale
 
 
-def format_value(name: str, value: float | None) -> str:
-    """The value as a table prints it: `accuracy` 0.612 → "61.2%", `accuracy_delta` −0.01 → "-1.0 pts"."""
+_DECIMALS: dict[str, int] = {"percent": 1, "signed_percent": 1, "points": 1, "ratio": 3, "signed_ratio": 3,
+                             "steps": 2, "tokens": 1}  # fmt: skip
+
+
+def format_value(name: str, value: float | None, decimals: int | None = None) -> str:
+    """The value as a table prints it: `accuracy` 0.612 → "61.2%", `accuracy_delta` −0.01 → "-1.0 pts".
+    `decimals`: more than the format's own (`distinct_decimals`)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     fmt = metric(name).format
+    d = _DECIMALS[fmt] if decimals is None else decimals
     if fmt == "percent":
-        return f"{100 * value:.1f}%"
+        return f"{100 * value:.{d}f}%"
     if fmt == "signed_percent":
-        return f"{100 * value:+.1f}%"
+        return f"{100 * value:+.{d}f}%"
     if fmt == "points":
-        return f"{100 * value:+.1f} pts"
-    if fmt == "ratio":
-        return f"{value:.3f}"
-    if fmt == "signed_ratio":
-        return f"{value:+.3f}"
-    if fmt == "steps":
-        return f"{value:.2f}"
-    return f"{value:.1f}"  # tokens
+        return f"{100 * value:+.{d}f} pts"
+    if fmt.startswith("signed"):
+        return f"{value:+.{d}f}"
+    return f"{value:.{d}f}"  # tokens, steps, ratio
 
 
-def format_estimate(name: str, value: float | None, lo: float | None, hi: float | None) -> str:
+def distinct_decimals(name: str, values: Iterable[float | None], most: int = 4) -> int:
+    """The fewest decimals (the format's own at least, `most` at most) at which the distinct values print
+    distinct: two trials 8.62 and 8.57 tokens per step both read "8.6" at the format's one decimal."""
+    finite = {float(v) for v in values if v is not None and math.isfinite(v)}
+    d = _DECIMALS[metric(name).format]
+    while d < most and len({format_value(name, v, d) for v in finite}) < len(finite):
+        d += 1
+    return d
+
+
+def format_estimate(
+    name: str, value: float | None, lo: float | None, hi: float | None, decimals: int | None = None
+) -> str:
     """Value and 95% interval: "61.2% [58.0%, 64.1%]"; just the value when there is no interval. A share
     (a "percent" metric) cannot leave [0%, 100%], so a t interval that would is cut at the bound."""
     if lo is None or hi is None:
-        return format_value(name, value)
+        return format_value(name, value, decimals)
     if metric(name).format == "percent":
         lo, hi = max(lo, 0.0), min(hi, 1.0)
-    return f"{format_value(name, value)} [{format_value(name, lo)}, {format_value(name, hi)}]"
+    parts = (format_value(name, v, decimals) for v in (value, lo, hi))
+    return "{} [{}, {}]".format(*parts)
 
 
 def baseline_value(name: str, baseline: Mapping[str, Any]) -> float | None:

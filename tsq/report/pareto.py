@@ -13,6 +13,7 @@ import html
 import io
 import itertools
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,16 @@ from optuna.trial import FrozenTrial
 
 from tsq.errors import UserError
 from tsq.fileio import write_atomic
-from tsq.metrics import axis_label, baseline_value, display_value, format_estimate, format_value, metric
+from tsq.metrics import (
+    axis_label,
+    baseline_value,
+    display_value,
+    distinct_decimals,
+    format_estimate,
+    format_value,
+    metric,
+)
+from tsq.report.advice import feasible_cell, feasible_header, recommendation_lines
 from tsq.report.importance import importance_markdown
 from tsq.report.table import (
     Row,
@@ -47,9 +57,9 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _estimate(row_metrics: dict[str, Any], name: str) -> str:
+def _estimate(row_metrics: dict[str, Any], name: str, decimals: int | None = None) -> str:
     return format_estimate(
-        name, row_metrics.get(name), row_metrics.get(f"{name}_lo"), row_metrics.get(f"{name}_hi")
+        name, row_metrics.get(name), row_metrics.get(f"{name}_lo"), row_metrics.get(f"{name}_hi"), decimals
     )
 
 
@@ -71,55 +81,96 @@ def _report_metrics(table: StudyTable) -> list[str]:
     return [*PAPER_COLUMNS, *(m for m, _ in table.objectives if m not in PAPER_COLUMNS)]
 
 
-def _shown_rows(table: StudyTable) -> list[Row]:
-    """Optuna's front and every trial the noise cannot separate from it, shortest first."""
-    shown = [r for r in table.rows if r.pareto or r.front in ("clear", "indistinguishable")]
-    return sorted(shown, key=lambda r: r.metrics.get("len_all") or math.inf)
+def _ordered_rows(table: StudyTable) -> list[Row]:
+    """Every trial, shortest first."""
+    return sorted(table.rows, key=lambda r: r.metrics.get("len_all") or math.inf)
+
+
+# A gap of a metric in this format is in these units (a gap of two percentages is in points)
+_GAP_UNITS = {"percent": " pts", "points": " pts", "signed_percent": " pts", "tokens": " tokens",
+              "steps": " steps", "ratio": "", "signed_ratio": ""}  # fmt: skip
 
 
 def _ratio(gap: float, se: float) -> float:
     return abs(gap) / se if se > 0 else math.inf
 
 
-def _span(values: list[float], digits: int) -> str:
-    low, high = (f"{v:.{digits}f}".replace("inf", "∞") for v in (min(values), max(values)))
-    return low if low == high else f"{low}–{high}"
+def _span(values: list[float], digits: int, unit: str = "", most: float = math.inf) -> str:
+    low, high = (
+        f"> {most:g}" if v > most else f"{v:.{digits}f}".replace("inf", "∞")
+        for v in (min(values), max(values))
+    )
+    return f"{low}{unit}" if low == high else f"{low}–{high}{unit}"
+
+
+def _ratio_span(ratios: list[float], threshold: float, above: bool) -> str:
+    """Ratios to gap SEs, with the decimals that keep them on their side of the threshold after rounding (a
+    2.04 printed "2.0" would contradict "more than 2 SE")."""
+    digits = 1
+    while digits < 4:
+        shown = [(float(f"{r:.{digits}f}"), r) for r in ratios if math.isfinite(r)]
+        if all(v > threshold if above else v < threshold or r == threshold for v, r in shown):
+            break
+        digits += 1
+    return _span(ratios, digits, " SE", most=99)  # past that the gap's SE is ~0: a ratio says nothing more
 
 
 def spread_lines(table: StudyTable) -> list[str]:
-    """Per objective, whether Optuna's front is spread out in it: its largest set of trials pairwise more than
-    the threshold of SEs apart (`tsq.stats.front_spread`), or, when no two are, its widest gap."""
+    """Per objective, whether Optuna's front is spread out in it: its largest set of trials whose every pair's
+    gap is more than the threshold times the gap's SE (`tsq.stats.front_spread`), or, when no two are, its
+    widest gap. Gaps are in the metric's units; "SE" is the standard error of each gap."""
     lines = []
     for spread in table.spreads:
         label = axis_label(spread.metric, table.budget)
+        unit = _GAP_UNITS[metric(spread.metric).format]
         if len(spread.separated) >= 2:
             pairs = [spread.gaps[pair] for pair in itertools.combinations(spread.separated, 2)]
             sizes = [display_value(spread.metric, abs(gap)) or 0.0 for gap, _ in pairs]
             members = ", ".join(str(n) for n in sorted(spread.separated, key=spread.values.__getitem__))
+            ratios = _ratio_span([_ratio(*pair) for pair in pairs], spread.threshold, True)
             lines.append(
-                f"{label}: trials {members} lie pairwise > {spread.threshold:g} SE apart "
-                f"(gaps {_span(sizes, 1)}, {_span([_ratio(*pair) for pair in pairs], 1)} SE)"
+                f"{label}: trials {members} differ pairwise by more than {spread.threshold:g} SE of their "
+                f"gap (gaps {_span(sizes, 1, unit)}, i.e. {ratios})"
             )
         else:
             (a, b), (gap, se) = max(spread.gaps.items(), key=lambda item: _ratio(*item[1]))
+            size = display_value(spread.metric, abs(gap)) or 0.0
+            ratio = _ratio_span([_ratio(gap, se)], spread.threshold, False)
             lines.append(
-                f"{label}: no two front trials lie > {spread.threshold:g} SE apart (widest gap: trials {a} "
-                f"and {b}, {display_value(spread.metric, abs(gap)) or 0.0:.1f}, {_ratio(gap, se):.1f} SE), "
-                "so within noise the front is one point in it"
+                f"{label}: no two front trials differ by more than {spread.threshold:g} SE of their gap "
+                f"(widest: trials {a} and {b}, {size:.1f}{unit}, i.e. {ratio}), so within noise the front "
+                "is one point in it"
             )
     return lines
 
 
-def render_markdown(table: StudyTable) -> str:
-    """Paper-style table against the baseline, with intervals and p_front, then what the noise allows."""
+def render_markdown(table: StudyTable, spec: str | None = None) -> str:
+    """What to train with, then the paper-style table of every trial against the baseline, with intervals,
+    feasibility and p_front, then what the noise allows."""
     names = _report_metrics(table)
     budget = table.budget
-    header = ["", *table.param_names, *(axis_label(m, budget) for m in names), "p_front"]
+    header = [
+        "",
+        *table.param_names,
+        *(axis_label(m, budget) for m in names),
+        feasible_header(table),
+        "p_front",
+    ]
+    decimals = {m: distinct_decimals(m, [r.metrics.get(m) for r in table.rows]) for m in names}
     lines = [
         f"# Pareto front of study `{table.study_name}`",
         "",
+        "## What to train with",
+        "",
+        *recommendation_lines(table, spec),
+        "",
+        "## Every trial",
+        "",
         "Each value has its 95% interval in brackets, from a bootstrap over evaluation problems "
-        "(deltas paired with the baseline on the same problems). `p_front` is the share of joint "
+        "(deltas paired with the baseline on the same problems). *feasible*: yes when the whole interval of "
+        "Δ Acc (with seed noise once replicates exist) is above the constraint's limit, unsure when only the "
+        "value is, no when the value is below it or the staged test stopped the trial (its metrics are of "
+        "part of the problems). `p_front` is the share of joint "
         "problem resamples in which the trial is on the feasible front: "
         f"≥ {table.front['clear']:g} is *clearly on the front*, ≥ {table.front['possible']:g} *not "
         "distinguishable from the front*. The intervals hold evaluation noise only; seed noise adds to them, "
@@ -130,20 +181,21 @@ def render_markdown(table: StudyTable) -> str:
         "|" + "---|" * len(header),
     ]
     blanks = [""] * len(table.param_names)
-    base_cells = [_estimate(table.baseline, m) if not metric(m).relative else "" for m in names]
-    lines.append("| " + " | ".join(["baseline", *blanks, *base_cells, ""]) + " |")
-    shown = _shown_rows(table)
-    for row in shown:
+    base_cells = [_estimate(table.baseline, m, decimals[m]) if not metric(m).relative else "" for m in names]
+    lines.append("| " + " | ".join(["baseline", *blanks, *base_cells, "", ""]) + " |")
+    pick = table.recommendation.pick if table.recommendation else None
+    for row in _ordered_rows(table):
         cells = [
-            f"trial {row.number}" + (" ★" if row.pareto else ""),
+            f"trial {row.number}" + (" ★" if row.pareto else "") + (" ◆" if row.number == pick else ""),
             *(_fmt(row.params.get(p)) for p in table.param_names),
-            *(_estimate(row.metrics, m) for m in names),
+            *(_estimate(row.metrics, m, decimals[m]) for m in names),
+            feasible_cell(table, row),
             _fmt(row.p_front, 3),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    if not shown:
-        lines += ["", "No completed (feasible) trial yet."]
-    lines += ["", "★: on Optuna's Pareto front (`tsq sweep best`)."]
+    if not table.rows:
+        lines += ["", "No completed trial yet."]
+    lines += ["", "★: on Optuna's Pareto front (`tsq sweep best`). ◆: the recommended trial."]
     for cls in ("clear", "indistinguishable"):
         members = [r.number for r in table.rows if r.front == cls]
         lines.append(f"- {FRONT_CLASS_LABELS[cls]}: " + (", ".join(f"trial {n}" for n in members) or "none"))
@@ -234,14 +286,46 @@ def _baseline_point(table: StudyTable, name: str) -> tuple[float | None, float, 
     )
 
 
-def render_html(table: StudyTable) -> str:
+def constraint_limit(table: StudyTable, name: str) -> float | None:
+    """Where the accuracy-drop constraint lies on an axis of `name`, in display units (None: not on it)."""
+    drop = table.recommendation.max_accuracy_drop if table.recommendation else None
+    if drop is None:
+        return None
+    if name == "accuracy_delta":
+        return display_value(name, -drop)
+    base = table.baseline.get("accuracy")
+    return display_value(name, base - drop) if name == "accuracy" and base is not None else None
+
+
+def _groups(table: StudyTable) -> list[tuple[str, list[Row]]]:
+    """The plot's point groups: trials off the front, stopped early, on Optuna's front (each by x)."""
+    x, _ = _axes(table)
+
+    def by_x(rows: list[Row]) -> list[Row]:
+        return sorted(rows, key=lambda r: r.metrics.get(x) or 0)
+
+    return [
+        ("other trials", by_x([r for r in table.rows if not r.pareto and not r.stopped])),
+        ("stopped early (part of the problems)", by_x([r for r in table.rows if r.stopped])),
+        ("Pareto front", by_x([r for r in table.rows if r.pareto])),
+    ]
+
+
+def render_html(table: StudyTable, spec: str | None = None) -> str:
     import plotly.graph_objects as go
 
     x, y = _axes(table)
     xl, yl = axis_label(x, table.budget), axis_label(y, table.budget)
     fig = go.Figure()
-    for label, keep, symbol in (("trials", False, "circle"), ("Pareto front", True, "diamond")):
-        rows = sorted((r for r in table.rows if r.pareto == keep), key=lambda r: r.metrics.get(x) or 0)
+    styles = {
+        "other trials": ("circle", "lightgray", 18),
+        "stopped early (part of the problems)": ("x", "silver", 14),
+        "Pareto front": ("circle", "crimson", 20),
+    }
+    for label, rows in _groups(table):
+        if not rows:
+            continue
+        symbol, colour, size = styles[label]
         xs, xm, xp = _errors(rows, x)
         ys, ym, yp = _errors(rows, y)
         fig.add_trace(
@@ -250,11 +334,27 @@ def render_html(table: StudyTable) -> str:
                 y=ys,
                 error_x={"type": "data", "array": xp, "arrayminus": xm, "thickness": 1},
                 error_y={"type": "data", "array": yp, "arrayminus": ym, "thickness": 1},
-                mode="lines+markers" if keep else "markers",
+                mode="markers+text",
+                text=[str(r.number) for r in rows],
+                textposition="middle center",
+                textfont={"size": 10, "color": "white" if label == "Pareto front" else "black"},
                 name=label,
-                marker={"symbol": symbol, "size": 11 if keep else 8},
-                text=[_hover(r) for r in rows],
-                hovertemplate="%{text}<br>" + f"{xl}=%{{x}}<br>{yl}=%{{y}}<extra></extra>",
+                marker={"symbol": symbol, "size": size, "color": colour},
+                customdata=[_hover(r) for r in rows],
+                hovertemplate="%{customdata}<br>" + f"{xl}=%{{x}}<br>{yl}=%{{y}}<extra></extra>",
+            )
+        )
+    rec = table.recommendation
+    if rec is not None and rec.pick is not None:
+        pick = next(r for r in table.rows if r.number == rec.pick)
+        fig.add_trace(
+            go.Scatter(
+                x=[display_value(x, pick.metrics.get(x))],
+                y=[display_value(y, pick.metrics.get(y))],
+                mode="markers",
+                name=f"recommended: trial {pick.number}",
+                marker={"symbol": "circle-open", "size": 34, "color": "goldenrod", "line": {"width": 3}},
+                hoverinfo="skip",
             )
         )
     (bx, bxm, bxp), (by, bym, byp) = _baseline_point(table, x), _baseline_point(table, y)
@@ -267,21 +367,36 @@ def render_html(table: StudyTable) -> str:
                 error_y={"type": "data", "array": [byp], "arrayminus": [bym]},
                 mode="markers",
                 name="baseline",
-                marker={"symbol": "x", "size": 13},
+                marker={"symbol": "x", "size": 13, "color": "black"},
             )
         )
+    for name, add in ((y, fig.add_hline), (x, fig.add_vline)):
+        limit = constraint_limit(table, name)
+        if limit is not None:
+            add(limit, line_dash="dash", line_color="darkorange", annotation_text=_constraint_text(table))
     fig.update_layout(
-        title=f"Study {table.study_name}: {yl} against {xl} (95% intervals)", xaxis_title=xl, yaxis_title=yl
+        title=f"Study {table.study_name}: {yl} against {xl} (95% intervals over problems; the number in a "
+        "marker is its trial)",
+        xaxis_title=xl,
+        yaxis_title=yl,
     )
     parts = [fig.to_html(include_plotlyjs=True, full_html=False)]  # inlined plotly.js: works offline
     if table.rows and table.param_names:
         parts.append(_knobs_figure(table).to_html(include_plotlyjs=False, full_html=False))
-    body = "\n".join(parts)
+    text = render_markdown(table, spec).splitlines()[1:]  # the title is the plot's
+    split = text.index("## Every trial") if "## Every trial" in text else 0
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>tsq report: {html.escape(table.study_name)}</title></head><body>"
-        f"{body}{_markdown_as_html(table)}</body></html>"
+        f"<h2>Study {html.escape(table.study_name)}</h2>{_markdown_as_html(text[:split])}"
+        + "\n".join(parts)
+        + f"{_markdown_as_html(text[split:])}</body></html>"
     )
+
+
+def _constraint_text(table: StudyTable) -> str:
+    drop = table.recommendation.max_accuracy_drop if table.recommendation else None
+    return "" if drop is None else f"constraint: Δ Acc ≥ {-100 * drop:.1f} pts"
 
 
 def _knobs_figure(table: StudyTable) -> Any:
@@ -313,7 +428,14 @@ def _knobs_figure(table: StudyTable) -> Any:
     return fig
 
 
-def _markdown_as_html(table: StudyTable) -> str:
+def _inline(text: str) -> str:
+    """Markdown's `code` and **bold** as HTML, the rest escaped."""
+    out = html.escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+
+
+def _markdown_as_html(lines: list[str]) -> str:
     """pareto.md's tables, lists and notes as plain HTML (no markdown renderer needed offline)."""
     out: list[str] = []
     rows: list[list[str]] = []
@@ -325,88 +447,166 @@ def _markdown_as_html(table: StudyTable) -> str:
             out.append(f"<table border='1' cellpadding='4' style='{_TABLE_STYLE}'>{head}{body}</table>")
             rows.clear()
 
-    for line in render_markdown(table).splitlines()[1:]:  # the title is the plot's
+    for line in lines:
         if line.startswith("|"):
             if "---" not in line:
-                rows.append([html.escape(c.strip()) for c in line.strip("|").split("|")])
+                rows.append([_inline(c.strip()) for c in line.strip("|").split("|")])
             continue
         flush()
         if line.startswith("## "):
             out.append(f"<h3>{html.escape(line[3:])}</h3>")
         elif line.startswith(("- ", "> ")):
-            out.append(f"<p>{html.escape(line[2:])}</p>")
+            out.append(f"<p style='{_TEXT_STYLE}'>{_inline(line[2:])}</p>")
         elif line.strip():
-            out.append(f"<p style='font-family:sans-serif;font-size:13px'>{html.escape(line)}</p>")
+            out.append(f"<p style='{_TEXT_STYLE}'>{_inline(line)}</p>")
     flush()
     return "\n".join(out)
 
 
 _TABLE_STYLE = "border-collapse:collapse;font-family:sans-serif;font-size:13px"
+_TEXT_STYLE = "font-family:sans-serif;font-size:13px"
 
 
-# Where a point's label may go, in points from it (right above, right below, left above, left below).
-_LABEL_SPOTS = ((6, 4, "left"), (6, -11, "left"), (-6, 4, "right"), (-6, -11, "right"))
-
-
-def label_points(ax: Any, points: list[tuple[str, float, float]]) -> list[Any]:
-    """Annotate each (text, x, y) at the first spot whose box overlaps no label placed before it (front points
-    close in both objectives otherwise overprint each other's labels); the last spot when none is free."""
-    ax.autoscale_view()  # matplotlib defers autoscaling to the first draw: measure on the final limits
-    renderer = ax.figure.canvas.get_renderer()
-    placed: list[Any] = []
-    boxes: list[Any] = []
-    for text, xv, yv in points:
-        for i, (dx, dy, ha) in enumerate(_LABEL_SPOTS):
-            label = ax.annotate(
-                text, (xv, yv), textcoords="offset points", xytext=(dx, dy), fontsize=8, ha=ha
-            )
-            box = label.get_window_extent(renderer)
-            if i == len(_LABEL_SPOTS) - 1 or not any(box.overlaps(b) for b in boxes):
-                placed.append(label)
-                boxes.append(box)
-                break
-            label.remove()
-    return placed
+_PNG_STYLES: dict[str, dict[str, Any]] = {
+    "other trials": {"marker": "o", "ms": 15, "mfc": "#d9d9d9", "mec": "gray", "text": "black", "z": 3},
+    "stopped early (part of the problems)": {"marker": "X", "ms": 13, "mfc": "#f0f0f0", "mec": "gray",
+                                             "text": "dimgray", "z": 2},
+    "Pareto front": {"marker": "o", "ms": 17, "mfc": "tab:red", "mec": "darkred", "text": "white", "z": 5},
+}  # fmt: skip
 
 
 def render_png(table: StudyTable) -> bytes:
+    """The front as a person reads it: each trial's number inside its marker (a label cannot sit on another
+    trial's marker), front trials red, trials stopped early crossed out, the recommended trial ringed, the
+    constraint dashed with its infeasible side shaded, p_front keyed by trial beside the plot, and a zoom on
+    the front when its trials crowd together at the scale of the whole plot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x, y = _axes(table)
-    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=110)
-    front: list[tuple[str, float, float]] = []
-    for rows, style, colour, label in (
-        ([r for r in table.rows if not r.pareto], "o", "tab:gray", "trials"),
-        (sorted((r for r in table.rows if r.pareto), key=lambda r: r.metrics.get(x) or 0), "D-", "tab:red",
-         "Pareto front"),
-    ):  # fmt: skip
-        if not rows:
-            continue
-        xs, xm, xp = _errors(rows, x)
-        ys, ym, yp = _errors(rows, y)
-        ax.errorbar(xs, ys, xerr=[xm, xp], yerr=[ym, yp], fmt=style, c=colour, label=label, capsize=2, lw=1)
-        if colour == "tab:red":
-            front = [
-                (str(r.number) if r.p_front is None else f"{r.number} (p={r.p_front:.2f})", xv, yv)
-                for r, xv, yv in zip(rows, xs, ys, strict=True)
-            ]
+    fig, ax = plt.subplots(figsize=(8.5, 5.6), dpi=120)
+    _draw_points(ax, table, x, y, legend=True)
     (bx, bxm, bxp), (by, bym, byp) = _baseline_point(table, x), _baseline_point(table, y)
     if bx is not None and by is not None:
         ax.errorbar([bx], [by], xerr=[[bxm], [bxp]], yerr=[[bym], [byp]], fmt="x", ms=9, c="black",
                     label="baseline", capsize=2)  # fmt: skip
-    label_points(ax, front)  # last: every point is plotted, so the axes limits are final
+    _draw_constraint(ax, table, x, y)
     ax.set_xlabel(axis_label(x, table.budget))
     ax.set_ylabel(axis_label(y, table.budget))
-    ax.set_title(f"Study {table.study_name} (bars: 95% intervals over problems)")
+    ax.set_title(f"Study {table.study_name}: the number in a marker is its trial; bars: 95% intervals over "
+                 "problems", fontsize=9)  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, markerscale=0.6)
+    key = [f"{r.number}: {r.p_front:.2f}" for r in sorted(table.rows, key=lambda r: -(r.p_front or 0))
+           if r.pareto and r.p_front is not None]  # fmt: skip
+    if key:
+        ax.text(1.02, 0.45, "p_front of the\nfront trials\n" + "\n".join(key), transform=ax.transAxes,
+                fontsize=8, va="top", family="monospace")  # fmt: skip
+    _zoom_on_front(ax, table, x, y)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _draw_points(ax: Any, table: StudyTable, x: str, y: str, legend: bool) -> None:
+    for label, rows in _groups(table):
+        if not rows:
+            continue
+        st = _PNG_STYLES[label]
+        xs, xm, xp = _errors(rows, x)
+        ys, ym, yp = _errors(rows, y)
+        ax.errorbar(xs, ys, xerr=[xm, xp], yerr=[ym, yp], fmt="none", ecolor=st["mec"], elinewidth=0.8,
+                    capsize=2, alpha=0.6, zorder=st["z"] - 1)  # fmt: skip
+        if label == "Pareto front":
+            ax.plot(xs, ys, "-", c=st["mec"], lw=0.8, zorder=st["z"] - 1)
+        ax.plot(xs, ys, ls="", marker=st["marker"], ms=st["ms"], mfc=st["mfc"], mec=st["mec"],
+                label=label if legend else None, zorder=st["z"])  # fmt: skip
+        for r, xv, yv in zip(rows, xs, ys, strict=True):
+            if xv is not None and yv is not None:
+                ax.text(xv, yv, str(r.number), ha="center", va="center", fontsize=7, color=st["text"],
+                        weight="bold", zorder=st["z"] + 0.5, clip_on=True)  # fmt: skip
+    rec = table.recommendation
+    if rec is not None and rec.pick is not None:
+        pick = next(r for r in table.rows if r.number == rec.pick)
+        ring = f"recommended: trial {pick.number}" + (" (provisional)" if rec.provisional else "")
+        ax.plot([display_value(x, pick.metrics.get(x))], [display_value(y, pick.metrics.get(y))], ls="",
+                marker="o", ms=25, mfc="none", mec="goldenrod", mew=2.5, zorder=6,
+                label=ring if legend else None)  # fmt: skip
+
+
+CROWDED = 0.15  # the front spans less than this share of the plot in both axes: zoom on it
+
+
+_INSET_SPOTS = [(0.55, 0.53), (0.55, 0.05), (0.05, 0.53), (0.05, 0.05), (0.3, 0.53), (0.3, 0.05)]
+_INSET_SIZE = (0.4, 0.42)
+
+
+def _emptiest_spot(
+    ax: Any, table: StudyTable, x: str, y: str, zoomed: tuple[float, float, float, float]
+) -> tuple[float, float, float, float]:
+    """Where the inset covers the fewest points (the zoomed region counts as many), in axes fractions."""
+    to_axes = ax.transData + ax.transAxes.inverted()
+    points = [(display_value(x, r.metrics.get(x)), display_value(y, r.metrics.get(y))) for r in table.rows]
+    points += [(_baseline_point(table, x)[0], _baseline_point(table, y)[0])]
+    x0, x1, y0, y1 = zoomed
+    points += [(a, b) for a in (x0, x1) for b in (y0, y1)] * 10
+    placed = [to_axes.transform((a, b)) for a, b in points if a is not None and b is not None]
+    w, h = _INSET_SIZE
+
+    def covered(spot: tuple[float, float]) -> int:
+        return sum(spot[0] - 0.03 <= px <= spot[0] + w + 0.03 and spot[1] - 0.03 <= py <= spot[1] + h + 0.03
+                   for px, py in placed)  # fmt: skip
+
+    left, bottom = min(_INSET_SPOTS, key=covered)
+    return (left, bottom, w, h)
+
+
+def _zoom_on_front(ax: Any, table: StudyTable, x: str, y: str) -> None:
+    """An inset that zooms on the front when its trials crowd together (their markers would overlap)."""
+    front = [r for r in table.rows if r.pareto]
+    xs = [v for r in front if (v := display_value(x, r.metrics.get(x))) is not None]
+    ys = [v for r in front if (v := display_value(y, r.metrics.get(y))) is not None]
+    if len(front) < 2 or len(xs) < 2 or len(ys) < 2:
+        return
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    xspan, yspan = max(xs) - min(xs), max(ys) - min(ys)
+    if xspan > CROWDED * (x1 - x0) and yspan > CROWDED * (y1 - y0):
+        return
+    pad_x = max(xspan, 0.02 * (x1 - x0)) * 0.25
+    pad_y = max(yspan, 0.02 * (y1 - y0)) * 0.25
+    inset = ax.inset_axes(_emptiest_spot(ax, table, x, y, (min(xs), max(xs), min(ys), max(ys))))
+    _draw_points(inset, table, x, y, legend=False)
+    inset.set_xlim(min(xs) - pad_x, max(xs) + pad_x)
+    inset.set_ylim(min(ys) - pad_y, max(ys) + pad_y)
+    inset.tick_params(labelsize=7)
+    inset.set_title("the front, zoomed", fontsize=7)
+    inset.grid(alpha=0.3)
+    ax.indicate_inset_zoom(inset, edgecolor="gray")
+
+
+def _draw_constraint(ax: Any, table: StudyTable, x: str, y: str) -> None:
+    """The accuracy-drop limit as a dashed line, its infeasible side shaded (on whichever axis shows it)."""
+    for name, horizontal in ((y, True), (x, False)):
+        limit = constraint_limit(table, name)
+        if limit is None:
+            continue
+        ax.autoscale_view()
+        low, high = ax.get_ylim() if horizontal else ax.get_xlim()
+        # the infeasible side is below the limit on an axis where accuracy grows upward
+        lower_bad = dict(table.objectives).get(name, "maximize") == "maximize" or name.startswith("accuracy")
+        span = (min(low, limit), limit) if lower_bad else (limit, max(high, limit))
+        text = _constraint_text(table)
+        if horizontal:
+            ax.axhline(limit, ls="--", c="darkorange", lw=1.2, label=text)
+            ax.axhspan(*span, color="darkorange", alpha=0.08, zorder=0)
+            ax.set_ylim(min(low, limit - 0.02 * (high - low)), high)
+        else:
+            ax.axvline(limit, ls="--", c="darkorange", lw=1.2, label=text)
+            ax.axvspan(*span, color="darkorange", alpha=0.08, zorder=0)
+            ax.set_xlim(min(low, limit - 0.02 * (high - low)), high)
 
 
 def _export_records(study: optuna.Study, table: StudyTable, folder: Path) -> None:
@@ -435,9 +635,11 @@ def write_report(
     out_dir: Path,
     thresholds: dict[str, float] | None = None,
     table: StudyTable | None = None,
+    spec: str | None = None,
 ) -> dict[str, Path]:
     """Write the four report files and records/ into `out_dir`; returns the files by name. `table`: the
-    study's table when the caller already has it (`study_table(study, records_dir=out_dir / "records")`)."""
+    study's table when the caller already has it (`study_table(study, records_dir=out_dir / "records")`);
+    `spec`: the spec's path, for the recommendation's commands (default: the placeholder SPEC)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if table is None:
         table = study_table(study, records_dir=out_dir / "records", thresholds=thresholds)
@@ -446,8 +648,8 @@ def write_report(
     _export_records(study, table, out_dir / "records")
     renderers: dict[str, Callable[[StudyTable], str | bytes]] = {
         "pareto.csv": render_csv,
-        "pareto.md": render_markdown,
-        "pareto.html": render_html,
+        "pareto.md": lambda t: render_markdown(t, spec),
+        "pareto.html": lambda t: render_html(t, spec),
         "pareto.png": render_png,
     }
     written: dict[str, Path] = {}

@@ -22,6 +22,7 @@ from tsq.compat.optuna import compute_hypervolume
 from tsq.evaluate import read_records
 from tsq.metrics import METRICS, ProblemSums, baseline_value, metric, objective_metric_names
 from tsq.report.importance import ImportanceStability, importance_stability, importance_warning, importances
+from tsq.report.recommend import Candidate, Recommendation, compression_objective, recommend
 from tsq.stats import (
     FrontClass,
     FrontSpread,
@@ -48,6 +49,7 @@ class Row:
     feasible: bool
     p_front: float | None = None  # share of problem resamples in which the trial is on the feasible front
     front: FrontClass | None = None  # p_front against the study's thresholds
+    stopped: bool = False  # stopped early by the staged test: metrics of part of the problems only
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class StudyTable:
     seed_corr: dict[tuple[str, str], float] = field(default_factory=dict)  # ... and their correlations
     spreads: list[FrontSpread[int]] = field(default_factory=list)  # front gaps per objective
     provenance: list[str] = field(default_factory=list)  # the code, packages and model weights that ran it
+    seed_dof: int | None = None  # degrees of freedom of seed_sd
+    recommendation: Recommendation | None = None  # the configuration to train with, and why
 
     @property
     def budget(self) -> int | None:
@@ -132,6 +136,7 @@ def study_table(
             metrics=_row_metrics(t),
             pareto=t.number in best,
             feasible=_feasible(t),
+            stopped=_stopped(t),
         )
         for t in complete
     ]
@@ -165,6 +170,7 @@ def study_table(
             )
             for r in rows
         ]
+    advice = _recommendation(rows, objectives, study, records, replicated, front, noise)
     imps = importances(study) if complete else {}
     stability = importance_stability(study) if complete else {}
     return StudyTable(
@@ -183,7 +189,66 @@ def study_table(
         seed_corr=seed_corr,
         spreads=spreads,
         provenance=provenance_lines(complete),
+        seed_dof=noise.dof if noise else None,
+        recommendation=advice,
     )
+
+
+def _stopped(trial: FrozenTrial) -> bool:
+    return bool((trial.user_attrs.get("early_stop") or {}).get("stopped"))
+
+
+def _recommendation(
+    rows: Sequence[Row],
+    objectives: list[tuple[str, str]],
+    study: optuna.Study,
+    records: _Records | None,
+    replicated: Sequence[ReplicatedRow],
+    front: dict[str, float],
+    noise: SeedNoise | None,
+) -> Recommendation:
+    """`tsq.report.recommend.recommend` on the study's rows: each trial's accuracy change (the fresh seeds'
+    mean where it was replicated on the eval split), gaps measured on the records, paired over problems."""
+    fresh = {r.of: r.estimates.get("accuracy_delta") for r in replicated if r.split == "eval"}
+    target = compression_objective(objectives)
+    candidates = [
+        Candidate(
+            r.number,
+            r.params,
+            None if target is None else r.metrics.get(target[0]),
+            r.metrics.get("accuracy_delta"),
+            _delta_se(r.metrics),
+            r.stopped,
+            None if (e := fresh.get(r.number)) is None or e.lo is None or e.hi is None
+            else (e.mean, e.lo, e.hi, e.n),
+        )
+        for r in rows
+    ]  # fmt: skip
+    seed_sd = noise.sd.get("accuracy") if noise else None
+
+    def gap_of(a: int, b: int) -> tuple[float, float] | None:
+        if records is None or target is None or a not in records.trials or b not in records.trials:
+            return None
+        spread = front_spread(
+            {a: records.trials[a], b: records.trials[b]},
+            target[0],
+            n_resamples=int(front["resamples"]),
+            seed=int(front["seed"]),
+            seed_sd=noise.sd if noise else None,
+        )
+        return next(iter(spread.gaps.values()))
+
+    constraint = study.user_attrs.get("constraint") or {}
+    return recommend(candidates, objectives, constraint.get("max_accuracy_drop"), gap_of, seed_sd,
+                     noise.dof if noise else None)  # fmt: skip
+
+
+def _delta_se(metrics: Mapping[str, Any]) -> float | None:
+    """The accuracy change's bootstrap SE as the runner stored it, else from its 95% interval."""
+    se, lo, hi = (metrics.get(f"accuracy_delta{s}") for s in ("_se", "_lo", "_hi"))
+    if se is not None:
+        return float(se)
+    return None if lo is None or hi is None else (float(hi) - float(lo)) / (2 * 1.959964)
 
 
 def provenance_lines(trials: list[FrozenTrial]) -> list[str]:
@@ -328,7 +393,7 @@ def _load_records(
     base_path = records_path(complete[0].user_attrs.get("baseline_records"), records_dir, "baseline.jsonl")
     # A trial stopped early (tsq/early_stop.py) holds records of part of the problems and is infeasible: it is
     # never on the front, and leaving it out keeps the joint resamples on every problem.
-    stopped = [t.number for t in complete if (t.user_attrs.get("early_stop") or {}).get("stopped")]
+    stopped = [t.number for t in complete if _stopped(t)]
     paths = {t.number: records_path(t.user_attrs.get("records"), records_dir, f"trial-{t.number}.jsonl")
              for t in complete if t.number not in stopped}  # fmt: skip
     missing = [n for n, p in paths.items() if p is None]
