@@ -261,3 +261,15 @@ def test_records_and_sums_hand_computed() -> None:
     assert metric_values(sums.select(["q"]))["len_correct"] is None
     with pytest.raises(ValueError):
         ProblemSums.from_records([], budget=40)
+
+
+def test_enough_decimals_to_tell_values_apart() -> None:
+    from tsq.metrics import distinct_decimals, format_estimate
+
+    # two front trials at 8.62 and 8.57 tokens per step both read "8.6" at the format's one decimal
+    assert distinct_decimals("tokens_per_step", [8.62, 8.57, None]) == 2
+    assert distinct_decimals("tokens_per_step", [8.6, 8.6, 9.1]) == 1  # equal values stay equal
+    assert distinct_decimals("accuracy", [0.61, 0.62]) == 1
+    assert distinct_decimals("len_all", [30.0, 30.0 + 1e-9]) == 4  # at most 4
+    assert format_estimate("tokens_per_step", 8.62, 8.5, 8.7, 2) == "8.62 [8.50, 8.70]"
+    assert format_estimate("accuracy_delta", -0.014, -0.056, 0.028) == "-1.4 pts [-5.6 pts, +2.8 pts]"

@@ -161,8 +161,13 @@ def test_cli_report_status_best(tmp_path: Path) -> None:
     status = runner.invoke(app, ["sweep", "status", "--storage", url])
     assert status.exit_code == 0 and "FAIL" in status.output and "boom" in status.output
     assert "hypervolume vs baseline: 1.2" in status.output
+    assert "what to train with:" in status.output and "tsq recommends no configuration" in status.output
     best = runner.invoke(app, ["sweep", "best", "--storage", url, "--study", "rep"])
     assert best.exit_code == 0 and "Pareto trials of rep" in best.output
+    # the p_front column is filled (it was always empty): trials 1 and 3 are on the front in every resample
+    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in best.output.splitlines()
+            if line.count("│") > 3 and line.split("│")[1].strip().isdigit()}  # fmt: skip
+    assert rows["1"] == "1" and rows["3"] == "1" and 0.9 < float(rows["0"]) < 1
 
 
 def test_spread_lines_say_one_point_when_no_two_front_trials_are_apart() -> None:
@@ -210,7 +215,8 @@ def _noisy_records(path: Path, accuracy: float, length: float, seed: int) -> str
 CROWDED = [(0.60, 31.0), (0.59, 30.6), (0.61, 31.4), (0.585, 30.2), (0.62, 32.0), (0.55, 40.0), (0.50, 28.0)]
 
 
-def crowded_study(url: str, folder: Path) -> optuna.Study:
+def crowded_study(url: str, folder: Path, run_ids: dict[int, str] | None = None) -> optuna.Study:
+    """`CROWDED` as a study; `run_ids`: each trial's W&B run id (the `wandb_run_id` user attr)."""
     study = optuna.create_study(study_name="crowded", storage=url, directions=["maximize", "minimize"])
     study.set_user_attr("objectives", ["accuracy", "len_all"])
     study.set_user_attr("baseline", {**BASELINE, "accuracy": 0.6, "len_all": 60.0})
@@ -228,6 +234,7 @@ def crowded_study(url: str, folder: Path) -> optuna.Study:
             "records": _noisy_records(folder / f"t{number}.jsonl", acc, length, number + 2),
             "baseline_records": base,
             "early_stop": {"stopped": stopped},
+            **({"wandb_run_id": run_ids[number]} if run_ids else {}),
         }  # fmt: skip
         value = max(-(acc - 0.6) - 0.05, 1e-9 if stopped else -1.0)
         study.add_trial(

@@ -77,5 +77,14 @@ def read_run(run_dir: Path) -> OfflineRun:
     return run
 
 
-def read_runs(wandb_dir: Path) -> list[OfflineRun]:
-    return [read_run(d) for d in sorted((wandb_dir / "wandb").glob("offline-run-*"))]
+def read_runs(wandb_dir: Path, wait_s: float = 30.0) -> list[OfflineRun]:
+    """Every offline run under `wandb_dir`, each read once its exit record is on disk: W&B's service process
+    writes the log, and under load it may still be writing when `run.finish()` has returned."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        runs = [read_run(d) for d in sorted((wandb_dir / "wandb").glob("offline-run-*"))]
+        if all(r.exit_code is not None for r in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)

@@ -113,8 +113,16 @@ class Tracker:
     def trial(self, number: int, config: Mapping[str, Any]) -> TrialRun:
         if self.kind == "none":
             return TrialRun(None)
-        run = self._init(job_type="trial", name=f"{self.study_name}-trial-{number}", config=dict(config))
+        run = self._init(
+            job_type="trial", name=f"{self.study_name}-trial-{number}", config=self._config(config)
+        )
         return TrialRun(run)
+
+    def _config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """`study` is a mapping in every run of the project, its `name` the study's (one W&B column, one
+        type: the summary run's config holds the same mapping)."""
+        study = config.get("study")
+        return {**config, "study": {**(study if isinstance(study, Mapping) else {}), "name": self.study_name}}
 
     def summary(
         self,
@@ -123,14 +131,13 @@ class Tracker:
         metrics: Mapping[str, Any],
         image: Path | None,
     ) -> str | None:
-        """The summary run: the Pareto table, the Pareto plot and study-level numbers. Returns its id."""
+        """The summary run: the per-trial table (a `wandb_run_id` column joins it with the trial runs), the
+        Pareto plot and study-level numbers. Returns its id."""
         if self.kind == "none":
             return None
         import wandb
 
-        run = self._init(
-            job_type="summary", name=f"{self.study_name}-summary", config={"study": self.study_name}
-        )
+        run = self._init(job_type="summary", name=f"{self.study_name}-summary", config=self._config({}))
         logged: dict[str, Any] = {
             "pareto/table": wandb.Table(columns=list(columns), data=[list(r) for r in rows])
         }

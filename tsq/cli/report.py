@@ -28,7 +28,9 @@ def pareto(
     from tsq.study.storage import load_study, scrub_argv
 
     scrub_argv(sys.argv)
-    files = write_report(load_study(storage, study_of(spec, study)), out)
+    files = write_report(
+        load_study(storage, study_of(spec, study)), out, spec=None if spec is None else str(spec)
+    )
     for path in files.values():
         typer.echo(str(path))
 

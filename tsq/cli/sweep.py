@@ -47,6 +47,8 @@ def study_of(spec: Path | None, study: str | None) -> str | None:
     from tsq.study.lifecycle import study_name_of
 
     return study_name_of(load_spec(spec))
+
+
 StorageOpt = Annotated[
     str | None,
     typer.Option(
@@ -125,14 +127,19 @@ def launch(
             + f"); stopped: {report.stopped_reason}"
         )
     if summary:
-        table = _summarise(result, loaded.study.wandb.project, loaded.study.wandb.entity, kind)
-        _print_status(result, table)
+        table = _summarise(result, loaded.study.wandb.project, loaded.study.wandb.entity, kind, spec)
+        _print_status(result, table, spec)
 
 
-def _summarise(study: optuna.Study, project: str, entity: str | None, kind: TrackerKind) -> StudyTable | None:
-    """The launch's W&B summary run: Pareto table with intervals and p_front, and the plot (the report files
-    land in the study's folder). Returns the study's table (None: no complete trial), computed once."""
+def _summarise(
+    study: optuna.Study, project: str, entity: str | None, kind: TrackerKind, spec: Path
+) -> StudyTable | None:
+    """The launch's W&B summary run: the per-trial table (each trial's W&B run id, to join the trial runs
+    with: feasibility, front membership, p_front, the recommendation), the recommendation section, and the
+    plot (the report files land in the study's folder). Returns the study's table (None: no complete
+    trial), computed once."""
     from tsq.paths import tsq_home
+    from tsq.report.advice import feasible_cell, recommendation_lines
     from tsq.report.pareto import write_report
     from tsq.report.table import metric_columns, study_table, table_hypervolume
     from tsq.tracking import Tracker
@@ -141,18 +148,32 @@ def _summarise(study: optuna.Study, project: str, entity: str | None, kind: Trac
         return None  # nothing to report yet (every trial failed): the status table says why
     out = tsq_home() / "studies" / study.study_name / "report"
     table = study_table(study, records_dir=out / "records")
-    files = write_report(study, out, table=table)
+    files = write_report(study, out, table=table, spec=str(spec))
+    run_ids = {t.number: t.user_attrs.get("wandb_run_id") for t in study.get_trials(deepcopy=False)}
+    rec = table.recommendation
+    pick = None if rec is None else rec.pick
+    tied = [] if rec is None else rec.tied
     names = [c for m in metric_columns() for c in (m, f"{m}_lo", f"{m}_hi")]
-    columns = ["trial", *table.param_names, *names, "pareto", "p_front"]
+    columns = ["trial", "wandb_run_id", *table.param_names, *names, "feasible", "pareto", "p_front", "front",
+               "recommended"]  # fmt: skip
     rows = [
-        [r.number, *(r.params.get(p) for p in table.param_names), *(r.metrics.get(m) for m in names),
-         r.pareto, r.p_front]
+        [r.number, run_ids.get(r.number), *(r.params.get(p) for p in table.param_names),
+         *(r.metrics.get(m) for m in names), feasible_cell(table, r), r.pareto, r.p_front, r.front,
+         "recommended" if r.number == pick else "not separable from it" if r.number in tied else ""]
         for r in table.rows
     ]  # fmt: skip
     metrics = {
         "n_complete": len(table.rows),
         "n_pareto": sum(r.pareto for r in table.rows),
         "hypervolume_vs_baseline": table_hypervolume(table),
+        "recommended/trial": pick,
+        "recommended/run_id": run_ids.get(pick) if pick is not None else None,
+        "recommended/not_separable": tied,
+        "recommendation": "\n".join(recommendation_lines(table, str(spec))),
+        **{
+            f"recommended/{k}": v
+            for k, v in (table.rows_by_number[pick].params if pick is not None else {}).items()
+        },
         **{f"importance/{o}/{k}": v for o, shares in table.importances.items() for k, v in shares.items()},
         **{f"baseline/{k}": v for k, v in table.baseline.items() if isinstance(v, int | float)},
     }
@@ -164,14 +185,21 @@ def _summarise(study: optuna.Study, project: str, entity: str | None, kind: Trac
 def _trial_table(
     title: str, trials: list[FrozenTrial], study: optuna.Study, show_error: bool, p_front: dict[int, Any]
 ) -> Table:
+    from tsq.metrics import METRICS, distinct_decimals
+
     metrics = study.user_attrs.get("objectives") or [f"value{i}" for i in range(len(study.directions))]
     params = sorted({p for t in trials for p in t.params})
+    # enough decimals that two trials apart print apart (tokens per step 8.62 and 8.57 both read "8.6")
+    decimals = {
+        m: distinct_decimals(m, [t.values[i] for t in trials if t.values]) if m in METRICS else None
+        for i, m in enumerate(metrics)
+    }
     table = Table(title=title)
     for col in ["#", "state", *params, *metrics, "p_front"] + (["error"] if show_error else []):
         table.add_column(col)
     for t in trials:
         if t.values:
-            values = [_estimate(t, m, v) for m, v in zip(metrics, t.values, strict=False)]
+            values = [_estimate(t, m, v, decimals.get(m)) for m, v in zip(metrics, t.values, strict=False)]
         else:
             values = [""] * len(metrics)
         cells = [str(t.number), t.state.name, *(_fmt(t.params.get(p)) for p in params), *values]
@@ -182,16 +210,17 @@ def _trial_table(
     return table
 
 
-def _estimate(trial: FrozenTrial, name: str, value: float) -> str:
+def _estimate(trial: FrozenTrial, name: str, value: float, decimals: int | None) -> str:
     from tsq.metrics import METRICS, format_estimate
 
     if name not in METRICS:
         return _fmt(value)
     attrs = trial.user_attrs
-    return format_estimate(name, value, attrs.get(f"{name}_lo"), attrs.get(f"{name}_hi"))
+    return format_estimate(name, value, attrs.get(f"{name}_lo"), attrs.get(f"{name}_hi"), decimals)
 
 
-def _print_status(study: optuna.Study, table: StudyTable | None = None) -> None:
+def _print_status(study: optuna.Study, table: StudyTable | None = None, spec: Path | None = None) -> None:
+    from tsq.report.advice import recommendation_lines
     from tsq.report.importance import importance_markdown
     from tsq.report.pareto import pareto_trials, spread_lines
     from tsq.report.table import study_table, table_hypervolume
@@ -221,6 +250,9 @@ def _print_status(study: optuna.Study, table: StudyTable | None = None) -> None:
         console.print("importance (PED-ANOVA) per objective:")
         console.print("\n".join(importance_markdown(table.importances, table.importance_warning,
                                                      table.importance_stability)))  # fmt: skip
+    console.print("what to train with:")
+    for line in recommendation_lines(table, None if spec is None else str(spec)):
+        console.print(line.replace("**", ""), markup=False, highlight=False)
 
 
 @app.command()
@@ -254,7 +286,7 @@ def confirm(
     result, wanted = run_confirm(loaded, storage, study, top, replicates, split, tracker)
     trials = sorted({r.of for r in wanted})
     typer.echo(f"confirmed trials {trials}: {len(wanted)} replicates on the {split} split")
-    files = write_report(result, tsq_home() / "studies" / result.study_name / "report")
+    files = write_report(result, tsq_home() / "studies" / result.study_name / "report", spec=str(spec))
     typer.echo(f"report: {files['pareto.md']}")
 
 
@@ -262,16 +294,18 @@ def confirm(
 def status(spec: SpecArg = None, study: StudyOpt = None, storage: StorageOpt = None) -> None:
     """Trial table (states, values, errors), the Pareto front so far, hypervolume vs the baseline."""
     scrub_argv(sys.argv)
-    _print_status(load_study(storage, study_of(spec, study)))
+    _print_status(load_study(storage, study_of(spec, study)), spec=spec)
 
 
 @app.command()
 def best(spec: SpecArg = None, study: StudyOpt = None, storage: StorageOpt = None) -> None:
     """The Pareto-optimal trials (Optuna's study.best_trials) with their parameters."""
     from tsq.report.pareto import pareto_trials
+    from tsq.report.table import study_table
 
     scrub_argv(sys.argv)
     loaded = load_study(storage, study_of(spec, study))
+    p_front = {r.number: r.p_front for r in study_table(loaded).rows}
     make_console().print(
-        _trial_table(f"Pareto trials of {loaded.study_name}", pareto_trials(loaded), loaded, False, {})
+        _trial_table(f"Pareto trials of {loaded.study_name}", pareto_trials(loaded), loaded, False, p_front)
     )

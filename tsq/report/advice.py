@@ -69,8 +69,7 @@ def recommendation_lines(table: StudyTable, spec: str | None = None) -> list[str
     if rec is None or rec.pick is None:
         why = "the study has no completed trial" if rec is None else rec.reason
         return [*lines, f"- tsq recommends no configuration: {why}."]
-    rows = {r.number: r for r in table.rows}
-    pick = rows[rec.pick]
+    pick = table.rows_by_number[rec.pick]
     name = rec.metric or ""
     label = axis_label(name, table.budget)
     judged = rec.judged[rec.pick]
@@ -153,7 +152,7 @@ def _trials(numbers: list[int]) -> str:
 def _more_compressed(table: StudyTable, number: int, than: int) -> bool:
     rec = table.recommendation
     assert rec is not None and rec.metric is not None
-    rows = {r.number: r for r in table.rows}
+    rows = table.rows_by_number
     a, b = rows[number].metrics.get(rec.metric), rows[than].metrics.get(rec.metric)
     if a is None or b is None:
         return False

@@ -73,6 +73,10 @@ class StudyTable:
     recommendation: Recommendation | None = None  # the configuration to train with, and why
 
     @property
+    def rows_by_number(self) -> dict[int, Row]:
+        return {r.number: r for r in self.rows}
+
+    @property
     def budget(self) -> int | None:
         value = self.baseline.get("budget")
         return None if value is None else int(value)
