@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from tsq.compat.optuna import feasibility_value
 from tsq.early_stop import (
     ALPHA,
     baseline_error_sd,
@@ -337,11 +338,11 @@ def test_samplers_take_stopped_trials_as_complete_and_infeasible(
         assert first["p_value"] < first["threshold"] and first["statistic"] is not None and record["test"]
         assert t.user_attrs["n_problems"] == 10  # partial metrics, with their intervals
         assert t.user_attrs["accuracy_lo"] <= t.user_attrs["accuracy"] <= t.user_attrs["accuracy_hi"]
-        assert t.constraints["accuracy_drop"] > 0
+        assert feasibility_value(t) > 0
         assert _get_infeasible_trial_score(t) > 0  # TPE: in the infeasible group
         assert _constrained_dominates(feasible[0], t, study.directions)  # NSGA-II: any feasible one beats it
     for t in feasible:
-        assert t.user_attrs["early_stop"]["stage"] == 3 and t.constraints["accuracy_drop"] <= 0
+        assert t.user_attrs["early_stop"]["stage"] == 3 and feasibility_value(t) <= 0
     # GP models the constraint once any trial carries one; the front holds feasible trials only, although
     # the stopped trials' short responses would put them on an unconstrained front
     assert _get_feasible_trials(trials) == feasible
@@ -365,7 +366,7 @@ def test_no_early_stop_flag_and_trial_run(tmp_path: Path, tiny_model_dir: Path) 
     [collapsed] = study.trials
     assert collapsed.params["alpha"] >= 0.6 and "early_stop" not in collapsed.user_attrs
     assert collapsed.user_attrs["n_problems"] == N_PROBLEMS  # evaluated on every problem
-    assert collapsed.constraints["accuracy_drop"] > 0
+    assert feasibility_value(collapsed) > 0
 
     # `tsq trial run` has no constraint to keep: a collapsing point is evaluated on every problem
     out = tmp_path / "trial"

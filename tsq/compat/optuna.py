@@ -14,6 +14,11 @@
   them a killed worker's trial stayed RUNNING forever, as on journal storage.
 - `optuna._hypervolume.compute_hypervolume`: Optuna's WFG hypervolume, for the report's hypervolume against
   the baseline (Optuna's public `hypervolume` helpers need a study built from the same objectives).
+- `optuna.study._constrained_optimization._CONSTRAINTS_KEY` and `Trial._trial_id`: `set_feasibility` writes a
+  trial's constraint value as the list under the system attr "constraints", the one place both Optuna and
+  optuna-dashboard (0.21) read it. Optuna 5's named `Trial.set_constraint` ("constraints:NAME") is read by
+  Optuna alone: the dashboard showed `constraints: []` for every trial. Writing both would give every sampler
+  two constraints (Optuna 5 reads the list as constraint "0" beside the named one).
 
 `check_optuna()` runs before either is used: an Optuna outside `SUPPORTED`, or one whose private names are
 gone, fails with one line (`OptunaVersionError`, a `UserError`) instead of an override Optuna never calls.
@@ -43,6 +48,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("optuna.storages._rdb.models", "TrialModel"),
     ("optuna.storages._heartbeat", "BaseHeartbeat"),
     ("optuna._hypervolume", "compute_hypervolume"),
+    ("optuna.study._constrained_optimization", "_CONSTRAINTS_KEY"),
 )
 
 
@@ -185,3 +191,19 @@ def compute_hypervolume(losses: np.ndarray, reference: np.ndarray) -> float:
     from optuna._hypervolume import compute_hypervolume as wfg
 
     return float(wfg(losses, reference))
+
+
+def set_feasibility(trial: optuna.Trial, value: float) -> None:
+    """The trial's one constraint value (feasible when <= 0), where samplers, `study.best_trials` and
+    optuna-dashboard all read it (module doc)."""
+    check_optuna()
+    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+
+    trial.storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, [float(value)])
+
+
+def feasibility_value(trial: FrozenTrial) -> float | None:
+    """The constraint value `set_feasibility` wrote, or Optuna's named constraint wrote (studies stored before
+    tsq wrote the list); None without one."""
+    values = list(trial.constraints.values())
+    return float(values[0]) if values else None

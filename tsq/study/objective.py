@@ -12,12 +12,14 @@ from typing import Any
 import optuna
 
 from tsq.cache import Cache, cache_dir_of
+from tsq.compat.optuna import set_feasibility
 from tsq.errors import TrialFailed
 from tsq.generation import backend_from_spec
 from tsq.generation.base import Backend
 from tsq.models import resolve_model
 from tsq.paths import tsq_home
 from tsq.program import TrialContext, TrialResult, TrialSeeds, load_program, scope_of
+from tsq.signals import exit_if_stopping
 from tsq.spec import Spec
 from tsq.study.params import apply_params
 from tsq.study.provenance import json_safe, provenance
@@ -101,6 +103,9 @@ class TrialObjective:
             if bad:
                 raise TrialFailed(f"objective metric(s) {', '.join(bad)} missing or not finite")
         except Exception as exc:
+            # Stopping: the error may be the shutdown's doing (a cancel stops W&B's service too), so the trial
+            # is left RUNNING, for a peer to retry once it goes stale, rather than failed.
+            exit_if_stopping()
             error = f"{type(exc).__name__}: {exc}"
             trial.set_user_attr("error", error[:2000])
             trial.set_user_attr("traceback", "".join(traceback.format_exception(exc))[-4000:])
@@ -145,7 +150,7 @@ class TrialObjective:
             value = -drop - constraint.max_accuracy_drop
             if early_stop is not None and early_stop.get("stopped"):
                 value = max(value, 1e-9)  # the test showed it violated, so samplers see it infeasible
-            trial.set_constraint("accuracy_drop", value)
+            set_feasibility(trial, value)  # where optuna-dashboard reads it too (tsq.compat.optuna)
 
 
 def _finite(value: Any) -> bool:
