@@ -119,3 +119,14 @@ def synthetic_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> Trial
 
 def failing_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
     raise TrialFailed("a trial that cannot succeed")
+
+
+def interrupted_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
+    """Makes what a real trial makes before its end (the Trainer's empty output folder, an adapter), says so
+    in `ctx.out_dir.parent / "started"`, then waits to be interrupted (Ctrl-C)."""
+    (ctx.out_dir / "trainer").mkdir(parents=True)
+    (ctx.out_dir / "adapter").mkdir()
+    (ctx.out_dir / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    (ctx.out_dir.parent / "started").touch()
+    time.sleep(120)
+    raise TrialFailed("not interrupted within 120 s")

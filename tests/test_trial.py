@@ -113,3 +113,32 @@ def test_a_failed_trial_is_one_line_and_exit_1(tiny_model_dir: Path, tmp_path: P
         f"trial failed: selection produced no pairs (alpha=0.2, q-dyn) (tsq sweep check {spec} tells what it "
         "can beforehand)"
     )
+
+
+def test_ctrl_c_says_what_stopped_and_leaves_no_empty_folder(tmp_path: Path) -> None:
+    """A real SIGINT to `tsq trial run` while its program runs: one line naming the trial and that nothing
+    was recorded, exit 130, the empty trainer/ folder gone (the adapter it had trained is named, and kept)."""
+    import signal
+    import time
+
+    from programs import env_with_tests_on_path, synthetic_spec
+
+    spec = synthetic_spec(tmp_path / "spec.yaml", "ctrlc", 1, program="programs:interrupted_trial")
+    out = tmp_path / "runs" / "t"
+    cmd = [sys.executable, "-m", "tsq", "trial", "run", str(spec), "--out", str(out), "--alpha", "0.3"]
+    env = {**env_with_tests_on_path(), "TSQ_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out.parent / "started").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: the trial of {spec} (alpha=0.3, epsilon=0.005, lambda=1, eta=0.5) stopped before it "
+        f"finished; nothing was recorded (no {out / 'metrics.json'}); left in {out} by the interrupted run: "
+        "adapter/; finished cache stages are kept, so a rerun starts after them"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["adapter"]  # trainer/ (empty) is gone

@@ -25,6 +25,7 @@ keeps that from happening: `training.max_length` must hold the longest prompt + 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Collection, Sequence
@@ -426,6 +427,8 @@ def train_lora(
     if n_pairs == 0:
         raise TrialFailed(f"every pair's prompt fills training.max_length={training.max_length}")
     output = trainer.train()
+    with contextlib.suppress(OSError):  # the Trainer's output_dir: empty, since nothing is checkpointed
+        (out_dir / "trainer").rmdir()
     adapter_dir = out_dir / "adapter"
     trainer.model.save_pretrained(adapter_dir)
     losses = [entry["loss"] for entry in relay.history]

@@ -57,12 +57,24 @@ def run(
     program = load_program(loaded.study.program)
     # the spec's search space is the scope, so the trial shares study-wide cache entries with its sweeps
     ctx = TrialContext(cache=cache_for(loaded), out_dir=out, scope=scope_of(loaded.study))
+    existed = _paths(out)
     try:
         with sigterm_as_exit():
             result = program(loaded, params, ctx)
     except TrialFailed as err:  # a result, not a crash: the reason, no traceback
         typer.echo(f"trial failed: {err} (tsq sweep check {spec} tells what it can beforehand)", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C: say what stopped, and leave no empty folders behind
+        left = _tidy(out, existed)
+        knobs = ", ".join(f"{k}={v:g}" for k, v in params.model_dump(by_alias=True).items())
+        typer.echo(
+            f"interrupted: the trial of {spec} ({knobs}) stopped before it finished; nothing was recorded "
+            f"(no {out / 'metrics.json'})"
+            + (f"; left in {out} by the interrupted run: {', '.join(left)}" if left else "")
+            + "; finished cache stages are kept, so a rerun starts after them",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     console = make_console()
     console.print(comparison_table(result.baseline, result.metrics, result.params))
     r = result.stats
@@ -71,6 +83,21 @@ def run(
         f"contains 0 is no measurable effect · {r['pairs']} pairs · training steps {r['training']['steps']}"
     )
     console.print(f"wrote {out / 'metrics.json'}, {result.records} and {result.adapter_dir}")
+
+
+def _paths(root: Path) -> set[Path]:
+    return {root, *root.rglob("*")} if root.is_dir() else set()
+
+
+def _tidy(root: Path, existed: set[Path]) -> list[str]:
+    """Remove the empty folders under `root` (itself included) that the run made; returns what else it left
+    directly in `root` (e.g. an adapter trained before the interrupt)."""
+    made = sorted((p for p in _paths(root) - existed if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+    for folder in made:
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    new = [p for p in root.iterdir() if p not in existed] if root.is_dir() else []
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in new)
 
 
 # The absolute metrics the table shows, and the relative metric that is each one's change
