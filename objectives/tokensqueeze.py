@@ -24,7 +24,7 @@ from tsq.cache import Cache
 from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
 from tsq.data.traces import Response
-from tsq.early_stop import run_stages, stage_problems, stop_record
+from tsq.early_stop import look_line, run_stages, stage_problems, stop_record
 from tsq.errors import TrialFailed
 from tsq.evaluate import EvalResult, baseline, compare, evaluate, intervals
 from tsq.fileio import write_atomic
@@ -366,9 +366,7 @@ def evaluate_staged(
     stages = stage_problems(list(by_id), spec.evaluation.stages, spec.evaluation.seed)
     looks = run_stages(base.problem_sums(), stages, evaluate_more, max_accuracy_drop)
     for seen in looks:
-        log.info("evaluation stage %d/%d: %d problems, accuracy change %+.3f, p %s (stop below %s)",
-                 seen.stage, seen.n_stages, seen.problems, seen.accuracy_change, seen.p_value,
-                 seen.threshold)  # fmt: skip
+        log.info("%s", look_line(seen))
     ordered = {p.id: responses[p.id] for p in problems.problems if p.id in responses}  # as `evaluate` orders
     difficulty = {pid: by_id[pid].difficulty for pid in ordered}
     result = EvalResult(ordered, difficulty, summarize(ordered, difficulty, spec.evaluation.budget))

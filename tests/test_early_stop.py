@@ -27,9 +27,11 @@ from typer.testing import CliRunner
 from tsq.compat.optuna import feasibility_value
 from tsq.early_stop import (
     ALPHA,
+    Look,
     baseline_error_sd,
     check_fractions,
     look,
+    look_line,
     look_threshold,
     merge_sums,
     run_stages,
@@ -403,3 +405,19 @@ def test_staged_evaluation_draws_exactly_the_full_evaluations_responses(
     assert staged.records() == full.records()  # the union of the stages is the full evaluation
     assert staged.summary == full.summary
     assert math.isclose(staged.summary["accuracy"], full.summary["accuracy"])
+
+
+def test_a_look_logs_readable_p_values_and_what_decides_at_the_last_stage() -> None:
+    def seen(stage: int, p: float | None, threshold: float | None, stop: bool) -> Look:
+        return Look(stage, 3, 25 * stage, 100, 0.05, -0.1234, 0.03, 0.01, 0.028, -2.5, 24, p, threshold, None,
+                    stop)  # fmt: skip
+
+    assert look_line(seen(1, 0.0001234567890123456, 0.05, True)) == (
+        "evaluation stage 1/3: 25 of 100 problems, accuracy change -12.3 pts vs the baseline; p 0.000123, "
+        "stop below 0.05: stop"
+    )  # it printed "p 0.0001234567890123456 (stop below 0.05)"
+    assert look_line(seen(2, 0.4, 0.05, False)).endswith("; p 0.4, stop below 0.05: go on")
+    assert look_line(seen(3, 0.4, None, False)).endswith(
+        "; p 0.4 (last stage: the full evaluation decides feasibility)"
+    )  # it printed "(stop below None)"
+    assert look_line(seen(1, None, 0.05, False)).endswith("; not tested (fewer than 2 problems)")

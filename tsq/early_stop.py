@@ -197,6 +197,18 @@ def look(
                 p_value, threshold, upper, stop)  # fmt: skip
 
 
+def look_line(seen: Look) -> str:
+    """One look as the log prints it: p-values to 3 significant digits, and what decides at the last stage."""
+    change = f"accuracy change {100 * seen.accuracy_change:+.1f} pts vs the baseline"
+    head = f"evaluation stage {seen.stage}/{seen.n_stages}: {seen.problems} of {seen.of} problems, {change}"
+    if seen.p_value is None:
+        return f"{head}; not tested (fewer than 2 problems)"
+    if seen.threshold is None:
+        return f"{head}; p {seen.p_value:.3g} (last stage: the full evaluation decides feasibility)"
+    verdict = "stop" if seen.stop else "go on"
+    return f"{head}; p {seen.p_value:.3g}, stop below {seen.threshold:.3g}: {verdict}"
+
+
 def merge_sums(a: ProblemSums, b: ProblemSums) -> ProblemSums:
     """The per-problem sums of two disjoint sets of problems, as one (rows sorted by problem id)."""
     if a.budget != b.budget or set(a.problem_ids) & set(b.problem_ids):
