@@ -9,9 +9,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+_received: list[int] = []  # the exit code of a SIGTERM received inside sigterm_as_exit
+
 
 def _exit(signum: int, _frame: FrameType | None) -> None:
+    # Remembered as well as raised: the handler can run inside a weakref callback or a __del__, where Python
+    # prints the SystemExit ("Exception ignored in ...") and drops it. A worker cancelled by Slurm lost its
+    # SIGTERM that way, ran on with its W&B service gone (Slurm stops every process of the job) and failed
+    # 5 trials in a row, the one it was running included, where that one should have been left to a peer.
+    _received.append(128 + signum)
     raise SystemExit(128 + signum)
+
+
+def exit_if_stopping() -> None:
+    """Raise the SystemExit of a SIGTERM received in sigterm_as_exit again: Python may have dropped it."""
+    if _received:
+        raise SystemExit(_received[0])
 
 
 @contextmanager
@@ -25,3 +38,4 @@ def sigterm_as_exit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _received.clear()

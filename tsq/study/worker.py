@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tsq.report.table import is_replicate
-from tsq.signals import sigterm_as_exit
+from tsq.signals import exit_if_stopping, sigterm_as_exit
 from tsq.spec import Spec
 from tsq.study.lifecycle import create_or_load
 from tsq.study.objective import TrialObjective
@@ -100,6 +100,7 @@ def _run_trials(
         return objective(trial)
 
     while True:
+        exit_if_stopping()  # a SIGTERM whose SystemExit was dropped: no trial after it
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, then re-queued as WAITING
         counts = state_counts(study)
         bar.n = counts[TrialState.COMPLETE]
