@@ -13,8 +13,8 @@ from optuna.distributions import FloatDistribution
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
-from tsq.report.pareto import spread_lines, study_hypervolume, write_report
-from tsq.report.table import StudyTable, hypervolume
+from tsq.report.pareto import render_markdown, spread_lines, study_hypervolume, write_report
+from tsq.report.table import StudyTable, hypervolume, study_table
 from tsq.stats import FrontSpread
 
 BASELINE = {"accuracy": 0.5, "len_all": 60.0, "len_correct": 50.0, "auc": 0.30, "budget": 128}
@@ -277,3 +277,45 @@ def test_the_report_names_the_configuration_to_train(tmp_path: Path) -> None:
     assert html.index("tsq recommends trial 3") < html.index("<script")  # above the plot
     assert "<code>tsq trial run sweeps/crowded.yaml --alpha 0.4 --out runs/recommended</code>" in html
     assert files["pareto.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_with_replicates_the_recommendation_is_judged_with_seed_noise(tmp_path: Path) -> None:
+    """Fresh-seed replicates of trials 3 and 1: trial 3's fresh seeds average 3.7 points under the baseline,
+    so its interval now crosses -5 points and trial 1 (its fresh seeds at -1.0) is recommended instead."""
+    study = crowded_study(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs")
+    replicates = {
+        3: [(0.57, 30.9), (0.565, 31.6), (0.555, 30.4)],
+        1: [(0.59, 30.8), (0.595, 31.5), (0.585, 30.1)],
+    }
+    for of, runs in replicates.items():
+        for k, (acc, length) in enumerate(runs):
+            attrs = {
+                "replicate_of": of,
+                "split": "eval",
+                "replicate": k + 1,
+                "accuracy": acc,
+                "len_all": length,
+                "accuracy_delta": acc - 0.6,
+                "accuracy_delta_se": 0.035 / 1.96,
+                "token_reduction": 1 - length / 60,
+            }
+            study.add_trial(
+                optuna.create_trial(
+                    params={"alpha": 0.1 + of / 10},
+                    distributions={"alpha": FloatDistribution(0.0, 1.0)},
+                    values=[acc, length],
+                    user_attrs=attrs,
+                    system_attrs={"constraints": [-(acc - 0.6) - 0.05]},
+                )
+            )
+    md = render_markdown(study_table(study), "s.yaml")
+    section = md[md.index("## What to train with") : md.index("## Every trial")]
+    assert (
+        "- **tsq recommends trial 1** (alpha=0.2): Len-A (tokens) 30.6 [29.1, 32.1] as the sweep saw it, "
+        "30.8 [" in section
+    )
+    assert "Δ Acc -1.0 pts [" in section and "(mean over 3 fresh seeds)" in section
+    assert "hold evaluation and seed noise (seed SD pooled over the study's fresh-seed replicates)" in section
+    assert "trial 3 is more compressed and feasible at the point value, but the interval crosses" in section
+    (row3,) = [line for line in md.splitlines() if line.startswith("| trial 3 ★ |")]
+    assert "| unsure |" in row3  # judged by its fresh seeds, no longer by the sweep's run

@@ -44,6 +44,16 @@ def _metric(row: Row, name: str) -> str:
     )
 
 
+def _fresh(table: StudyTable, number: int, name: str) -> str:
+    """The fresh seeds' mean of a metric beside the sweep's value, for a replicated trial."""
+    for row in table.replicated:
+        est = row.estimates.get(name)
+        if row.of == number and row.split == "eval" and est is not None:
+            fresh = format_estimate(name, est.mean, est.lo, est.hi)
+            return f" as the sweep saw it, {fresh} over {row.n} fresh seeds"
+    return ""
+
+
 def _interval(delta: float | None, lo: float | None, hi: float | None) -> str:
     return format_estimate("accuracy_delta", delta, lo, hi)
 
@@ -89,7 +99,7 @@ def recommendation_lines(table: StudyTable, spec: str | None = None) -> list[str
         )
         head = f"**tsq recommends trial {pick.number}**"
     lines += [
-        f"- {head} ({_knobs(pick)}): {label} {_metric(pick, name)}"
+        f"- {head} ({_knobs(pick)}): {label} {_metric(pick, name)}{_fresh(table, pick.number, name)}"
         f", Δ Acc {_interval(judged.delta, judged.lo, judged.hi)}"
         + (f" (mean over {judged.seeds} fresh seeds)" if judged.seeds else ""),
         f"- rule: {rule}. Intervals judged here hold {_noise_words(table)}.",
@@ -135,8 +145,8 @@ def _next_steps(table: StudyTable, spec: str) -> list[str]:
         steps.append(
             f"trial{'s' if len(unsure) > 1 else ''} {', '.join(map(str, sorted(unsure)))} "
             f"{'are' if len(unsure) > 1 else 'is'} more compressed and feasible at the point value, but the "
-            "interval crosses the limit: more eval problems (data.eval.n) or confirming "
-            f"{'them' if len(unsure) > 1 else 'it'} narrows it"
+            "interval crosses the limit: more eval problems (data.eval.n) or more fresh seeds "
+            "(`tsq sweep confirm`) would narrow it"
         )
     steps.append(
         "check it on the held-out split the sweep never saw: "
