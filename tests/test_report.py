@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -187,7 +188,9 @@ def test_spread_lines_do_not_contradict_themselves_after_rounding() -> None:
     apart = FrontSpread("accuracy", {1: 0.5, 2: 0.52, 3: 0.544}, gaps, (1, 2, 3), 2.0)
     close = FrontSpread("len_all", {1: 30.0, 2: 31.97}, {(1, 2): (-1.97, 1.0)}, (1,), 2.0)
     table = StudyTable("s", [], [], {"budget": 128}, [("accuracy", "maximize")], spreads=[apart, close])
-    first, second = spread_lines(table)
+    same = FrontSpread("len_all", {1: 45.0, 2: 45.0}, {(1, 2): (0.0, 0.0)}, (1,), 2.0)  # identical trials
+    first, second, third = spread_lines(replace(table, spreads=[apart, close, same]))
+    assert "(widest: trials 1 and 2, 0.0 tokens, i.e. 0.0 SE)" in third, third  # it read "> 99 SE"
     assert first.endswith("(gaps 2.0–4.4 pts, i.e. 2.04–4.44 SE)"), first
     assert "2.0 tokens, i.e. 1.97 SE" in second, second
 

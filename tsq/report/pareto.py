@@ -92,7 +92,10 @@ _GAP_UNITS = {"percent": " pts", "points": " pts", "signed_percent": " pts", "to
 
 
 def _ratio(gap: float, se: float) -> float:
-    return abs(gap) / se if se > 0 else math.inf
+    """The gap in SEs of the gap; equal values (gap and SE 0: identical responses) are 0 SE apart."""
+    if se > 0:
+        return abs(gap) / se
+    return math.inf if gap != 0 else 0.0
 
 
 def _span(values: list[float], digits: int, unit: str = "", most: float = math.inf) -> str:
