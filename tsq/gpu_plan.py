@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tsq.gguf_import import imported_dir, is_import_name
+
 GiB = 1 << 30
 SHIPPED_CONFIGS = Path(__file__).parent / "assets" / "model-configs"
 
@@ -145,6 +147,8 @@ def find_config(model_path: str) -> tuple[Path, str] | None:
     """A model's config.json without downloading anything, and where it came from: a local model folder, the
     local Hugging Face cache, or the copy tsq ships; None when none of them has it."""
     local = Path(model_path).expanduser()
+    if not local.exists() and is_import_name(model_path):  # `tsq model import-gguf`'s folder
+        local = imported_dir(model_path)
     if (local / "config.json").is_file():
         return local / "config.json", "the model folder"
     try:
