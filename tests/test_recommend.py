@@ -75,3 +75,12 @@ def test_knobs_ready_to_use_are_exact() -> None:
         "tsq trial run sweeps/q.yaml --alpha 0.23330448123 --epsilon 0.00684 --eta 0.1 --lambda 1.7 "
         "--out runs/recommended"
     )
+
+
+def test_without_seed_noise_the_table_interval_is_judged() -> None:
+    # the report's bootstrap interval [-5.6, +2.8] pts, skewed; a normal one from the SE would differ from what
+    # the table shows beside it
+    trial = _c(8, 32.3, -0.014, 0.021, delta_interval=(-0.056, 0.028))
+    judged = judge(trial, 0.05)
+    assert (judged.lo, judged.hi, judged.feasible) == (-0.056, 0.028, "unsure")
+    assert judge(trial, 0.05, seed_sd=0.001, seed_dof=10).lo != -0.056  # with seed noise: the combined SE

@@ -1,12 +1,13 @@
 """The configuration a study recommends training with, and the rule that chose it.
 
-The rule (docs/method.md "Statistics", "The recommendation"):
+The rule (docs/sweeps.md, "What to train with"):
 1. Feasible with high probability: the trial's accuracy change against the baseline has its whole 95% interval
    above −max_accuracy_drop (the study's constraint, which is also the equivalence margin `tsq report effects`
-   uses for accuracy): not worse than the baseline beyond the margin. The interval holds evaluation noise and,
-   once the study has fresh-seed replicates, seed noise too (`pooled_seed_noise`: the pooled between-seed SD
-   of accuracy adds to each unreplicated trial; a replicated trial is judged by the mean over its fresh seeds
-   only, the winner's curse kept out). A trial stopped early is never a candidate.
+   uses for accuracy): not worse than the baseline beyond the margin. Without replicates that is the report's
+   own bootstrap interval (evaluation noise); once the study has fresh-seed replicates, the pooled
+   between-seed SD of accuracy (`pooled_seed_noise`) adds to each unreplicated trial's bootstrap SE (a t
+   interval at the Welch–Satterthwaite df), and a replicated trial is judged by the mean over its fresh seeds
+   only, the winner's curse kept out. A trial stopped early is never a candidate.
 2. Among those, the most compressed: the best value of the study's first objective that is not accuracy.
 3. The trials feasible with high probability whose gap to it in that objective is within 2 SE of the gap
    (the threshold `front_spread` uses; seed noise adds 2·SD² to the SE once measured) are not separable
@@ -46,6 +47,7 @@ class Candidate:
     delta_se: float | None  # its problem-bootstrap SE
     stopped: bool = False
     replicate_delta: tuple[float, float, float, int] | None = None  # fresh seeds: (mean, lo, hi, n)
+    delta_interval: tuple[float, float] | None = None  # its 95% bootstrap interval, as the table shows it
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ def judge(
         value, low, high, seeds = mean, lo, hi, n
     elif candidate.delta is None:
         return Judged(candidate.number, None, None, None, "no", 0)
+    elif seed_sd is None and candidate.delta_interval is not None:  # evaluation noise only: the table's own
+        (low, high), value, seeds = candidate.delta_interval, candidate.delta, 0
     else:
         est = aggregate_replicates(
             [candidate.delta], se_boot=candidate.delta_se, sd_seed=seed_sd, sd_dof=seed_dof

@@ -225,6 +225,7 @@ def _recommendation(
             r.stopped,
             None if (e := fresh.get(r.number)) is None or e.lo is None or e.hi is None
             else (e.mean, e.lo, e.hi, e.n),
+            _delta_interval(r.metrics),
         )
         for r in rows
     ]  # fmt: skip
@@ -245,6 +246,11 @@ def _recommendation(
     constraint = study.user_attrs.get("constraint") or {}
     return recommend(candidates, objectives, constraint.get("max_accuracy_drop"), gap_of, seed_sd,
                      noise.dof if noise else None)  # fmt: skip
+
+
+def _delta_interval(metrics: Mapping[str, Any]) -> tuple[float, float] | None:
+    lo, hi = metrics.get("accuracy_delta_lo"), metrics.get("accuracy_delta_hi")
+    return None if lo is None or hi is None else (float(lo), float(hi))
 
 
 def _delta_se(metrics: Mapping[str, Any]) -> float | None:
