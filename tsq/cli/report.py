@@ -59,10 +59,12 @@ def effects(
     An arm is one configuration on the eval split: a trial, its `tsq sweep confirm` replicates and any
     trial with the same params; n is its number of seeds. Values are means over seeds with 95% intervals
     that hold seed noise (training and sampling seeds) as well as evaluation noise, overall and by
-    difficulty level (depth). A contrast is an arm's mean minus the reference arm's, ± 2 SE, the SE from
-    the between-seed SD pooled over the study's arms; the arms share their eval problems, so problem
-    difficulty cancels. A difference within 2 SE counts as no measurable effect; a contrast with a single
-    seed on either side is "unreplicated" (run `tsq sweep confirm SPEC --top K --replicates R` first).
+    difficulty level (depth). A contrast is an arm's mean minus the reference arm's with its 95% t interval,
+    the SE from the between-seed SD pooled over the study's arms (the arms share their eval problems, so
+    problem difficulty cancels). Verdicts: better / worse / equivalent within ±margin (two one-sided tests) /
+    undecided, Holm-adjusted across the study's primary family (study.effects; default each arm on each
+    objective), every other contrast exploratory; a contrast with a single seed on either side is
+    "unreplicated" (run `tsq sweep confirm SPEC --top K --replicates R` first).
     """
     from tsq.fileio import write_atomic
     from tsq.report.effects import render_report, study_effects
