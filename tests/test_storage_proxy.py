@@ -164,4 +164,6 @@ def test_workers_through_the_proxy_share_its_connections(
         _check_study(study, 3, pids)
         held[via] = max(counts)
     print(json.dumps({"workers": n_workers, "proxy_threads": threads, "max_db_connections": held}))
-    assert held["proxy"] <= threads < n_workers <= held["direct"]  # direct: 12 (4 per worker), proxy: 2
+    # measured: direct 12 (4 per worker) in 3 runs; proxy 2 or 3 with --threads 2 (one connection more than
+    # the threads at times: the proxy's own, opened at its start)
+    assert held["proxy"] <= threads + 1 < n_workers * 4 <= held["direct"]
