@@ -261,7 +261,7 @@ def scrub_argv(argv: list[str]) -> None:
 
 def serve_proxy(storage: StorageURL, host: str, port: int, threads: int) -> None:
     """Optuna's gRPC storage proxy for `storage` at host:port, until the process is stopped. Workers pointed
-    at grpc://host:port share its database connections (at most `threads` at once) instead of their own."""
+    at grpc://host:port share its database connections (about `threads`: one per request served)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from optuna.storages import get_storage, run_grpc_proxy_server
