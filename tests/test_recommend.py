@@ -78,8 +78,8 @@ def test_knobs_ready_to_use_are_exact() -> None:
 
 
 def test_without_seed_noise_the_table_interval_is_judged() -> None:
-    # the report's bootstrap interval [-5.6, +2.8] pts, skewed; a normal one from the SE would differ from what
-    # the table shows beside it
+    # the report's bootstrap interval [-5.6, +2.8] pts, skewed; a normal one from the SE would differ from
+    # what the table shows beside it
     trial = _c(8, 32.3, -0.014, 0.021, delta_interval=(-0.056, 0.028))
     judged = judge(trial, 0.05)
     assert (judged.lo, judged.hi, judged.feasible) == (-0.056, 0.028, "unsure")

@@ -218,6 +218,23 @@ def _noisy_records(path: Path, accuracy: float, length: float, seed: int) -> str
 CROWDED = [(0.60, 31.0), (0.59, 30.6), (0.61, 31.4), (0.585, 30.2), (0.62, 32.0), (0.55, 40.0), (0.50, 28.0)]
 
 
+def _add_trial(
+    study: optuna.Study, alpha: float, acc: float, length: float, attrs: dict, at_least: float | None = None
+) -> None:
+    """A COMPLETE trial of the crowded study; its constraint value under a 5-point drop (a stopped trial's is
+    raised `at_least` to a positive value, as the runner does)."""
+    value = -(acc - 0.6) - 0.05
+    study.add_trial(
+        optuna.create_trial(
+            params={"alpha": alpha},
+            distributions={"alpha": FloatDistribution(0.0, 1.0)},
+            values=[acc, length],
+            user_attrs=attrs,
+            system_attrs={"constraints": [value if at_least is None else max(value, at_least)]},
+        )
+    )
+
+
 def crowded_study(url: str, folder: Path, run_ids: dict[int, str] | None = None) -> optuna.Study:
     """`CROWDED` as a study; `run_ids`: each trial's W&B run id (the `wandb_run_id` user attr)."""
     study = optuna.create_study(study_name="crowded", storage=url, directions=["maximize", "minimize"])
@@ -239,16 +256,7 @@ def crowded_study(url: str, folder: Path, run_ids: dict[int, str] | None = None)
             "early_stop": {"stopped": stopped},
             **({"wandb_run_id": run_ids[number]} if run_ids else {}),
         }  # fmt: skip
-        value = max(-(acc - 0.6) - 0.05, 1e-9 if stopped else -1.0)
-        study.add_trial(
-            optuna.create_trial(
-                params={"alpha": 0.1 + number / 10},
-                distributions={"alpha": FloatDistribution(0.0, 1.0)},
-                values=[acc, length],
-                user_attrs=attrs,
-                system_attrs={"constraints": [value]},
-            )
-        )
+        _add_trial(study, 0.1 + number / 10, acc, length, attrs, 1e-9 if stopped else None)
     return study
 
 
@@ -302,15 +310,7 @@ def test_with_replicates_the_recommendation_is_judged_with_seed_noise(tmp_path: 
                 "accuracy_delta_se": 0.035 / 1.96,
                 "token_reduction": 1 - length / 60,
             }
-            study.add_trial(
-                optuna.create_trial(
-                    params={"alpha": 0.1 + of / 10},
-                    distributions={"alpha": FloatDistribution(0.0, 1.0)},
-                    values=[acc, length],
-                    user_attrs=attrs,
-                    system_attrs={"constraints": [-(acc - 0.6) - 0.05]},
-                )
-            )
+            _add_trial(study, 0.1 + of / 10, acc, length, attrs)
     md = render_markdown(study_table(study), "s.yaml")
     section = md[md.index("## What to train with") : md.index("## Every trial")]
     assert (
