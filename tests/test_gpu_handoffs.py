@@ -19,8 +19,7 @@ worker's next trial builds a new one (defect 3).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ import tsq.study.objective
 import tsq.train
 from objectives.tokensqueeze import TrialContext, run_trial
 from tsq.cache import Cache
-from tsq.generation.base import BackendClosedError, SamplingSettings
+from tsq.generation.base import BackendClosedError, BackendLifecycle, SamplingSettings
 from tsq.generation.hf import HFBackend
 from tsq.spec import TrialParams, load_spec
 from tsq.study.objective import TrialObjective
@@ -43,14 +42,15 @@ ROOT = Path(__file__).resolve().parents[1]
 Event = tuple[Any, ...]
 
 
-class Recording:
-    """The real backend, with every sleep, wake-up and generate call logged in `events`."""
+class Recording(BackendLifecycle):
+    """The real backend, with every sleep, wake-up and generate call logged in `events` (`asleep()` is the
+    lifecycle's own, so it goes through these `sleep` and `wake_up`)."""
 
     def __init__(self, inner: HFBackend, events: list[Event], loaded: list[weakref.ref]) -> None:
         self.inner, self.events, self.loaded = inner, events, loaded
         self.asleep_now = False
 
-    def __getattr__(self, name: str) -> Any:  # name, tokenizer, closed, calls: the real backend's
+    def __getattr__(self, name: str) -> Any:  # name, tokenizer, calls: the real backend's
         return getattr(self.inner, name)
 
     def generate(self, prompts: list[str], settings: SamplingSettings, adapter=None, keys=None):
@@ -68,15 +68,7 @@ class Recording:
         self.asleep_now = False
         self.inner.wake_up()
 
-    @contextmanager
-    def asleep(self) -> Iterator[None]:
-        self.sleep()
-        try:
-            yield
-        finally:
-            self.wake_up()
-
-    def close(self) -> None:
+    def _do_close(self) -> None:
         self.inner.close()
 
 

@@ -75,29 +75,16 @@ def launch(
         report = run_worker(spec, storage, name, target, spec.study.timeout, tracker_kind, progress)
         return optuna.load_study(study_name=name, storage=open_storage(storage)), [report]
     create_or_load(spec, storage, name)  # once, before the workers race to do it
-    procs = [
-        _spawn_worker(spec_path, storage, name, target, tracker_kind, i, device, spec.study.early_stop)
+    commands = [
+        worker_command(spec_path, storage, name, target, tracker_kind, i, device, spec.study.early_stop)
         for i, device in enumerate(devices)
     ]
+    procs = [subprocess.Popen(args, env=env) for args, env in commands]
     with sigterm_as_exit():
         codes = _wait_all(procs, storage, name, target)
     if any(code != 0 for code in codes):
         raise UserError(f"study {name}: worker exit codes {codes}; see the messages above")
     return optuna.load_study(study_name=name, storage=open_storage(storage)), []
-
-
-def _spawn_worker(
-    spec_path: Path,
-    storage: StorageURL,
-    name: str,
-    n_trials: int | None,
-    tracker_kind: TrackerKind,
-    index: int,
-    device: str | None,
-    early_stop: bool = True,
-) -> subprocess.Popen[bytes]:
-    args, env = worker_command(spec_path, storage, name, n_trials, tracker_kind, index, device, early_stop)
-    return subprocess.Popen(args, env=env)
 
 
 def worker_command(
