@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,8 +120,12 @@ def _sampling(s: Sweep, w: Seen) -> bool:
     return s.lock_held("samples") and s.entries("samples") == 0
 
 
+# logged once the worker asks the engine for every step rewrite in one call (tsq.refine.compute_candidates)
+REWRITES_SAMPLED = re.compile(r"refinement: sampling \d+ x \d+ step rewrites")
+
+
 def _refinement(s: Sweep, w: Seen) -> bool:
-    return "refinement: sampling step rewrites" in w.log and s.entries("candidates") == 0
+    return REWRITES_SAMPLED.search(w.log) is not None and s.entries("candidates") == 0
 
 
 def _training(s: Sweep, w: Seen) -> bool:
