@@ -16,7 +16,7 @@ computed before timing starts. On a shared machine keep OMP_NUM_THREADS=1: overs
 made generation 20x slower here.
 
 "Without the early stop" evaluates the SAME adapters the study trained on the whole eval set, exactly what
-the trial program runs under `--no-early-stop` (`tsq.evaluate.evaluate`): training is seeded and costs the
+the trial program runs under `--no-early-stop` (`tsq.engines.evaluate.evaluate`): training is seeded and costs the
 same either way, so training each point twice would only buy noise. Both evaluations of a trial run in one
 process, each into an empty cache, in alternating order. Prints, per point, the trial's own staged
 evaluation (stage, seconds, accuracy change), the timed staged and full evaluations, the ratio of the
@@ -38,16 +38,16 @@ import yaml
 
 from objectives.tokensqueeze import evaluate_staged
 from tsq.cache import Cache, cache_dir_of
+from tsq.config.spec import Spec, load_spec
 from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
-from tsq.early_stop import TEST
-from tsq.evaluate import EvalResult, baseline, compare, evaluate
-from tsq.generation import backend_from_spec
-from tsq.generation.base import Backend
-from tsq.models import resolve_model
+from tsq.engines.evaluate import EvalResult, baseline, compare, evaluate
+from tsq.engines.generation import backend_from_spec
+from tsq.engines.generation.base import Backend
+from tsq.engines.models import resolve_model
+from tsq.engines.sample import sample_responses, samples_key, sampling_settings
+from tsq.method.early_stop import TEST
 from tsq.paths import tsq_home
-from tsq.sample import sample_responses, samples_key, sampling_settings
-from tsq.spec import Spec, load_spec
 from tsq.study.launch import launch
 from tsq.study.storage import open_storage, parse_storage_url
 

@@ -36,12 +36,12 @@ import yaml
 
 from objectives.tokensqueeze import run_trial
 from tsq.cache import Cache
-from tsq.generation import backend_from_spec
-from tsq.generation.base import Backend
-from tsq.models import resolve_model
+from tsq.config.spec import Spec, TrialParams, load_spec
+from tsq.engines.generation import backend_from_spec
+from tsq.engines.generation.base import Backend
+from tsq.engines.models import resolve_model
 from tsq.paths import tsq_home
-from tsq.program import TrialContext, scope_of
-from tsq.spec import Spec, TrialParams, load_spec
+from tsq.recipe import TrialContext, scope_of
 
 ENGINE_TITLE = "VLLM::EngineCore"
 # Four points inside the smoke space (α, ε, λ, η), and the warm-up's fifth

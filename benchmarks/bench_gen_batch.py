@@ -5,7 +5,7 @@
 The quickstart's sampling settings (the shipped default model, T 1.0, 192 new tokens) over the first
 `--problems` train problems × `--n` samples. Arms run interleaved, `--repeats` rounds, so load on a shared
 machine falls on every arm alike; the ratio is each arm's median time over the first size's. A row is drawn
-from its own seeded stream (`tsq.generation.hf.SeededSampler`), so a batch size may change a row's tokens only
+from its own seeded stream (`tsq.engines.generation.hf.SeededSampler`), so a batch size may change a row's tokens only
 through float rounding of the batch's logits: the check compares every row's token ids with the first arm's.
 """
 
@@ -19,9 +19,9 @@ from transformers import AutoTokenizer
 
 from tsq.data.formatting import format_prompt
 from tsq.data.tiny_world import tiny_problem_set
-from tsq.generation.base import SamplingSettings
-from tsq.generation.hf import HFBackend
-from tsq.tiny_model import tiny_model
+from tsq.engines.generation.base import SamplingSettings
+from tsq.engines.generation.hf import HFBackend
+from tsq.engines.tiny_model import tiny_model
 
 
 def main() -> None:

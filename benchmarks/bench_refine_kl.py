@@ -1,4 +1,4 @@
-"""Batched vs one-candidate-at-a-time KL scoring of step rewrites (tsq.refine.score_step), side by side.
+"""Batched vs one-candidate-at-a-time KL scoring of step rewrites (tsq.engines.refine.score_step), side by side.
 
 Samples K rewrites of one step of a tiny-world trace with the HF backend, then scores them with the same
 function twice: all candidates in one left-padded batch with the original, and one forward per candidate
@@ -18,10 +18,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tsq.data.tiny_world import ChainProblem
-from tsq.generation.base import SamplingSettings
-from tsq.generation.hf import HFBackend
-from tsq.refine import score_step
-from tsq.tiny_model import tiny_model
+from tsq.engines.generation.base import SamplingSettings
+from tsq.engines.generation.hf import HFBackend
+from tsq.engines.refine import score_step
+from tsq.engines.tiny_model import tiny_model
 
 STEP = "now we work out b : b = a - 4 , and so that is 9 - 4 = 5"
 FUTURE = (

@@ -1,14 +1,14 @@
 """Refinement scoring with the trace's prefix KV cache vs without, and the KL noise floor, side by side.
 
 1. Prefix cache (`--worlds tiny qwen`): every searched step of a few traces scored twice by
-   `tsq.refine.score_trace`, reusing the trace's KV cache and running each row's whole context; prints both
+   `tsq.engines.refine.score_trace`, reusing the trace's KV cache and running each row's whole context; prints both
    times, the ratio and the largest KL difference. tiny: the tiny world's model (under $TSQ_HOME), rewrites
    sampled with the HF backend; qwen: a random Qwen2 with the byte-level BPE of tests/qwen_bpe.py, long
    traces, rewrites made by dropping tokens of the step (a random model samples no step boundaries).
 2. Noise floor (`--noise-floor`): on the random Qwen2 in float32 and bfloat16, the KL of a step's original
    against copies of itself, as a candidate of the same length and behind 1 … 32 more pads (what a shorter
    rewrite sees): before (the reference row scored alone, the copies in a padded batch, logits in the
-   model's dtype, KL as Σ p (log p − log q)) and after (`tsq.refine.measure_kl_noise_floor`: the original
+   model's dtype, KL as Σ p (log p − log q)) and after (`tsq.engines.refine.measure_kl_noise_floor`: the original
    inside its candidates' batch, fp32 head and KL; the figure `KL_NOISE_FLOOR` bounds), plus float16.
 
     .venv/bin/python benchmarks/bench_refine_prefix.py [--worlds tiny qwen] [--noise-floor] [--device cpu]
@@ -27,8 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from qwen_bpe import build_qwen_like, reasoning_trace
 
+from tsq.config.spec import RefinementSpec
 from tsq.data.tiny_world import generate_trace, random_problem, random_style
-from tsq.refine import (
+from tsq.engines.refine import (
     LMHead,
     _keep,
     _plan,
@@ -38,7 +39,6 @@ from tsq.refine import (
     score_step,
     score_trace,
 )
-from tsq.spec import RefinementSpec
 
 
 def _load(path: Path, dtype: torch.dtype, device: str):
@@ -57,8 +57,8 @@ def _prompt(tok, question: str) -> str:
 # -- 1. prefix cache vs none -------------------------------------------------------------------------------
 def tiny_plans(path: Path, spec: RefinementSpec, n_traces: int) -> tuple[list[_TracePlan], object]:
     """Plans of tiny-world traces with rewrites sampled by the HF backend, as compute_candidates does."""
-    from tsq.generation.base import SamplingSettings
-    from tsq.generation.hf import HFBackend
+    from tsq.engines.generation.base import SamplingSettings
+    from tsq.engines.generation.hf import HFBackend
 
     backend = HFBackend(path, progress=False)
     tok = backend.tokenizer
@@ -229,7 +229,7 @@ def main() -> None:
         heads=max(4, args.hidden // 64), kv_heads=2,
     )  # fmt: skip
     if "tiny" in args.worlds:
-        from tsq.tiny_model import tiny_model
+        from tsq.engines.tiny_model import tiny_model
 
         path = tiny_model(args.variant)
         plans, tok = tiny_plans(path, spec, args.traces)

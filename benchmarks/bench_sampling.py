@@ -4,7 +4,7 @@ of a cached sample vs a fresh one.
 Run as a script (vLLM spawns processes, hence the main guard):
     .venv/bin/python benchmarks/bench_sampling.py [--variant test|default] [--problems 64] [--n 4]
 Every row samples the same prompts with the same settings in one run, so the ratios are like for like:
-- HF, seeded per row: tsq's sampler (each row its own stream; `tsq.generation.hf.SeededSampler`);
+- HF, seeded per row: tsq's sampler (each row its own stream; `tsq.engines.generation.hf.SeededSampler`);
 - HF, shared stream: transformers' own multinomial sampling over one global generator (what tsq did before);
 - vLLM, one request per sample: tsq's way (n=1, a seed each);
 - vLLM, one request of n: `SamplingParams(n=N, seed=s)`, the samples of a prompt share one request.
@@ -24,12 +24,12 @@ from transformers import AutoTokenizer, GenerationConfig
 from tsq.cache import Cache
 from tsq.data.formatting import format_prompt
 from tsq.data.tiny_world import tiny_problem_set
-from tsq.generation import get_backend
-from tsq.generation.base import SamplingSettings
-from tsq.generation.hf import HFBackend
-from tsq.generation.vllm import VLLMBackend
-from tsq.sample import sample_responses
-from tsq.tiny_model import tiny_model
+from tsq.engines.generation import get_backend
+from tsq.engines.generation.base import SamplingSettings
+from tsq.engines.generation.hf import HFBackend
+from tsq.engines.generation.vllm import VLLMBackend
+from tsq.engines.sample import sample_responses
+from tsq.engines.tiny_model import tiny_model
 
 
 def timed(run: Callable[[], int]) -> tuple[int, float]:

@@ -3,7 +3,7 @@
 Both train the same LoRA (same rank, alpha, target modules) on the same model weights and the same batch,
 with the same loss, DPO-L(λ) + η·SFT, the same AdamW and gradient clipping (the HF Trainer's default 1.0).
 
-- tsq: the trainer exactly as `train_lora` builds it (`tsq.train._trainer`), run by `trainer.train()` with a
+- tsq: the trainer exactly as `train_lora` builds it (`tsq.engines.train._trainer`), run by `trainer.train()` with a
   logging step every step (as `train_lora` logs a run of under 200 steps). Its step time is everything
   the loop does between two steps: fetching and collating the batch, forward, backward, clipping, the
   optimiser, the scheduler, the metrics and the log.
@@ -34,11 +34,11 @@ from bench_trainer_init import random_qwen2, tiny_pairs
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-import tsq.train as tsq_train
+import tsq.engines.train as tsq_train
 from tsq.cache import Cache
-from tsq.losses import dpo_l_loss
-from tsq.spec import TrainingSpec
-from tsq.tiny_model import tiny_model
+from tsq.config.spec import TrainingSpec
+from tsq.engines.tiny_model import tiny_model
+from tsq.method.losses import dpo_l_loss
 
 LAM, ETA, BETA, LR = 1.0, 0.5, 0.1, 1e-4
 

@@ -3,7 +3,7 @@
 With `precompute_ref_log_probs`, TRL's `DPOTrainer.__init__` copies every weight to CPU as fp32 and takes
 its SHA-256, only to name TRL's own reference cache file; tsq's reference store replaces that file, so
 `tsq.compat.trl` skips the hash. This builds the trainer exactly as `train_lora` does
-(`tsq.train.build_trainer`, reference log-probs already in the store) on a random-weight Qwen2 of a few
+(`tsq.engines.train.build_trainer`, reference log-probs already in the store) on a random-weight Qwen2 of a few
 hundred M parameters, alternately with the skip and without it, and prints the build times and the ratio.
 The model is loaded afresh before each build (not timed: PEFT wraps it in place).
 
@@ -24,11 +24,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2
 
 from tsq.cache import Cache
 from tsq.compat.trl import model_hash
+from tsq.config.spec import TrainingSpec
 from tsq.data.tiny_world import TraceStyle, generate_trace, random_problem
-from tsq.select import Pair
-from tsq.spec import TrainingSpec
-from tsq.tiny_model import tiny_model
-from tsq.train import RefLogpsStore, build_trainer
+from tsq.engines.tiny_model import tiny_model
+from tsq.engines.train import RefLogpsStore, build_trainer
+from tsq.method.select import Pair
 
 
 def random_qwen2(out: Path, tokenizer_dir: Path, layers: int, hidden: int) -> int:

@@ -17,8 +17,8 @@ from bench_refine_kl import kl_scoring, report  # this folder: `python benchmark
 
 from objectives.tokensqueeze import TrialContext, run_trial
 from tsq.cache import Cache
-from tsq.models import resolve_model
-from tsq.spec import TrialParams, load_spec
+from tsq.config.spec import TrialParams, load_spec
+from tsq.engines.models import resolve_model
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ with probability P(|Z| < 1.96/√2) = 0.834.
 
     python benchmarks/calibrate_problem_noise.py SPEC ADAPTER_DIR [--subsets 5] [--size 100]
 
-Uses tsq's own evaluation (per-sample seeds, the spec's evaluation settings) and `tsq.evaluate.intervals`.
+Uses tsq's own evaluation (per-sample seeds, the spec's evaluation settings) and `tsq.engines.evaluate.intervals`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from contextlib import closing
 from pathlib import Path
 
 from tsq.cache import Cache, cache_dir_of
+from tsq.config.spec import load_spec
 from tsq.data.loading import load_problem_set
 from tsq.data.problems import ProblemSet
-from tsq.evaluate import EvalResult, intervals
-from tsq.generation import backend_from_spec
-from tsq.metrics import summarize
-from tsq.models import resolve_model
-from tsq.sample import sample_responses, sampling_settings
-from tsq.spec import load_spec
+from tsq.engines.evaluate import EvalResult, intervals
+from tsq.engines.generation import backend_from_spec
+from tsq.engines.models import resolve_model
+from tsq.engines.sample import sample_responses, sampling_settings
+from tsq.method.metrics import summarize
 
 
 def main() -> None:

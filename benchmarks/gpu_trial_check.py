@@ -32,10 +32,10 @@ import torch
 
 from objectives.tokensqueeze import TrialContext, run_trial
 from tsq.cache import Cache
+from tsq.config.spec import TrialParams, load_spec
 from tsq.devices import pick_device, pick_dtype, release_accelerator_memory
-from tsq.gpu_plan import GiB
-from tsq.models import resolve_model
-from tsq.spec import TrialParams, load_spec
+from tsq.engines.gpu_plan import GiB
+from tsq.engines.models import resolve_model
 
 ROWS = (  # label, section, key, scale, format
     ("baseline accuracy", "baseline", "accuracy", 100, "{:.1f}%"),
@@ -133,11 +133,11 @@ def check_plan(spec_path: str, steps: int, tiny_shapes: bool) -> list[tuple[str,
     from transformers import AutoTokenizer
 
     from objectives.tokensqueeze_plan import PROMPT_ALLOWANCE, gpu_plan
-    from tsq.gpu_plan import GPUS, ModelShape, find_config, read_config
-    from tsq.refine import LMHead, encode_prefix, score_step
-    from tsq.select import Pair
-    from tsq.tiny_model import tiny_model
-    from tsq.train import build_trainer
+    from tsq.engines.gpu_plan import GPUS, ModelShape, find_config, read_config
+    from tsq.engines.refine import LMHead, encode_prefix, score_step
+    from tsq.engines.tiny_model import tiny_model
+    from tsq.engines.train import build_trainer
+    from tsq.method.select import Pair
 
     spec = load_spec(spec_path)
     found = find_config(spec.model.path)

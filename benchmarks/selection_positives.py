@@ -1,7 +1,7 @@
 """What each selection variant trains on, per depth: the positives and negatives `shortest` and q-dyn pick.
 
 Reads a spec's cached self-samples (`tsq.study.check.load_cached_inputs`: it never generates; a cache miss
-stops the script), forms each variant's pairs with `tsq.select.select_pairs` exactly as a trial does
+stops the script), forms each variant's pairs with `tsq.method.select.select_pairs` exactly as a trial does
 (`build_pairs`, with the spec's `selection` settings and its fixed α), and prints per difficulty level
 (tiny world: chain depth) and variant:
 
@@ -23,7 +23,7 @@ short accuracy gap within verifying and within non-verifying samples, so phrasin
 verification. Accuracies are over samples; samples of one problem are not independent, so read small gaps
 (a few points on a few hundred samples) as noise.
 
-    mkdir -p /tmp/tsqhome-x && cp -r ~/.cache/tsq/models ~/.cache/tsq/cache /tmp/tsqhome-x/
+    mkdir -p /tmp/tsqhome-x && cp -r ~/.cache/tsq/engines/models ~/.cache/tsq/cache /tmp/tsqhome-x/
     TSQ_HOME=/tmp/tsqhome-x OMP_NUM_THREADS=1 .venv/bin/python benchmarks/selection_positives.py \\
         sweeps/paper-ablations-selection.yaml [--variants shortest q-dyn]
 """
@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from tiny_world_errors import checks_after_slips, true_chain  # a sibling benchmark (scripts run from here)
 
 from tsq.cache import Cache, cache_dir_of
+from tsq.config.spec import Spec, load_spec
 from tsq.data.loading import load_problem_set
 from tsq.data.tiny_world import has_verification, step_meaning
 from tsq.data.traces import Response, split_steps
-from tsq.select import select_pairs
-from tsq.spec import Spec, load_spec
+from tsq.method.select import select_pairs
 from tsq.study.check import knob_values, load_cached_inputs
 
 # The first word of each long phrasing the tiny world writes (tiny_world._compute_step: "now we work out",

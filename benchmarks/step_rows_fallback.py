@@ -1,4 +1,4 @@
-"""How often refinement's scored rows fall back to the steps' own tokens (tsq.refine._plan: `whole` False).
+"""How often refinement's scored rows fall back to the steps' own tokens (tsq.engines.refine._plan: `whole` False).
 
 A trace's rows hold the trace as the tokenizer encodes it whole unless some step boundary cannot be cut
 cleanly; then they hold the pieces' tokens, which the model never produces (refinement warns). Counted on
@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from qwen_bpe import build_tokenizer, reasoning_step, reasoning_trace
 
-from tsq.refine import _plan
+from tsq.engines.refine import _plan
 
 
 def fallback(tokenizer, traces: list[tuple[str, str]]) -> tuple[int, int]:
@@ -50,9 +50,9 @@ def main() -> None:
     rows.append(("Qwen-like BPE", "R1-style synthetic", *fallback(qwen, traces)))
 
     from tsq.cache import Cache, cache_dir_of
+    from tsq.config.spec import load_spec
+    from tsq.engines.models import load_tokenizer, resolve_model
     from tsq.errors import UserError
-    from tsq.models import load_tokenizer, resolve_model
-    from tsq.spec import load_spec
     from tsq.study.check import load_cached_inputs
 
     spec = load_spec(Path(args.spec))

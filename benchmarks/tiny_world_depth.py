@@ -1,7 +1,7 @@
 """Does verification pay off where problems are hard? The baseline's own responses, split by depth.
 
 Runs (or reads from the cache) the baseline evaluation of a spec through tsq's own code
-(`tsq.evaluate.baseline`; with `--adapter`, a trained trial's LoRA adapter on the same split), splits every
+(`tsq.engines.evaluate.baseline`; with `--adapter`, a trained trial's LoRA adapter on the same split), splits every
 difficulty level's responses by whether they contain a verification step
 (`tsq.data.tiny_world.has_verification`: the world knows its own phrasing), and prints accuracy and Len-A of
 each group with a 95% bootstrap interval over problems, and the with-minus-without difference with its
@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from tsq.cache import Cache, cache_dir_of
+from tsq.config.spec import Spec, load_spec
 from tsq.data.tiny_world import has_verification
 from tsq.data.traces import Response
-from tsq.evaluate import EvalResult, evaluate
-from tsq.generation import backend_from_spec
-from tsq.models import resolve_model
-from tsq.spec import Spec, load_spec
+from tsq.engines.evaluate import EvalResult, evaluate
+from tsq.engines.generation import backend_from_spec
+from tsq.engines.models import resolve_model
 
 # Per problem: [n, correct, tokens] for responses with a verification step, then the same without.
 _COLUMNS = 6

@@ -21,23 +21,23 @@ from filelock import FileLock
 
 from objectives.tokensqueeze_plan import check_gpu_plan
 from tsq.cache import Cache
+from tsq.config.spec import Spec, TrainingSpec, TrialParams
 from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
 from tsq.data.traces import Response
-from tsq.early_stop import look_line, run_stages, stage_problems, stop_record
+from tsq.engines.evaluate import EvalResult, baseline, compare, evaluate, intervals
+from tsq.engines.generation import backend_from_spec
+from tsq.engines.generation.base import Backend
+from tsq.engines.models import model_fingerprint, resolve_model
+from tsq.engines.refine import TraceCandidates, compute_candidates, reachable_refinements, refine_trace
+from tsq.engines.sample import sample_responses, sampling_settings
+from tsq.engines.train import cache_reference_logps, check_max_length, train_lora
 from tsq.errors import TrialFailed
-from tsq.evaluate import EvalResult, baseline, compare, evaluate, intervals
 from tsq.fileio import write_atomic
-from tsq.generation import backend_from_spec
-from tsq.generation.base import Backend
-from tsq.metrics import ProblemSums, budget_curve, summarize
-from tsq.models import model_fingerprint, resolve_model
-from tsq.program import StudyScope, TrialContext, TrialResult, TrialSeeds
-from tsq.refine import TraceCandidates, compute_candidates, reachable_refinements, refine_trace
-from tsq.sample import sample_responses, sampling_settings
-from tsq.select import Pair, build_pairs
-from tsq.spec import Spec, TrainingSpec, TrialParams
-from tsq.train import cache_reference_logps, check_max_length, train_lora
+from tsq.method.early_stop import look_line, run_stages, stage_problems, stop_record
+from tsq.method.metrics import ProblemSums, budget_curve, summarize
+from tsq.method.select import Pair, build_pairs
+from tsq.recipe import StudyScope, TrialContext, TrialResult, TrialSeeds
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def warm_cache(spec: Spec, ctx: TrialContext) -> dict[str, Any]:
     }
 
 
-run_trial.warm = warm_cache  # type: ignore[attr-defined]  # tsq.program.WarmableProgram
+run_trial.warm = warm_cache  # type: ignore[attr-defined]  # tsq.recipe.WarmableProgram
 # The program's own check before a sweep (`tsq sweep check`, `tsq sweep launch`): its GPU plan
 run_trial.check = check_gpu_plan  # type: ignore[attr-defined]
 
@@ -346,12 +346,12 @@ def evaluate_staged(
     backend: Backend,
 ) -> tuple[EvalResult, dict[str, Any]]:
     """Evaluate in `spec.evaluation.stages` and stop once the staged test shows the accuracy-drop constraint
-    violated (`tsq.early_stop`). Returns the evaluation of the problems evaluated so far and the record of
+    violated (`tsq.method.early_stop`). Returns the evaluation of the problems evaluated so far and the record of
     the looks: `stopped`, `stage`, `problems` of `of`, and each look's statistic, p-value and threshold.
 
     Each stage samples only the problems it adds (stages are prefixes of one seeded order); a problem's
     samples are seeded per (problem, sample), so a trial that passes every stage holds exactly the responses
-    `tsq.evaluate.evaluate` draws on the whole set."""
+    `tsq.engines.evaluate.evaluate` draws on the whole set."""
     problems = load_problem_set(spec.data, "eval")
     by_id = {p.id: p for p in problems.problems}
     settings = sampling_settings(spec.evaluation)

@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from tsq.generation import lora_rank_bound, study_values
-from tsq.generation.vllm import vllm_lora_rank
-from tsq.gpu_plan import (
+from tsq.config.spec import Spec
+from tsq.engines.generation import lora_rank_bound, study_values
+from tsq.engines.generation.vllm import vllm_lora_rank
+from tsq.engines.gpu_plan import (
     CUDA_CONTEXT,
     GPU,
     GPUS,
@@ -41,14 +42,13 @@ from tsq.gpu_plan import (
     train_step_seconds,
     training_items,
 )
-from tsq.spec import Spec
 
 PROMPT_ALLOWANCE = 512  # tokens for the prompt where `training.max_length` is unset (MATH-500: < 400)
 DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "float32": 4}
 
 
 def check_gpu_plan(spec: Spec, gpu: str = "h100") -> Plan | None:
-    """The program's GPU plan for a vLLM spec on one `gpu` (a key of `tsq.gpu_plan.GPUS`); None for a spec
+    """The program's GPU plan for a vLLM spec on one `gpu` (a key of `tsq.engines.gpu_plan.GPUS`); None for a spec
     that samples with the HF backend or on the tiny model (CPU-sized). A model whose config.json cannot be
     read without downloading gets a plan without stages that says so."""
     if spec.sampling.backend != "vllm" or spec.model.path == "tiny":
@@ -139,7 +139,7 @@ def gpu_plan(
 
 
 _NOTES = (
-    "estimates from shapes (tsq/gpu_plan.py lists each assumption); on the GPU, vLLM's start-up lines "
+    "estimates from shapes (tsq/engines/gpu_plan.py lists each assumption); on the GPU, vLLM's start-up lines "
     "'Available KV cache memory' and 'Sleep mode freed ... still in use' and benchmarks/gpu_trial_check.py "
     "--plan measure them",
     "times are upper bounds (every response at its cap) at assumed efficiencies; step rewrites and their "

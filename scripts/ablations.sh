@@ -17,7 +17,7 @@ specs=(sensitivity-alpha sensitivity-epsilon sensitivity-lambda sensitivity-eta
        alpha-sft alpha-low-beta)
 for name in "${specs[@]}"; do
   spec=sweeps/$name.yaml
-  arms=$(.venv/bin/python -c "from tsq.spec import load_spec; print(load_spec('$spec').study.n_trials)")
+  arms=$(.venv/bin/python -c "from tsq.config.spec import load_spec; print(load_spec('$spec').study.n_trials)")
   $tsq sweep launch "$spec" --tracker none
   $tsq sweep confirm "$spec" --top "$arms" --replicates 5 --tracker none
 done

@@ -30,6 +30,6 @@ def tiny_model_dir(tsq_home: Path) -> Path:
 
     Shipped rather than built per test session: loading it is instant, a build took ~90 s of every run.
     """
-    from tsq.tiny_model import tiny_model
+    from tsq.engines.tiny_model import tiny_model
 
     return tiny_model("test")

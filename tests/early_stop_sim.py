@@ -1,4 +1,4 @@
-"""Simulated staged evaluations for the early stop (tsq/early_stop.py), shared by tests/test_early_stop.py
+"""Simulated staged evaluations for the early stop (tsq/method/early_stop.py), shared by tests/test_early_stop.py
 and benchmarks/bench_early_stop.py --per-study: a tiny-world-like eval set (half easy problems at 95%, half
 anywhere in 20–80%), a baseline and trials drawn from it, every trial evaluated in stages by `run_stages`."""
 
@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tsq.early_stop import run_stages, stage_problems
-from tsq.metrics import SUM_FIELDS, ProblemSums
+from tsq.method.early_stop import run_stages, stage_problems
+from tsq.method.metrics import SUM_FIELDS, ProblemSums
 
 BUDGET = 128
 STAGES = (0.25, 0.5, 1.0)

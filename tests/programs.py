@@ -1,5 +1,5 @@
 """Small trial programs for tests of the runner and the report, where the real pipeline is not what is under
-test. Each implements `tsq.program.TrialProgram` and is loaded by name (`study.program: programs:NAME`), so
+test. Each implements `tsq.recipe.TrialProgram` and is loaded by name (`study.program: programs:NAME`), so
 the tests folder must be on PYTHONPATH for spawned workers (`env_with_tests_on_path`).
 
 `synthetic_trial` writes per-response records whose accuracy and length follow the trial's knobs and scores
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import yaml
 
+from tsq.config.spec import Spec, TrialParams
+from tsq.engines.evaluate import compare, intervals, read_records
 from tsq.errors import TrialFailed
-from tsq.evaluate import compare, intervals, read_records
 from tsq.fileio import write_atomic
-from tsq.metrics import ProblemSums, metric_values
-from tsq.program import TrialContext, TrialResult
-from tsq.spec import Spec, TrialParams
+from tsq.method.metrics import ProblemSums, metric_values
+from tsq.recipe import TrialContext, TrialResult
 
 TESTS = Path(__file__).resolve().parent
 N_PROBLEMS, N_SAMPLES = 24, 2

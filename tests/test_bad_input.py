@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tsq.spec import merge_sections
+from tsq.config.spec import merge_sections
 
 REPO = Path(__file__).resolve().parents[1]
 TSQ = [sys.executable, "-m", "tsq"]
@@ -236,7 +236,7 @@ CASES = [
     Case("spec-comments-only", "the spec is empty", raw=b"# a sweep, one day\n"),
     Case("spec-null", "the spec is empty", raw=b"null\n"),
     Case("spec-empty-mapping", "the spec is empty", raw=b"{}\n"),
-    # -- `extends:` (tsq.spec): the base file is resolved relative to the spec's folder
+    # -- `extends:` (tsq.config.spec): the base file is resolved relative to the spec's folder
     Case("extends-missing", "nobase.yaml: spec file not found", patch={"extends": "nobase.yaml"}),
     Case(
         "extends-cycle",
@@ -326,7 +326,7 @@ def _selected(request: pytest.FixtureRequest) -> set[str]:
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A TSQ_HOME holding the study "existing" (smoke spec, no trials run) and one cache entry."""
     from tsq.cache import Cache, content_key
-    from tsq.spec import Spec
+    from tsq.config.spec import Spec
     from tsq.study.lifecycle import create_or_load
     from tsq.study.storage import parse_storage_url
 

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from tsq.cache import Cache
+from tsq.config.space import FloatRange
+from tsq.config.spec import Spec
 from tsq.data.traces import Response
-from tsq.space import FloatRange
-from tsq.spec import Spec
 from tsq.study.check import (
     alpha_remedy,
     alpha_threshold,
@@ -165,7 +165,7 @@ def test_epsilon_moot_unknown_and_single_values():
 
 
 def _trace(kls: list[list[float]]):
-    from tsq.refine import Candidate, StepCandidates, TraceCandidates
+    from tsq.engines.refine import Candidate, StepCandidates, TraceCandidates
 
     steps = tuple(
         StepCandidates(
@@ -192,7 +192,7 @@ def test_epsilon_from_candidates():
 
 
 def test_epsilon_below_the_noise_floor_warns():
-    from tsq.refine import kl_noise_floor
+    from tsq.engines.refine import kl_noise_floor
 
     floor = kl_noise_floor("bfloat16")
     spec = make_spec({"epsilon": {"low": floor / 10, "high": 0.05, "log": True}}, model={"dtype": "bfloat16"})
@@ -237,8 +237,8 @@ def _put_samples(spec: Spec, cache: Cache, model_dir: Path, samples: dict[str, l
 
     from tsq.data.formatting import format_prompt
     from tsq.data.loading import load_problem_set
-    from tsq.models import load_tokenizer
-    from tsq.sample import STAGE, samples_key, sampling_settings
+    from tsq.engines.models import load_tokenizer
+    from tsq.engines.sample import STAGE, samples_key, sampling_settings
 
     problems = load_problem_set(spec.data, "train")
     tok = load_tokenizer(model_dir)
@@ -272,8 +272,8 @@ def test_alpha_on_cached_samples(tiny_model_dir: Path, tmp_path: Path):
 def test_samples_the_sampler_cached_are_found(tiny_model_dir: Path, tmp_path: Path):
     """The real sampler writes, the check reads: the key is shared, not re-derived."""
     from tsq.data.loading import load_problem_set
-    from tsq.generation import backend_from_spec
-    from tsq.sample import sample_responses, sampling_settings
+    from tsq.engines.generation import backend_from_spec
+    from tsq.engines.sample import sample_responses, sampling_settings
 
     cache = Cache(tmp_path / "cache")
     spec = _tiny_spec({"alpha": {"low": 0.05, "high": 1.0}}, n=4, train=2)
@@ -290,8 +290,8 @@ def test_samples_the_sampler_cached_are_found(tiny_model_dir: Path, tmp_path: Pa
 
 
 def test_epsilon_reads_cached_candidates(tiny_model_dir: Path, tmp_path: Path):
-    from tsq import refine
-    from tsq.models import model_fingerprint
+    from tsq.engines import refine
+    from tsq.engines.models import model_fingerprint
 
     cache = Cache(tmp_path / "cache")
     rs = [Response(f"r{i}", n, i < 4, "stop") for i, n in enumerate([10, 11, 12, 13, 20, 21, 22, 23])]

@@ -66,9 +66,7 @@ def test_human_size() -> None:
 
 
 @pytest.mark.slow
-def test_warm_fills_every_shared_stage_once_even_from_two_workers(
-    tsq_home: Path, tmp_path: Path
-) -> None:
+def test_warm_fills_every_shared_stage_once_even_from_two_workers(tsq_home: Path, tmp_path: Path) -> None:
     """Two `tsq cache warm` processes at once: one computes each shared stage, the other waits on the lock
     and reads it (no stage is computed twice); a trial afterwards computes only its own evaluation."""
     import os
@@ -78,8 +76,8 @@ def test_warm_fills_every_shared_stage_once_even_from_two_workers(
     import yaml
 
     from objectives.tokensqueeze import run_trial
-    from tsq.program import TrialContext, scope_of
-    from tsq.spec import load_spec
+    from tsq.config.spec import load_spec
+    from tsq.recipe import TrialContext, scope_of
 
     smoke = yaml.safe_load((Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml").read_text())
     spec_path = tmp_path / "warm.yaml"

@@ -15,9 +15,9 @@ from trl import DPOConfig, DPOTrainer
 
 from tsq.cache import Cache
 from tsq.compat.trl import SKIPPED_HASH, SUPPORTED, FencedDPOTrainer, TrlVersionError, check_trl, model_hash
+from tsq.engines.models import model_fingerprint
+from tsq.engines.train import RefLogpsStore, TokenSqueezeDPOConfig, TokenSqueezeDPOTrainer
 from tsq.errors import UserError
-from tsq.models import model_fingerprint
-from tsq.train import RefLogpsStore, TokenSqueezeDPOConfig, TokenSqueezeDPOTrainer
 
 
 def test_the_installed_trl_passes() -> None:

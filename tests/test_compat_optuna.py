@@ -44,7 +44,7 @@ def test_hypervolume_through_the_adapter() -> None:
 def _constrained_study(sampler_name: str, write: Callable[[optuna.Trial, float], None]) -> optuna.Study:
     """Six trials of a two-objective study under tsq's sampler `sampler_name` (2 startup trials, so the
     constrained models of TPE, GP and NSGA-II run), each trial's constraint written by `write`."""
-    from tsq.space import StudySpec
+    from tsq.config.space import StudySpec
     from tsq.study.sampler import build_sampler, suggest
 
     search = {"alpha": {"low": 0.0, "high": 1.0, "step": 0.25}, "eta": {"low": 0.0, "high": 1.0, "step": 0.5}}

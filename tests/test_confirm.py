@@ -132,7 +132,7 @@ def test_a_lucky_original_is_shown_beside_the_fresh_seeds_never_averaged_in() ->
 
 
 def test_plan_seeds_new_on_eval_and_original_first_on_test() -> None:
-    from tsq.spec import Spec
+    from tsq.config.spec import Spec
 
     spec = Spec()
     trial = optuna.trial.create_trial(params={}, distributions={}, values=[0.0])

@@ -22,13 +22,13 @@ from programs import env_with_tests_on_path, synthetic_spec
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
+from tsq.config.knobs import KNOBS
+from tsq.config.spec import Spec, load_spec
 from tsq.devices import gpu_assignment, visible_gpus
 from tsq.errors import UserError
-from tsq.knobs import KNOBS
-from tsq.losses import LOSSES
-from tsq.metrics import objective_metric_names
-from tsq.select import VARIANTS
-from tsq.spec import Spec, load_spec
+from tsq.method.losses import LOSSES
+from tsq.method.metrics import objective_metric_names
+from tsq.method.select import VARIANTS
 from tsq.study.params import apply_params, default_point
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_registries_are_the_spec_s_vocabulary() -> None:
         section = Spec()
         for key in knob.path:
             section = getattr(section, key)
-    from tsq.tiny_model import VARIANTS as TINY
+    from tsq.engines.tiny_model import VARIANTS as TINY
 
     assert set(TINY) == set(
         Spec.model_fields["model"].annotation.model_fields["tiny_variant"].annotation.__args__

@@ -1,4 +1,4 @@
-"""Staged evaluation with an early stop (tsq/early_stop.py, docs/method.md "Statistics").
+"""Staged evaluation with an early stop (tsq/method/early_stop.py, docs/method.md "Statistics").
 
 The stages and the test against hand-computed values; the test's behaviour on simulated trials (a collapsed
 trial stops at stage 1, a trial at the baseline never stops, trials exactly at the constraint's boundary are
@@ -25,7 +25,11 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from tsq.compat.optuna import feasibility_value
-from tsq.early_stop import (
+from tsq.config.spec import EvaluationSpec, Spec, TrialParams, load_spec
+from tsq.engines.evaluate import compare, intervals
+from tsq.errors import UserError
+from tsq.fileio import write_atomic
+from tsq.method.early_stop import (
     ALPHA,
     Look,
     baseline_error_sd,
@@ -40,12 +44,8 @@ from tsq.early_stop import (
     stage_sizes,
     stop_record,
 )
-from tsq.errors import UserError
-from tsq.evaluate import compare, intervals
-from tsq.fileio import write_atomic
-from tsq.metrics import SUM_FIELDS, ProblemSums, metric_values
-from tsq.program import TrialContext, TrialResult
-from tsq.spec import EvaluationSpec, Spec, TrialParams, load_spec
+from tsq.method.metrics import SUM_FIELDS, ProblemSums, metric_values
+from tsq.recipe import TrialContext, TrialResult
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 128
@@ -246,7 +246,7 @@ def _records(ids: Sequence[str], accuracy: float, length: int) -> list[dict]:
 
 
 def staged_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
-    """A trial program whose evaluation is synthetic but staged by tsq.early_stop, as the default program's:
+    """A trial program whose evaluation is synthetic but staged by tsq.method.early_stop, as the default program's:
     α ≥ 0.5 collapses accuracy from 70% to 20% (and is shorter, so it would be on an unconstrained front)."""
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     ids = [f"p{i:02d}" for i in range(N_PROBLEMS)]
@@ -317,7 +317,7 @@ def test_samplers_take_stopped_trials_as_complete_and_infeasible(
 
     from tsq.study.objective import TrialObjective
     from tsq.study.sampler import build_sampler
-    from tsq.tracking import Tracker
+    from tsq.study.tracking import Tracker
 
     spec = load_spec(_spec(tmp_path, sampler))
     study = optuna.create_study(directions=spec.study.directions, sampler=build_sampler(spec.study))
@@ -390,9 +390,9 @@ def test_staged_evaluation_draws_exactly_the_full_evaluations_responses(
 
     from objectives.tokensqueeze import evaluate_staged
     from tsq.cache import Cache
-    from tsq.evaluate import baseline
-    from tsq.generation import backend_from_spec
-    from tsq.models import resolve_model
+    from tsq.engines.evaluate import baseline
+    from tsq.engines.generation import backend_from_spec
+    from tsq.engines.models import resolve_model
 
     spec = load_spec(_spec(tmp_path, "tpe"))
     model_path = resolve_model(spec.model)

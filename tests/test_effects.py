@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from tsq.cli.main import app
 from tsq.errors import UserError
+from tsq.method.stats import aggregate_replicates, holm, pooled_sd, t_test, tost
 from tsq.report.effects import contrast_se, render_report, study_effects, verdict
-from tsq.stats import aggregate_replicates, holm, pooled_sd, t_test, tost
 
 T2, T4 = 4.302652729749464, 2.7764451051977987  # Student's t 0.975 quantile at 2 and 4 degrees of freedom
 
@@ -294,8 +294,8 @@ def test_cli_prints_and_writes_the_report_and_a_missing_study_is_one_line(tmp_pa
 def test_the_spec_declares_the_family_and_margins_and_the_study_records_them() -> None:
     from pydantic import ValidationError
 
+    from tsq.config.space import StudySpec
     from tsq.report.effects import effects_settings
-    from tsq.space import StudySpec
 
     with pytest.raises(ValidationError, match="unknown metric"):
         StudySpec(effects={"primary": ["speed"]})

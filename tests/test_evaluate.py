@@ -12,17 +12,17 @@ from typer.testing import CliRunner
 
 from tsq.cache import Cache
 from tsq.cli.main import app
+from tsq.config.spec import Spec, load_spec
+from tsq.engines.evaluate import baseline, compare, evaluate, intervals, read_records
+from tsq.engines.generation.hf import HFBackend
 from tsq.errors import UserError
-from tsq.evaluate import baseline, compare, evaluate, intervals, read_records
-from tsq.generation.hf import HFBackend
-from tsq.metrics import (
+from tsq.method.metrics import (
     RECORD_FIELDS,
     ProblemSums,
     absolute_metric_names,
     metric_values,
     relative_metric_names,
 )
-from tsq.spec import Spec, load_spec
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ import torch
 from lora_util import perturbed_lora
 from transformers import AutoTokenizer
 
+from tsq.config.spec import SamplingSpec, Spec
 from tsq.data.formatting import format_prompt
 from tsq.data.tiny_world import tiny_problem_set
-from tsq.generation import backend_from_spec, get_backend
-from tsq.generation.base import (
+from tsq.engines.generation import backend_from_spec, get_backend
+from tsq.engines.generation.base import (
     Backend,
     BackendClosedError,
     SamplingSettings,
@@ -28,9 +29,8 @@ from tsq.generation.base import (
     row_seeds,
     sample_seed,
 )
-from tsq.generation.completions import finish_completion
-from tsq.generation.hf import HFBackend, row_uniforms, sample_tokens
-from tsq.spec import SamplingSpec, Spec
+from tsq.engines.generation.completions import finish_completion
+from tsq.engines.generation.hf import HFBackend, row_uniforms, sample_tokens
 
 GREEDY = SamplingSettings(n=1, temperature=0.0, max_new_tokens=48)
 SAMPLED = SamplingSettings(n=3, temperature=1.0, max_new_tokens=32, seed=5)
@@ -313,8 +313,8 @@ def test_vllm_close_leaves_no_engine_process(tiny_model_dir: Path, prompts: list
 
 def test_vllm_version_is_checked_at_engine_start() -> None:
     """The `gpu` extra pins vllm 0.32.x; any other series is refused in one line at engine start."""
+    from tsq.engines.generation.vllm import check_vllm_version
     from tsq.errors import UserError
-    from tsq.generation.vllm import check_vllm_version
 
     for version in ("0.32.0", "0.32.3", "0.32.1+cu128"):
         check_vllm_version(version)
@@ -326,9 +326,9 @@ def test_vllm_version_is_checked_at_engine_start() -> None:
 def test_vllm_lora_slots_follow_the_largest_rank_the_study_trains() -> None:
     """vLLM's LoRA slots are sized for the largest `training.lora.r` of the study (issue 29: fixed at 64, so
     r > 64 failed only at evaluation, after training, and r = 16 reserved 4x the slots it needs)."""
+    from tsq.engines.generation import lora_rank_bound
+    from tsq.engines.generation.vllm import vllm_lora_rank
     from tsq.errors import UserError
-    from tsq.generation import lora_rank_bound
-    from tsq.generation.vllm import vllm_lora_rank
 
     assert [vllm_lora_rank(r) for r in (1, 4, 16, 17, 64, 65, 300, 512)] == [1, 8, 16, 32, 64, 128, 320, 512]
     with pytest.raises(UserError, match=r"training\.lora\.r: 513 is above vLLM's largest max_lora_rank 512"):

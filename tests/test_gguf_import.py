@@ -1,4 +1,4 @@
-"""Imported GGUF models (tsq.gguf_import) without a GGUF file: names, lookup and the checksum record.
+"""Imported GGUF models (tsq.engines.gguf_import) without a GGUF file: names, lookup and the checksum record.
 
 The import itself (a real GGUF file through transformers) runs in tests/test_real_model.py.
 """
@@ -10,11 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from tsq.config.spec import ModelSpec
+from tsq.engines.gguf_import import (
+    IMPORT_INFO,
+    default_name,
+    find_gguf,
+    imported_dir,
+    imported_model,
+    is_import_name,
+)
+from tsq.engines.models import resolve_model
 from tsq.errors import UserError
 from tsq.fileio import record_checksums
-from tsq.gguf_import import IMPORT_INFO, default_name, find_gguf, imported_dir, imported_model, is_import_name
-from tsq.models import resolve_model
-from tsq.spec import ModelSpec
 
 
 def _fake_import(name: str) -> Path:

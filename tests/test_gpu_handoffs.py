@@ -5,7 +5,7 @@ and LoRA training, and takes it back at wake-up. Seeing a wrong hand-off fail ne
 checked here is the orchestration that makes them right, on the real tiny model and the real HF backend:
 
 - `Recording` is a thin wrapper around the real backend that logs every sleep, wake-up and generate call;
-- the real model loaders of `tsq.refine` and `tsq.train` are wrapped to log each load with the backend's
+- the real model loaders of `tsq.engines.refine` and `tsq.engines.train` are wrapped to log each load with the backend's
   state and keep a weak reference to the model, and the real `release_accelerator_memory` is wrapped to log
   each call.
 
@@ -27,16 +27,16 @@ import optuna
 import pytest
 import yaml
 
-import tsq.refine
+import tsq.engines.refine
+import tsq.engines.train
 import tsq.study.objective
-import tsq.train
 from objectives.tokensqueeze import TrialContext, run_trial
 from tsq.cache import Cache
-from tsq.generation.base import BackendClosedError, BackendLifecycle, SamplingSettings
-from tsq.generation.hf import HFBackend
-from tsq.spec import TrialParams, load_spec
+from tsq.config.spec import TrialParams, load_spec
+from tsq.engines.generation.base import BackendClosedError, BackendLifecycle, SamplingSettings
+from tsq.engines.generation.hf import HFBackend
 from tsq.study.objective import TrialObjective
-from tsq.tracking import Tracker
+from tsq.study.tracking import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 Event = tuple[Any, ...]
@@ -77,7 +77,7 @@ def recorded(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Recording
     events: list[Event] = []
     loaded: list[weakref.ref] = []
     backend = Recording(HFBackend(tiny_model_dir, batch_size=64, progress=False), events, loaded)
-    for module in (tsq.refine, tsq.train):
+    for module in (tsq.engines.refine, tsq.engines.train):
         real_load, real_release = module.load_causal_lm, module.release_accelerator_memory
 
         def load(*args: Any, _module=module, _real=real_load, **kwargs: Any) -> Any:
@@ -124,7 +124,7 @@ def test_models_load_asleep_and_are_gone_at_wake_up(recorded: Recording, tmp_pat
     events = recorded.events
     loads = [e for e in events if e[0] == "load"]
     # refinement scoring, the covering reference pass and training each loaded a model, all asleep
-    assert [e[1] for e in loads] == ["tsq.refine", "tsq.train", "tsq.train"], events
+    assert [e[1] for e in loads] == ["tsq.engines.refine", "tsq.engines.train", "tsq.engines.train"], events
     assert all(asleep for _, _, asleep in loads), events
     # nothing generated while asleep, and at each wake-up every loaded model is gone and memory released
     assert not [e for e in events if e == ("generate", True)], events

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tsq.losses import dpo_l_loss, length_margin
+from tsq.method.losses import dpo_l_loss, length_margin
 
 # One pair: policy log-probs (chosen, rejected) = (−10, −20), reference = (−12, −18), β = 0.1, so
 # Δ = 0.1·[(−10 + 12) − (−20 + 18)] = 0.4; lengths ℓ_c = 10, ℓ_r = 40, so log(ℓ_r/ℓ_c) = log 4 = 1.3862944.

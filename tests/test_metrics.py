@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tsq.data.traces import Response
-from tsq.metrics import (
+from tsq.method.metrics import (
     METRIC_ALIASES,
     METRICS,
     RECORD_FIELDS,
@@ -264,7 +264,7 @@ def test_records_and_sums_hand_computed() -> None:
 
 
 def test_enough_decimals_to_tell_values_apart() -> None:
-    from tsq.metrics import distinct_decimals, format_estimate
+    from tsq.method.metrics import distinct_decimals, format_estimate
 
     # two front trials at 8.62 and 8.57 tokens per step both read "8.6" at the format's one decimal
     assert distinct_decimals("tokens_per_step", [8.62, 8.57, None]) == 2

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
+from tsq.config.spec import ModelSpec
+from tsq.engines.models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_model
 from tsq.errors import UserError
-from tsq.models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_model
-from tsq.spec import ModelSpec
 
 
 def test_resolve_local_directory(tiny_model_dir: Path) -> None:

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from objectives.tokensqueeze import TrialContext, TrialResult, run_trial
 from tsq.cli.main import app
-from tsq.spec import Spec, TrialParams
+from tsq.config.spec import Spec, TrialParams
 
 REPO = Path(__file__).resolve().parents[1]
 __all__ = ["TrialContext", "faulty_trial", "nan_objective_trial"]  # the programs the studies load

@@ -12,8 +12,8 @@ import yaml
 from test_check import _put_samples
 
 from tsq.cache import Cache
+from tsq.config.spec import Spec
 from tsq.data.traces import Response
-from tsq.spec import Spec
 from tsq.study.preflight import summarize
 
 

@@ -24,16 +24,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from objectives.tokensqueeze import TrialContext, run_trial
 from tsq.cache import Cache
+from tsq.config.spec import Spec, TrialParams
 from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
 from tsq.data.problems import Problem
 from tsq.data.reasoning import THINK_CLOSE, THINK_OPEN, grade_completion, prompt_opens_think
 from tsq.data.sources import MATH_INSTRUCTION
 from tsq.data.tiny_world import tiny_problem_set
-from tsq.generation import backend_from_spec
-from tsq.sample import sample_responses, sampling_settings
-from tsq.spec import Spec, TrialParams
-from tsq.tiny_model import ASSISTANT, BUILD_INFO, CHAT_TEMPLATE
+from tsq.engines.generation import backend_from_spec
+from tsq.engines.sample import sample_responses, sampling_settings
+from tsq.engines.tiny_model import ASSISTANT, BUILD_INFO, CHAT_TEMPLATE
 
 N_PROBLEMS = 20  # eval takes 4 of them, train the other 16
 _GENERATION_PROMPT = "{{ '<assistant>' }}"

@@ -25,8 +25,8 @@ import yaml
 
 from objectives.tokensqueeze import TrialContext, run_trial
 from tsq.cache import Cache
+from tsq.config.spec import TrialParams, load_spec
 from tsq.data.reasoning import reasoning_parts
-from tsq.spec import TrialParams, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "sweeps" / "smollm2-135m-cpu.yaml"
@@ -105,7 +105,7 @@ def _check_trial(result, out: Path) -> None:
 def test_trial_on_hf_with_lora(hf_trial) -> None:
     spec, _, result, log = hf_trial
     _check_trial(result, Path(spec.cache_dir).parent / "t")
-    # the rows of every refined trace are the trace as the model tokenizes it whole (tsq.refine._plan)
+    # the rows of every refined trace are the trace as the model tokenizes it whole (tsq.engines.refine._plan)
     assert not [m for m in log if "tokenize differently" in m], log
 
 
@@ -148,8 +148,8 @@ def test_two_trial_sweep_and_its_report(vllm_trial) -> None:
 
 
 def test_step_splitting_and_kl_rows_on_its_own_outputs(vllm_trial) -> None:
-    from tsq.models import load_causal_lm, load_tokenizer
-    from tsq.refine import KL_NOISE_FLOOR, _plan, encode_prefix, measure_kl_noise_floor
+    from tsq.engines.models import load_causal_lm, load_tokenizer
+    from tsq.engines.refine import KL_NOISE_FLOOR, _plan, encode_prefix, measure_kl_noise_floor
     from tsq.study.check import load_cached_candidates, load_cached_inputs
 
     spec = load_spec(vllm_trial[0] / "smollm2-vllm.yaml")

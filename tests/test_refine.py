@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from tsq.cache import Cache
+from tsq.config.spec import RefinementSpec
 from tsq.data.tiny_world import ChainProblem
-from tsq.generation.base import Completion
-from tsq.refine import (
+from tsq.engines.generation.base import Completion
+from tsq.engines.refine import (
     KL_NOISE_FLOOR,
     Candidate,
     StepCandidates,
@@ -31,7 +32,6 @@ from tsq.refine import (
     step_candidates,
     window_kl,
 )
-from tsq.spec import RefinementSpec
 
 
 def _logits(*probs: list[float]) -> torch.Tensor:
@@ -269,7 +269,7 @@ def test_rewrites_stop_where_the_step_ends(tiny) -> None:
 
 @pytest.mark.slow
 def test_candidates_on_the_tiny_model_are_cached(tiny, tiny_model_dir: Path, tmp_path: Path) -> None:
-    from tsq.generation.hf import HFBackend
+    from tsq.engines.generation.hf import HFBackend
 
     model, tok = tiny
     prompt = _prompt(tok)
@@ -307,7 +307,7 @@ def test_step_rewrites_are_sampled_in_one_call_per_stop_group(
 ) -> None:
     """`refinement.batch_size` bounds scoring rows, not generation: every step of every trace goes to the
     engine in one call (issue 29: chunks of batch_size left a vLLM engine under-filled)."""
-    from tsq.generation.hf import HFBackend
+    from tsq.engines.generation.hf import HFBackend
 
     model, tok = tiny
     prompt = _prompt(tok)

@@ -14,8 +14,8 @@ import pytest
 import torch
 from qwen_bpe import build_qwen_like, reasoning_trace
 
-from tsq.generation.base import Completion
-from tsq.refine import (
+from tsq.engines.generation.base import Completion
+from tsq.engines.refine import (
     KL_NOISE_FLOOR,
     LMHead,
     _keep,

@@ -14,9 +14,9 @@ from optuna.distributions import FloatDistribution
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
+from tsq.method.stats import FrontSpread
 from tsq.report.pareto import render_markdown, spread_lines, study_hypervolume, write_report
 from tsq.report.table import StudyTable, hypervolume, study_table
-from tsq.stats import FrontSpread
 
 BASELINE = {"accuracy": 0.5, "len_all": 60.0, "len_correct": 50.0, "auc": 0.30, "budget": 128}
 N_PROBLEMS, N_SAMPLES = 40, 4

@@ -14,9 +14,9 @@ from tsq.cache import Cache
 from tsq.data.problems import Problem
 from tsq.data.reasoning import grade_completion
 from tsq.data.tiny_world import tiny_problem_set
-from tsq.generation.base import SamplingSettings
-from tsq.generation.hf import HFBackend
-from tsq.sample import sample_responses
+from tsq.engines.generation.base import SamplingSettings
+from tsq.engines.generation.hf import HFBackend
+from tsq.engines.sample import sample_responses
 
 SETTINGS = SamplingSettings(n=2, temperature=1.0, max_new_tokens=64, seed=0)
 

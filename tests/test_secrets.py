@@ -114,7 +114,7 @@ def test_remote_code_stays_off_unless_the_spec_asks(
 
     import yaml
 
-    from tsq.models import load_causal_lm, load_tokenizer
+    from tsq.engines.models import load_causal_lm, load_tokenizer
 
     model, sentinel = remote_code_model
     load_tokenizer(model)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tsq.config.spec import SelectionSpec
 from tsq.data.traces import Response
-from tsq.select import Pair, adaptive_quantile, build_pairs, n_positives, select_pairs
-from tsq.spec import SelectionSpec
+from tsq.method.select import Pair, adaptive_quantile, build_pairs, n_positives, select_pairs
 
 
 def test_adaptive_quantile_values() -> None:

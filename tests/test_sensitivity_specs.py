@@ -1,6 +1,6 @@
 """The one-knob sensitivity specs (sweeps/sensitivity-*.yaml) and the paper ablations extend the quickstart:
 its pipeline, one knob varied over the quickstart's own search range end to end, the others at the paper's
-point (tsq.knobs: `default_value`), read from the registry rather than copied here. No model is loaded."""
+point (tsq.config.knobs: `default_value`), read from the registry rather than copied here. No model is loaded."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tsq.knobs import KNOBS, default_value
-from tsq.select import n_positives
-from tsq.space import Categorical, FloatRange, grid_values
-from tsq.spec import INHERITED, Spec, load_spec
+from tsq.config.knobs import KNOBS, default_value
+from tsq.config.space import Categorical, FloatRange, grid_values
+from tsq.config.spec import INHERITED, Spec, load_spec
+from tsq.method.select import n_positives
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 QUICKSTART = load_spec(SWEEPS / "quickstart.yaml")

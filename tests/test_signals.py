@@ -16,13 +16,13 @@ from optuna.trial import TrialState
 from programs import synthetic_spec
 from tqdm import tqdm
 
-from tsq.program import TrialContext, TrialResult
+from tsq.config.spec import Spec, TrialParams, load_spec
+from tsq.recipe import TrialContext, TrialResult
 from tsq.signals import exit_if_stopping, sigterm_as_exit
-from tsq.spec import Spec, TrialParams, load_spec
 from tsq.study.objective import TrialObjective
 from tsq.study.storage import open_storage, parse_storage_url
+from tsq.study.tracking import Tracker
 from tsq.study.worker import _run_trials
-from tsq.tracking import Tracker
 
 
 class _SigtermInDel:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tsq.config.spec import DataSpec
 from tsq.data.grading import grade_math
 from tsq.data.loading import load_problem_set
 from tsq.data.sources import (
@@ -20,7 +21,6 @@ from tsq.data.sources import (
 )
 from tsq.data.tiny_world import tiny_problem_set
 from tsq.errors import UserError
-from tsq.spec import DataSpec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from tsq.config.space import Categorical, FloatRange, IntRange, contains, grid_values
+from tsq.config.spec import Spec, load_spec
 from tsq.errors import UserError
-from tsq.space import Categorical, FloatRange, IntRange, contains, grid_values
-from tsq.spec import Spec, load_spec
 from tsq.study.params import apply_params, default_point
 from tsq.study.sampler import build_sampler
 
@@ -124,7 +124,7 @@ def test_apply_params_sets_each_section_and_validates() -> None:
 
 
 def test_outside_says_why_a_value_is_not_one_the_entry_proposes() -> None:
-    from tsq.space import Categorical, FloatRange, outside
+    from tsq.config.space import Categorical, FloatRange, outside
 
     assert outside(FloatRange(low=0.2, high=1.0), 0.2) is None
     assert outside(FloatRange(low=0.2, high=1.0), 1.5) == "outside [0.2, 1]"

@@ -1,4 +1,4 @@
-"""`extends:` in spec files (tsq.spec.load_spec): the base's pipeline sections are inherited and the child's
+"""`extends:` in spec files (tsq.config.spec.load_spec): the base's pipeline sections are inherited and the child's
 merge over them key by key; `name` and `study` never are; chains resolve; cycles, missing and non-mapping
 bases are one-line UserErrors naming the child file and its `extends` field."""
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tsq.config.spec import INHERITED, Spec, load_spec, merge_sections
 from tsq.errors import UserError
-from tsq.spec import INHERITED, Spec, load_spec, merge_sections
 
 BASE = """\
 name: base

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from tsq.metrics import ProblemSums
-from tsq.stats import (
+from tsq.method.metrics import ProblemSums
+from tsq.method.stats import (
     FRONT_CLASS_LABELS,
     absolute_intervals,
     aggregate_replicates,

@@ -17,9 +17,9 @@ from pg import PASSWORD, PgServer, postgres_server  # noqa: F401  (session fixtu
 from proxy import storage_proxy
 from tqdm import tqdm
 
+from tsq.config.space import HeartbeatSpec
+from tsq.config.spec import Spec
 from tsq.errors import UserError
-from tsq.space import HeartbeatSpec
-from tsq.spec import Spec
 from tsq.study.storage import StorageURL, load_study, mask_url, open_storage, parse_storage_url, scrub_argv
 from tsq.study.worker import _run_trials
 
@@ -124,7 +124,7 @@ def _died_before_first_heartbeat(storage: optuna.storages.BaseStorage) -> None:
 
 _POP = """
 import sys, time, optuna
-from tsq.space import HeartbeatSpec
+from tsq.config.space import HeartbeatSpec
 from tsq.study.storage import open_storage, parse_storage_url
 beat = HeartbeatSpec(interval=5, grace_period=60, max_retry=0)
 storage = open_storage(parse_storage_url(sys.argv[1]), beat)

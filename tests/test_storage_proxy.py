@@ -23,8 +23,8 @@ from pg import PgServer, postgres_server  # noqa: F401  (session fixture)
 from proxy import storage_proxy
 from test_concurrency import _check_study, _run_workers, shared  # noqa: F401  (module fixture)
 
+from tsq.config.space import HeartbeatSpec
 from tsq.errors import UserError
-from tsq.space import HeartbeatSpec
 from tsq.study.storage import open_storage, parse_storage_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def test_a_worker_under_slurm_needs_a_storage(tmp_path: Path, monkeypatch: pytes
 
 _WORKER = """
 import sys, time, optuna
-from tsq.space import HeartbeatSpec
+from tsq.config.space import HeartbeatSpec
 from tsq.study.storage import open_storage, parse_storage_url
 storage = open_storage(parse_storage_url(sys.argv[1]), HeartbeatSpec(interval=1, grace_period=4, max_retry=1))
 study = optuna.load_study(study_name="beat", storage=storage)

@@ -14,12 +14,11 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
-from tsq import tiny_model as tm
 from tsq.cli.main import app
 from tsq.data.tiny_world import random_training_example, tiny_problem_set
-from tsq.errors import UserError
-from tsq.models import model_fingerprint
-from tsq.tiny_model import (
+from tsq.engines import tiny_model as tm
+from tsq.engines.models import model_fingerprint
+from tsq.engines.tiny_model import (
     BUILD_INFO,
     VARIANTS,
     build_tiny,
@@ -29,6 +28,7 @@ from tsq.tiny_model import (
     ship,
     tiny_model,
 )
+from tsq.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,8 @@ from tsq.data.tiny_world import (
     tiny_problem_set,
 )
 from tsq.data.traces import split_steps
+from tsq.engines.tiny_model import VARIANTS
 from tsq.errors import UserError
-from tsq.tiny_model import VARIANTS
 
 SLIP = VARIANTS["default"].slip_rate  # the world the default model is pre-trained on
 

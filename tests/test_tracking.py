@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from wandb_files import read_runs
 
-from tsq.tracking import Tracker, wandb_mode
+from tsq.study.tracking import Tracker, wandb_mode
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_the_summary_table_joins_the_trial_runs_with_feasibility_front_and_p_fro
     from test_report import CROWDED, crowded_study
 
     from tsq.cli.sweep import _summarise
-    from tsq.stats import classify_front
+    from tsq.method.stats import classify_front
 
     monkeypatch.setenv("TSQ_HOME", str(tmp_path / "home"))
     tracker = Tracker("wandb", "crowded", project="tsq-test")

@@ -14,15 +14,12 @@ from tokenizers import processors
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 from trl import DPOConfig, DPOTrainer
 
-from tsq import train as train_module
 from tsq.cache import Cache
+from tsq.config.spec import TrainingSpec
 from tsq.data.tiny_world import TraceStyle, generate_trace, random_problem
-from tsq.errors import TrialFailed, UserError
-from tsq.losses import DEFAULT_LOSS, LOSSES, dpo_l_loss
-from tsq.models import model_fingerprint
-from tsq.select import Pair
-from tsq.spec import TrainingSpec
-from tsq.train import (
+from tsq.engines import train as train_module
+from tsq.engines.models import model_fingerprint
+from tsq.engines.train import (
     REF_LOGPS_STAGE,
     RefLogpsStore,
     TokenSqueezeDPOConfig,
@@ -34,6 +31,9 @@ from tsq.train import (
     tokenize_pairs,
     train_lora,
 )
+from tsq.errors import TrialFailed, UserError
+from tsq.method.losses import DEFAULT_LOSS, LOSSES, dpo_l_loss
+from tsq.method.select import Pair
 
 TERSE = TraceStyle(p_long=0.0, p_check=0.0, restate=False)
 VERBOSE = TraceStyle(p_long=1.0, p_check=1.0, restate=True)

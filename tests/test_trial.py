@@ -17,9 +17,9 @@ import yaml
 
 from objectives.tokensqueeze import TrialContext, reference_cover, run_trial
 from tsq.cache import Cache
+from tsq.config.spec import TrialParams, load_spec
 from tsq.data.traces import Response
-from tsq.select import Pair
-from tsq.spec import TrialParams, load_spec
+from tsq.method.select import Pair
 
 ROOT = Path(__file__).resolve().parents[1]
 

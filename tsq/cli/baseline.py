@@ -11,8 +11,8 @@ from rich.table import Table
 
 from tsq.cache import Cache, cache_dir_of
 from tsq.cli.console import make_console
+from tsq.config.spec import Spec, load_spec
 from tsq.signals import sigterm_as_exit
-from tsq.spec import Spec, load_spec
 
 
 def baseline(
@@ -21,9 +21,9 @@ def baseline(
 ) -> None:
     """Evaluate the base model on the eval split (cached) and print the metrics table."""
     # deferred: keeps `tsq --help` fast
-    from tsq.evaluate import baseline as run_baseline
-    from tsq.generation import backend_from_spec
-    from tsq.models import resolve_model
+    from tsq.engines.evaluate import baseline as run_baseline
+    from tsq.engines.generation import backend_from_spec
+    from tsq.engines.models import resolve_model
 
     loaded = load_spec(spec)
     with sigterm_as_exit(), closing(backend_from_spec(loaded, resolve_model(loaded.model))) as backend:
@@ -42,7 +42,7 @@ def cache_for(spec: Spec) -> Cache:
 
 
 def metrics_table(summary: dict, title: str) -> Table:
-    """Overall and per-difficulty rows of a `tsq.metrics.summarize` result."""
+    """Overall and per-difficulty rows of a `tsq.method.metrics.summarize` result."""
     table = Table(title=title)
     for column in ("", "Acc", "Len-T", "Len-A", f"AUC@{summary['budget']}", "steps", "tokens/step", "n"):
         table.add_column(column, justify="left" if not column else "right")

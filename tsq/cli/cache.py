@@ -32,9 +32,9 @@ def warm(spec: Path = typer.Argument(..., help="sweep spec YAML")) -> None:
     import tempfile
 
     from tsq.cache import cache_dir_of
-    from tsq.program import TrialContext, load_program, scope_of, warm_hook
+    from tsq.config.spec import load_spec
+    from tsq.recipe import TrialContext, load_program, scope_of, warm_hook
     from tsq.signals import sigterm_as_exit
-    from tsq.spec import load_spec
 
     loaded = load_spec(spec)
     program = load_program(loaded.study.program)

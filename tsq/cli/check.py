@@ -1,6 +1,6 @@
 """`tsq sweep check SPEC [--json]`: which searched knobs can change what a trial computes (tsq.study.check).
 
-A report, so it exits 0 whatever it finds; a bad spec exits 2 with one line (tsq.spec.load_spec).
+A report, so it exits 0 whatever it finds; a bad spec exits 2 with one line (tsq.config.spec.load_spec).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from tsq.spec import load_spec
+from tsq.config.spec import load_spec
 
 
 def check(

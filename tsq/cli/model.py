@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tsq.spec import TinyVariant
+from tsq.config.spec import TinyVariant
 
 app = typer.Typer(
     help="Models: rebuild the embedded tiny model to check or replace the shipped build; import a GGUF file.",
@@ -39,8 +39,8 @@ def build_tiny_command(
     the same model. A rebuild lands under $TSQ_HOME/models (cached by its settings); the same settings give
     other weights on other CPU kernels, and this command says whether yours match the shipped weights.
     """
-    from tsq.models import model_fingerprint
-    from tsq.tiny_model import (
+    from tsq.engines.models import model_fingerprint
+    from tsq.engines.tiny_model import (
         build_info,
         build_tiny,
         build_warning,
@@ -48,7 +48,7 @@ def build_tiny_command(
         shipped_dir,
         tiny_model,
     )
-    from tsq.tiny_model import ship as ship_build
+    from tsq.engines.tiny_model import ship as ship_build
 
     path = build_tiny(variant, force=force)
     info = build_info(path)
@@ -105,7 +105,7 @@ def import_gguf_command(
     The weights are dequantized to float32 (a Q4_1 file's values exactly; published scores of the
     unquantized model do not apply). A spec then names the folder: `model: {path: NAME}`.
     """
-    from tsq.gguf_import import find_gguf, import_gguf, import_info
+    from tsq.engines.gguf_import import find_gguf, import_gguf, import_info
 
     path = import_gguf(find_gguf(source), name=name, force=force)
     info = import_info(path)

@@ -13,9 +13,9 @@ from rich.table import Table
 
 from tsq.cli import check
 from tsq.cli.console import make_console
-from tsq.spec import load_spec
+from tsq.config.spec import load_spec
 from tsq.study.storage import load_study, scrub_argv
-from tsq.tracking import TrackerKind
+from tsq.study.tracking import TrackerKind
 
 if TYPE_CHECKING:  # the report is imported where it is used: `tsq --help` stays fast
     from tsq.report.table import StudyTable
@@ -142,7 +142,7 @@ def _summarise(
     from tsq.report.advice import feasible_cell, recommendation_lines
     from tsq.report.pareto import write_report
     from tsq.report.table import metric_columns, study_table, table_hypervolume
-    from tsq.tracking import Tracker
+    from tsq.study.tracking import Tracker
 
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None  # nothing to report yet (every trial failed): the status table says why
@@ -185,7 +185,7 @@ def _summarise(
 def _trial_table(
     title: str, trials: list[FrozenTrial], study: optuna.Study, show_error: bool, p_front: dict[int, Any]
 ) -> Table:
-    from tsq.metrics import METRICS, distinct_decimals
+    from tsq.method.metrics import METRICS, distinct_decimals
 
     metrics = study.user_attrs.get("objectives") or [f"value{i}" for i in range(len(study.directions))]
     params = sorted({p for t in trials for p in t.params})
@@ -211,7 +211,7 @@ def _trial_table(
 
 
 def _estimate(trial: FrozenTrial, name: str, value: float, decimals: int | None) -> str:
-    from tsq.metrics import METRICS, format_estimate
+    from tsq.method.metrics import METRICS, format_estimate
 
     if name not in METRICS:
         return _fmt(value)
@@ -220,11 +220,11 @@ def _estimate(trial: FrozenTrial, name: str, value: float, decimals: int | None)
 
 
 def _print_status(study: optuna.Study, table: StudyTable | None = None, spec: Path | None = None) -> None:
+    from tsq.method.stats import FRONT_CLASS_LABELS
     from tsq.report.advice import recommendation_lines
     from tsq.report.importance import importance_markdown
     from tsq.report.pareto import pareto_trials, spread_lines
     from tsq.report.table import study_table, table_hypervolume
-    from tsq.stats import FRONT_CLASS_LABELS
 
     console = make_console()
     trials = study.get_trials(deepcopy=False)

@@ -10,11 +10,11 @@ from rich.table import Table
 
 from tsq.cli.baseline import cache_for
 from tsq.cli.console import make_console
+from tsq.config.space import outside
+from tsq.config.spec import TrialParams, load_spec
 from tsq.errors import TrialFailed, UserError
-from tsq.metrics import axis_label, format_estimate
+from tsq.method.metrics import axis_label, format_estimate
 from tsq.signals import sigterm_as_exit
-from tsq.space import outside
-from tsq.spec import TrialParams, load_spec
 
 app = typer.Typer(help="Run one TokenSqueeze trial without a study.", no_args_is_help=True)
 
@@ -35,7 +35,7 @@ def run(
     reference log-probs, the baseline) are cached, so a second trial costs one training run plus one
     evaluation.
     """
-    from tsq.program import TrialContext, load_program, scope_of  # deferred: keeps `tsq --help` fast
+    from tsq.recipe import TrialContext, load_program, scope_of  # deferred: keeps `tsq --help` fast
 
     loaded = load_spec(spec)
     given = {"alpha": alpha, "epsilon": epsilon, "lambda": lam, "eta": eta}

@@ -1,6 +1,6 @@
 """The one module that touches TRL's private API: `FencedDPOTrainer`, checked against the TRL it was made for.
 
-tsq's trainer (`tsq.train`) needs three things TRL offers no public hook for:
+tsq's trainer (`tsq.engines.train`) needs three things TRL offers no public hook for:
 
 - `DPOTrainer._prepare_dataset`: tsq tokenises the pairs itself (EOS only after responses that generated
   one, truncation counted rather than silent);

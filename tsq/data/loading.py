@@ -10,7 +10,7 @@ from tsq.data.tiny_world import tiny_problem_set
 from tsq.errors import UserError
 
 if TYPE_CHECKING:  # the spec sits above the data layer; this module only reads its fields
-    from tsq.spec import DataSpec
+    from tsq.config.spec import DataSpec
 
 
 Split = Literal["train", "eval", "test"]

@@ -28,7 +28,7 @@ from tsq.errors import UserError
 from tsq.paths import tsq_home
 
 if TYPE_CHECKING:  # the spec sits above the data layer; this module only reads its fields
-    from tsq.spec import DataSpec, SplitSpec
+    from tsq.config.spec import DataSpec, SplitSpec
 
 SourceFormat = Literal["math500", "gsm8k", "aime"]
 Role = Literal["train", "eval", "test"]

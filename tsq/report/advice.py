@@ -4,7 +4,7 @@ and what would make the choice more certain."""
 
 from __future__ import annotations
 
-from tsq.metrics import axis_label, format_estimate, format_value
+from tsq.method.metrics import axis_label, format_estimate, format_value
 from tsq.report.recommend import FEASIBILITY_TEXT, SEPARATION_SE, fragment, trial_command
 from tsq.report.table import Row, StudyTable
 

@@ -52,11 +52,11 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from tsq.engines.evaluate import read_records
 from tsq.errors import UserError
-from tsq.evaluate import read_records
-from tsq.metrics import METRICS, ProblemSums, axis_label, format_estimate, metric, metric_values
+from tsq.method.metrics import METRICS, ProblemSums, axis_label, format_estimate, metric, metric_values
+from tsq.method.stats import ReplicateEstimate, aggregate_replicates, holm, pooled_sd, t_test, tost
 from tsq.report.table import is_replicate, records_path, replicate_estimates
-from tsq.stats import ReplicateEstimate, aggregate_replicates, holm, pooled_sd, t_test, tost
 
 ARM_METRICS = tuple(m for m in ("accuracy", "len_all", "tokens_per_step", "token_reduction",
                                 "accuracy_delta") if m in METRICS)  # fmt: skip
@@ -169,7 +169,7 @@ def contrast_se(sd: float | None, n1: int, n2: int) -> float | None:
 
 
 def level_values(records: Sequence[Mapping[str, Any]], budget: int) -> dict[str, dict[Level, float]]:
-    """LEVEL_METRICS of one trial's responses, per difficulty level (`tsq.metrics` definitions)."""
+    """LEVEL_METRICS of one trial's responses, per difficulty level (`tsq.method.metrics` definitions)."""
     groups: dict[Level, list[Mapping[str, Any]]] = {}
     for rec in records:
         groups.setdefault(rec.get("difficulty"), []).append(rec)

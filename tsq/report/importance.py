@@ -7,7 +7,7 @@ high. It needs no model fitting (fANOVA would need scikit-learn, which tsq does 
 Our choices:
 - Trials: COMPLETE ones with finite values; replicates of a point (user attr `replicate_of`, `sweep confirm`)
   are left out, so a replicated point does not count as several observations, and so are trials stopped
-  early (`tsq.early_stop`): their metrics come from part of the problems, and they were stopped for looking
+  early (`tsq.method.early_stop`): their metrics come from part of the problems, and they were stopped for looking
   bad, so they would count a selected, noisier measurement as a point of the knob's landscape.
 - **Stability**: with a dozen trials one trial can decide the ranking. `importance_stability` recomputes the
   importances leaving each trial out in turn and reports each knob's range over those and whether the top
@@ -41,7 +41,7 @@ REPLICATE_ATTR = "replicate_of"
 
 
 def stopped_early(trial: FrozenTrial) -> bool:
-    """Stopped by the staged test (`tsq.early_stop`): metrics of part of the problems only."""
+    """Stopped by the staged test (`tsq.method.early_stop`): metrics of part of the problems only."""
     return bool((trial.user_attrs.get("early_stop") or {}).get("stopped"))
 
 

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial
 
 from tsq.errors import UserError
 from tsq.fileio import write_atomic
-from tsq.metrics import (
+from tsq.method.metrics import (
     axis_label,
     baseline_value,
     display_value,
@@ -32,6 +32,7 @@ from tsq.metrics import (
     format_value,
     metric,
 )
+from tsq.method.stats import FRONT_CLASS_LABELS
 from tsq.report.advice import feasible_cell, feasible_header, recommendation_lines
 from tsq.report.importance import importance_markdown
 from tsq.report.table import (
@@ -43,7 +44,6 @@ from tsq.report.table import (
     study_table,
     table_hypervolume,
 )
-from tsq.stats import FRONT_CLASS_LABELS
 
 # The paper's columns (docs/method.md "Metrics"), then any objective the study adds
 PAPER_COLUMNS = ("accuracy", "accuracy_delta", "len_correct", "len_all", "token_reduction", "auc")
@@ -120,7 +120,7 @@ def _ratio_span(ratios: list[float], threshold: float, above: bool) -> str:
 
 def spread_lines(table: StudyTable) -> list[str]:
     """Per objective, whether Optuna's front is spread out in it: its largest set of trials whose every pair's
-    gap is more than the threshold times the gap's SE (`tsq.stats.front_spread`), or, when no two are, its
+    gap is more than the threshold times the gap's SE (`tsq.method.stats.front_spread`), or, when no two are, its
     widest gap. Gaps are in the metric's units; "SE" is the standard error of each gap."""
     lines = []
     for spread in table.spreads:

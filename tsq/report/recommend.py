@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from tsq.metrics import metric
-from tsq.stats import aggregate_replicates
+from tsq.method.metrics import metric
+from tsq.method.stats import aggregate_replicates
 
 Feasibility = Literal["yes", "unsure", "no", "stopped"]
 FEASIBILITY_TEXT: dict[str, str] = {
@@ -33,7 +33,7 @@ FEASIBILITY_TEXT: dict[str, str] = {
     "no": "no",  # the point below: Optuna's infeasible
     "stopped": "no (stopped early)",
 }
-SEPARATION_SE = 2.0  # gaps within this many SEs are noise (as `tsq.stats.front_spread`)
+SEPARATION_SE = 2.0  # gaps within this many SEs are noise (as `tsq.method.stats.front_spread`)
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def recommend(
     seed_dof: int | None = None,
 ) -> Recommendation:
     """The rule of the module docstring. `gap_of(a, b)`: the gap between trials a and b in the compression
-    objective and its SE (`tsq.stats.front_spread`), None when it cannot be measured."""
+    objective and its SE (`tsq.method.stats.front_spread`), None when it cannot be measured."""
     target = compression_objective(objectives)
     noise = seed_sd is not None or any(c.replicate_delta for c in candidates)
     if max_accuracy_drop is None:

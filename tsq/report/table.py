@@ -19,11 +19,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tsq.compat.optuna import compute_hypervolume
-from tsq.evaluate import read_records
-from tsq.metrics import METRICS, ProblemSums, baseline_value, metric, objective_metric_names
-from tsq.report.importance import ImportanceStability, importance_stability, importance_warning, importances
-from tsq.report.recommend import Candidate, Recommendation, compression_objective, recommend
-from tsq.stats import (
+from tsq.engines.evaluate import read_records
+from tsq.method.metrics import METRICS, ProblemSums, baseline_value, metric, objective_metric_names
+from tsq.method.stats import (
     FrontClass,
     FrontSpread,
     ReplicateEstimate,
@@ -35,6 +33,8 @@ from tsq.stats import (
     pooled_sd,
     pooled_seed_noise,
 )
+from tsq.report.importance import ImportanceStability, importance_stability, importance_warning, importances
+from tsq.report.recommend import Candidate, Recommendation, compression_objective, recommend
 
 # Defaults for studies that did not record their own (made before tsq recorded them)
 DEFAULT_FRONT = {"clear": 0.9, "possible": 0.1, "resamples": 1000, "seed": 0}
@@ -286,7 +286,7 @@ REPLICATED_METRICS = ("accuracy", "accuracy_delta", "len_all", "token_reduction"
 @dataclass(frozen=True)
 class ReplicatedRow:
     """One trial's fresh-seed replicates on one split: the mean of each metric over them, with an interval
-    that holds the seed noise as well as the evaluation noise (`tsq.stats.aggregate_replicates`). The trial
+    that holds the seed noise as well as the evaluation noise (`tsq.method.stats.aggregate_replicates`). The trial
     was picked because its run looked good, so that run is never averaged in (the winner's curse): it is
     shown beside, as the sweep saw it, and on the held-out split the picked adapter itself is shown apart."""
 
@@ -308,7 +308,7 @@ def replicate_groups(
     originals: Sequence[FrozenTrial], replicates: Sequence[FrozenTrial], objectives: list[tuple[str, str]]
 ) -> tuple[list[ReplicatedRow], SeedNoise | None]:
     """The replicates of each (trial, split), summarised over their fresh seeds, and the seed noise pooled
-    over the eval split's groups (`tsq.stats.pooled_seed_noise`, absolute metrics: what `p_front` draws). A
+    over the eval split's groups (`tsq.method.stats.pooled_seed_noise`, absolute metrics: what `p_front` draws). A
     group of one fresh seed takes the SD pooled over the others, with its degrees of freedom."""
     names = list(dict.fromkeys([*(m for m, _ in objectives), *REPLICATED_METRICS]))
     by_number = {t.number: t for t in originals}
@@ -401,7 +401,7 @@ def _load_records(
     if not complete:
         return None
     base_path = records_path(complete[0].user_attrs.get("baseline_records"), records_dir, "baseline.jsonl")
-    # A trial stopped early (tsq/early_stop.py) holds records of part of the problems and is infeasible: it is
+    # A trial stopped early (tsq/method/early_stop.py) holds records of part of the problems and is infeasible: it is
     # never on the front, and leaving it out keeps the joint resamples on every problem.
     stopped = [t.number for t in complete if _stopped(t)]
     paths = {t.number: records_path(t.user_attrs.get("records"), records_dir, f"trial-{t.number}.jsonl")
@@ -449,7 +449,7 @@ def _front_spreads(
     front: dict[str, float],
     seed_sd: dict[str, float],
 ) -> list[FrontSpread[int]]:
-    """How far apart Optuna's front trials lie in each objective (`tsq.stats.front_spread`)."""
+    """How far apart Optuna's front trials lie in each objective (`tsq.method.stats.front_spread`)."""
     on_front = {r.number: records.trials[r.number] for r in rows if r.pareto and r.number in records.trials}
     if len(on_front) < 2:
         return []

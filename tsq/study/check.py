@@ -9,7 +9,7 @@ A knob is in one of four states:
 - **unknown**: the answer needs data that is not cached yet (ε before any candidates exist).
 
 It reads the spec and the cache only: it never loads, builds or downloads a model. α is judged on the cached
-self-samples when the cache holds them under the exact key `tsq.sample` uses (forming that key reads the
+self-samples when the cache holds them under the exact key `tsq.engines.sample` uses (forming that key reads the
 model's files for their hash and its tokenizer for the prompts, both local), else on the k-table of
 `sampling.n` alone (docs/method.md, section 1). ε is judged on the cached step candidates of those samples.
 
@@ -29,18 +29,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from tsq.config.knobs import KNOBS, spec_value
+from tsq.config.space import Categorical, FloatRange, IntRange, Range, grid_values
+from tsq.engines.gguf_import import imported_model, is_import_name
 from tsq.errors import UserError
-from tsq.gguf_import import imported_model, is_import_name
-from tsq.knobs import KNOBS, spec_value
-from tsq.losses import LOSSES
-from tsq.select import VARIANTS, n_positives, select_pairs
-from tsq.space import Categorical, FloatRange, IntRange, Range, grid_values
+from tsq.method.losses import LOSSES
+from tsq.method.select import VARIANTS, n_positives, select_pairs
 
 if TYPE_CHECKING:
     from tsq.cache import Cache
+    from tsq.config.spec import Spec
     from tsq.data.traces import Response
-    from tsq.refine import TraceCandidates
-    from tsq.spec import Spec
+    from tsq.engines.refine import TraceCandidates
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ PairSet = tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
 def pair_set(
     samples: Mapping[str, Sequence[Response]], alpha: float, selection: Any, variant: str
 ) -> PairSet:
-    """The pairs `tsq.select.build_pairs` forms at α, as (problem id, (chosen index, rejected index) ...)."""
+    """The pairs `tsq.method.select.build_pairs` forms at α, as (problem id, (chosen index, rejected index) ...)."""
     return tuple(
         (
             pid,
@@ -332,7 +332,7 @@ def check_alpha(
 # -- ε on cached candidates ---------------------------------------------------------------------------------
 def refinement_breakpoints(cands: TraceCandidates, low: float, high: float) -> set[float]:
     """The ε in (low, high] at which `refine_trace` changes this trace's text (rule: KL < ε)."""
-    from tsq.refine import refine_trace
+    from tsq.engines.refine import refine_trace
 
     kls = sorted({c.kl for s in cands.steps for c in s.candidates if low <= c.kl < high})
     points: set[float] = set()
@@ -372,7 +372,7 @@ def check_epsilon(
             None,
             tuple(warnings),
         )
-    from tsq.refine import refine_trace
+    from tsq.engines.refine import refine_trace
 
     steps = sum(len(c.steps) for c in candidates)
     at_low = sum(refine_trace(c, low).n_rewritten for c in candidates)
@@ -407,7 +407,7 @@ def check_epsilon(
 def _noise_floor(dtype: str) -> float | None:
     # the refine module documents its scoring noise floor per dtype; absent there, nothing to warn about
     try:
-        from tsq import refine
+        from tsq.engines import refine
     except ImportError:
         return None
     floor = getattr(refine, "kl_noise_floor", None)
@@ -515,7 +515,7 @@ class CachedInputs:
 def _local_model(spec: Spec) -> Path | str:
     """The model's local directory without building or downloading it, or why there is none."""
     if spec.model.path == "tiny":
-        from tsq.tiny_model import tiny_model
+        from tsq.engines.tiny_model import tiny_model
 
         try:
             return tiny_model(spec.model.tiny_variant)
@@ -538,7 +538,7 @@ def _local_model(spec: Spec) -> Path | str:
 
 
 def load_cached_inputs(spec: Spec, cache: Cache, *, hub_data: bool = False) -> CachedInputs:
-    """The spec's self-samples if the cache holds them under `tsq.sample`'s key; never computes them.
+    """The spec's self-samples if the cache holds them under `tsq.engines.sample`'s key; never computes them.
 
     `hub_data`: allow reading a hub dataset's problems (through the datasets cache, which may download); off
     for `sweep check`, on in `sweep launch` after its preflight has loaded them anyway."""
@@ -551,8 +551,8 @@ def load_cached_inputs(spec: Spec, cache: Cache, *, hub_data: bool = False) -> C
     # imported here: transformers (the tokenizer) is a slow import a check without a local model skips
     from tsq.data.formatting import format_prompt
     from tsq.data.loading import load_problem_set
-    from tsq.models import load_tokenizer
-    from tsq.sample import STAGE, samples_key, sampling_settings
+    from tsq.engines.models import load_tokenizer
+    from tsq.engines.sample import STAGE, samples_key, sampling_settings
 
     try:
         problems = load_problem_set(spec.data, "train")
@@ -579,8 +579,8 @@ def load_cached_candidates(
     computes them for); (found, traces asked for, why none)."""
     if inputs.samples is None or inputs.model_path is None:
         return [], 0, f"no cached self-samples: {inputs.why_not}"
-    from tsq import refine
-    from tsq.models import model_fingerprint
+    from tsq.engines import refine
+    from tsq.engines.models import model_fingerprint
 
     top = max(float(a) for a in knob_values(spec, "alpha"))
     traces = sorted(
@@ -638,14 +638,14 @@ def report_json(findings: Mapping[str, Finding]) -> dict[str, Any]:
 
 def program_check(spec: Spec, gpu: str = "h100") -> Any:
     """The trial program's own check, when it has one (a `check` attribute, `check(spec, gpu) -> report`;
-    TokenSqueeze's is its GPU plan, tsq.gpu_plan.Plan: `lines()`, `to_json()`, `misfits()`), for specs that
+    TokenSqueeze's is its GPU plan, tsq.engines.gpu_plan.Plan: `lines()`, `to_json()`, `misfits()`), for specs that
     sample with vLLM (GPU specs; loading a program imports its engines, so HF specs skip it). None: none."""
     if spec.sampling.backend != "vllm":
         return None
     import contextlib
     import sys
 
-    from tsq.program import load_program
+    from tsq.recipe import load_program
 
     # what the program's imports print (W&B's offline notice) must not mix into `--json` on stdout
     with contextlib.redirect_stdout(sys.stderr):

@@ -18,15 +18,15 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tsq.config.spec import Spec
 from tsq.data.loading import Split, load_problem_set
 from tsq.errors import UserError
 from tsq.report.table import front_trials, is_replicate, study_table
 from tsq.signals import sigterm_as_exit
-from tsq.spec import Spec
 from tsq.study.lifecycle import create_or_load, study_name_of
 from tsq.study.objective import TrialObjective
 from tsq.study.storage import StorageURL, parse_storage_url
-from tsq.tracking import Tracker, TrackerKind
+from tsq.study.tracking import Tracker, TrackerKind
 
 
 @dataclass(frozen=True)

@@ -12,22 +12,22 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from tsq.config.spec import Spec
 from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
 from tsq.devices import gpu_assignment, visible_gpus
+from tsq.engines.generation import lora_rank_bound
+from tsq.engines.generation.vllm import vllm_lora_rank
+from tsq.engines.models import load_tokenizer, resolve_model
+from tsq.engines.train import check_max_length
 from tsq.errors import UserError
-from tsq.generation import lora_rank_bound
-from tsq.generation.vllm import vllm_lora_rank
-from tsq.models import load_tokenizer, resolve_model
-from tsq.program import load_program
+from tsq.recipe import load_program
 from tsq.signals import sigterm_as_exit
-from tsq.spec import Spec
 from tsq.study.check import warn_before_launch
 from tsq.study.lifecycle import check_compatible, create_or_load, study_name_of
 from tsq.study.storage import StorageURL, open_storage, parse_storage_url
+from tsq.study.tracking import TrackerKind
 from tsq.study.worker import POLL_S, WorkerReport, run_worker, state_counts
-from tsq.tracking import TrackerKind
-from tsq.train import check_max_length
 
 
 def preflight(spec: Spec, storage: StorageURL, name: str) -> None:

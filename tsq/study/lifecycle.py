@@ -12,9 +12,9 @@ from typing import Any
 
 import optuna
 
+from tsq.config.space import StudySpec
+from tsq.config.spec import Spec
 from tsq.errors import UserError
-from tsq.space import StudySpec
-from tsq.spec import Spec
 from tsq.study.params import default_point
 from tsq.study.sampler import build_sampler
 from tsq.study.storage import StorageURL, open_storage

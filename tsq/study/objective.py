@@ -13,18 +13,18 @@ import optuna
 
 from tsq.cache import Cache, cache_dir_of
 from tsq.compat.optuna import set_feasibility
+from tsq.config.spec import Spec
+from tsq.engines.generation import backend_from_spec
+from tsq.engines.generation.base import Backend
+from tsq.engines.models import resolve_model
 from tsq.errors import TrialFailed
-from tsq.generation import backend_from_spec
-from tsq.generation.base import Backend
-from tsq.models import resolve_model
 from tsq.paths import tsq_home
-from tsq.program import TrialContext, TrialResult, TrialSeeds, load_program, scope_of
+from tsq.recipe import TrialContext, TrialResult, TrialSeeds, load_program, scope_of
 from tsq.signals import exit_if_stopping
-from tsq.spec import Spec
 from tsq.study.params import apply_params
 from tsq.study.provenance import json_safe, provenance
 from tsq.study.sampler import suggest
-from tsq.tracking import Tracker
+from tsq.study.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class TrialObjective:
             trial.set_user_attr(key, json_safe(value))
         if "baseline" not in trial.study.user_attrs:
             trial.study.set_user_attr("baseline", json_safe(result.baseline))
-        # A trial the staged test stopped (tsq/early_stop.py) is COMPLETE with the metrics of the problems it
+        # A trial the staged test stopped (tsq/method/early_stop.py) is COMPLETE with the metrics of the problems it
         # evaluated; the attr says at which stage and by which test.
         early_stop = result.stats.get("early_stop")
         if early_stop is not None:

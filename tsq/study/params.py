@@ -1,5 +1,5 @@
 """Points of the search space and the spec: apply a trial's sampled values to the spec (each knob lands where
-`tsq.knobs.KNOBS` says, validated like a loaded spec), and the default point (trial 0)."""
+`tsq.config.knobs.KNOBS` says, validated like a loaded spec), and the default point (trial 0)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tsq.knobs import KNOBS, default_value
-from tsq.space import contains
-from tsq.spec import Spec
+from tsq.config.knobs import KNOBS, default_value
+from tsq.config.space import contains
+from tsq.config.spec import Spec
 
 
 def _set(section: BaseModel, path: tuple[str, ...], value: Any) -> BaseModel:

@@ -1,7 +1,7 @@
 """`tsq sweep check`'s selection pre-flight: can the base model's self-samples give TokenSqueeze any pairs?
 
 A pair needs a problem with both a correct and an incorrect sample (the incorrect one longer than the
-shortest correct one): a problem the model always solves, or never does, gives none (tsq.select). A base
+shortest correct one): a problem the model always solves, or never does, gives none (tsq.method.select). A base
 model too weak for the problems, or cut off by too few tokens, leaves every trial without pairs, and each
 one fails (TrialFailed). The pre-flight reads the self-samples a trial or `tsq cache warm` left in the cache
 and counts; before any exist it says it cannot tell yet and how to find out.
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from tsq.study.check import CachedInputs, knob_values, pair_set
 
 if TYPE_CHECKING:
+    from tsq.config.spec import Spec
     from tsq.data.traces import Response
-    from tsq.spec import Spec
 
 # Below this share of train problems with pairs, trials train on a handful of problems: said, as a warning.
 FEW_PAIRED_SHARE = 0.1

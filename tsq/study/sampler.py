@@ -6,8 +6,8 @@ from typing import Any
 
 import optuna
 
+from tsq.config.space import Categorical, FloatRange, IntRange, Range, StudySpec, grid_values
 from tsq.errors import UserError
-from tsq.space import Categorical, FloatRange, IntRange, Range, StudySpec, grid_values
 
 
 def build_sampler(study: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:

@@ -31,9 +31,9 @@ from optuna.storages import BaseStorage, JournalStorage, RetryHeartbeatStaleTria
 from optuna.storages.journal import JournalFileBackend
 
 from tsq.compat.optuna import BeatFromStartRDBStorage, HeartbeatGrpcStorageProxy
+from tsq.config.space import HeartbeatSpec
 from tsq.errors import UserError
 from tsq.paths import tsq_home
-from tsq.space import HeartbeatSpec
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tsq.config.spec import Spec
 from tsq.report.table import is_replicate
 from tsq.signals import exit_if_stopping, sigterm_as_exit
-from tsq.spec import Spec
 from tsq.study.lifecycle import create_or_load
 from tsq.study.objective import TrialObjective
 from tsq.study.storage import StorageURL
-from tsq.tracking import Tracker, TrackerKind
+from tsq.study.tracking import Tracker, TrackerKind
 
 # Heartbeats and stale-trial retry are what keep a killed worker's trial from staying RUNNING; Optuna still
 # flags that machinery "experimental" on every loop iteration.

@@ -3,7 +3,7 @@
 A trial with an accuracy-drop constraint (`study.constraint.max_accuracy_drop` = δ) is evaluated in stages
 (`evaluation.stages`, default 25% → 50% → 100% of the eval problems). The problems are put in one fixed,
 seeded order (`stage_order`) and stage k evaluates its prefix, so each stage holds the previous one. Sample j
-of a problem is seeded by (seed, problem id, j) (`tsq.sample`), so a stage draws exactly the responses the
+of a problem is seeded by (seed, problem id, j) (`tsq.engines.sample`), so a stage draws exactly the responses the
 full evaluation would draw for its problems, and a trial that passes every stage has the full evaluation's
 records.
 
@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from tsq.metrics import SUM_FIELDS, ProblemSums
+from tsq.method.metrics import SUM_FIELDS, ProblemSums
 
 ALPHA = 0.10  # a trial at the boundary is stopped in at most 10% of evaluations ...
 BASELINE_RISK = 0.01  # ... in every study but those whose baseline drew this unluckily (γ)

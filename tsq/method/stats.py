@@ -4,7 +4,7 @@ Why these choices (docs/method.md, "Statistics"):
 - The unit of resampling is the problem. A problem is easy or hard for all its samples, so its responses are
   correlated and an interval over responses would be too narrow.
 - A resample is a weight vector over problems (multinomial counts: how often each problem was drawn), so the
-  metrics of a resample are ratios of weighted per-problem sums (`tsq.metrics.ProblemSums`), computed for all
+  metrics of a resample are ratios of weighted per-problem sums (`tsq.method.metrics.ProblemSums`), computed for all
   resamples at once as (W @ numerator) / (W @ denominator).
 - Deltas against the baseline are paired: the trial and the baseline are weighted by the same W, so problem
   difficulty cancels. `p_front` weights every trial and the baseline by the same W (joint resampling).
@@ -25,7 +25,7 @@ from typing import Generic, Literal, TypeVar
 
 import numpy as np
 
-from tsq.metrics import ProblemSums, absolute_values, metric, relative_values
+from tsq.method.metrics import ProblemSums, absolute_values, metric, relative_values
 
 LEVEL = 0.95
 K = TypeVar("K", bound=Hashable)

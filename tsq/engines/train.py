@@ -4,8 +4,8 @@ TRL does what it already does well: PEFT wrapping (the adapter disabled is the r
 (its collator), the fused log-prob head (no `(batch, seq, vocab)` logits), the optimiser and the training
 loop. `TokenSqueezeDPOTrainer` adds, through the version-checked adapter `tsq.compat.trl`:
 
-- the loss, computed here from the terms `tsq.losses.LOSSES` declares for the variant: the preference term
-  `tsq.losses.dpo_l_loss` (λ = 0 for plain sigmoid DPO) and `η·tsq.losses.sft_loss` (mean NLL over all
+- the loss, computed here from the terms `tsq.method.losses.LOSSES` declares for the variant: the preference term
+  `tsq.method.losses.dpo_l_loss` (λ = 0 for plain sigmoid DPO) and `η·tsq.method.losses.sft_loss` (mean NLL over all
   chosen completion tokens of the batch, as TRL's `sft` loss). TRL's own loss loop is not used: it has no
   per-pair margin, and its per-step metrics cost a host sync each; ours stay on the device until a log;
 - tokenisation (`tokenize_pairs`), done like TRL's (prompt and prompt + completion, the completion starts
@@ -45,12 +45,12 @@ from trl import DPOConfig
 
 from tsq.cache import Cache, content_key
 from tsq.compat.trl import FencedDPOTrainer
+from tsq.config.spec import TrainingSpec
 from tsq.devices import mixed_precision_flags, pick_device, pick_dtype, release_accelerator_memory
+from tsq.engines.models import load_causal_lm, load_tokenizer, model_fingerprint
 from tsq.errors import TrialFailed, UserError
-from tsq.losses import LOSSES, dpo_l_loss, loss_def, sft_loss
-from tsq.models import load_causal_lm, load_tokenizer, model_fingerprint
-from tsq.select import Pair
-from tsq.spec import TrainingSpec
+from tsq.method.losses import LOSSES, dpo_l_loss, loss_def, sft_loss
+from tsq.method.select import Pair
 
 REF_LOGPS_STAGE = "ref_logps"
 REF_LOGPS_FORMAT = 2  # 2: one entry per sequence (1 was per pair)
@@ -62,7 +62,7 @@ _NON_MODEL_KEYS = frozenset({"completion_mask", "ref_chosen_logps", "ref_rejecte
 
 @dataclass
 class TokenSqueezeDPOConfig(DPOConfig):
-    """DPOConfig plus the TokenSqueeze loss (`loss_variant`, one of `tsq.losses.LOSSES`, with λ and η)."""
+    """DPOConfig plus the TokenSqueeze loss (`loss_variant`, one of `tsq.method.losses.LOSSES`, with λ and η)."""
 
     loss_variant: str = field(default="dpo-l+sft", metadata={"help": f"One of {tuple(LOSSES)}."})
     length_lambda: float = field(default=0.0, metadata={"help": "λ: weight of the length margin (DPO-L)."})

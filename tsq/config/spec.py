@@ -23,19 +23,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from tsq.early_stop import check_fractions
+from tsq.config.knobs import KNOBS
+from tsq.config.space import StudySpec, bounding_values
 from tsq.errors import UserError
-from tsq.knobs import KNOBS
-from tsq.losses import DEFAULT_LOSS, LossName
-from tsq.select import DEFAULT_VARIANT, VariantName
-from tsq.space import StudySpec, bounding_values
+from tsq.method.early_stop import check_fractions
+from tsq.method.losses import DEFAULT_LOSS, LossName
+from tsq.method.select import DEFAULT_VARIANT, VariantName
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# The tiny model's build variants (tsq.tiny_model.VARIANTS holds each one's settings)
+# The tiny model's build variants (tsq.engines.tiny_model.VARIANTS holds each one's settings)
 TinyVariant = Literal["default", "test"]
 
 
@@ -101,7 +101,7 @@ class EvaluationSpec(_Section):
     budget: Annotated[int, Field(gt=0)] = 128  # token budget B of the budgeted AUC
     seed: int = 1234
     bootstrap: Annotated[int, Field(gt=0)] = 2000  # resamples for the accuracy-delta CI
-    # Staged evaluation (tsq/early_stop.py): cumulative fractions of the eval problems, increasing, the last
+    # Staged evaluation (tsq/method/early_stop.py): cumulative fractions of the eval problems, increasing, the last
     # 1.0. Used only when a study constraint is set and the early stop is on (study.early_stop).
     stages: tuple[float, ...] = (0.25, 0.5, 1.0)
 
@@ -112,7 +112,7 @@ class EvaluationSpec(_Section):
 
 
 class SelectionSpec(_Section):
-    variant: VariantName = DEFAULT_VARIANT  # the variants: tsq.select.VARIANTS
+    variant: VariantName = DEFAULT_VARIANT  # the variants: tsq.method.select.VARIANTS
     max_pairs: Annotated[int, Field(gt=0)] = 64  # M: pairs per problem
     extra_neg_ratio: Annotated[float, Field(gt=1)] = 1.5
     # (our reading) k = max(min_positives, ceil(q*c)) when 1 <= c < N; binds only at alpha = 0. 0 = literal
@@ -141,13 +141,13 @@ class LoraSpec(_Section):
 
 
 class TrainingSpec(_Section):
-    loss: LossName = DEFAULT_LOSS  # the variants and their terms: tsq.losses.LOSSES
+    loss: LossName = DEFAULT_LOSS  # the variants and their terms: tsq.method.losses.LOSSES
     beta: Annotated[float, Field(gt=0)] = 0.1
     learning_rate: Annotated[float, Field(gt=0)] = 2e-4
     max_steps: Annotated[int, Field(gt=0)] = 100
     batch_size: Annotated[int, Field(gt=0)] = 32
     # tokens of prompt + response + EOS; None = derived from the longest prompt + sampling.max_new_tokens + 1
-    # (tsq.train.check_max_length, which also refuses a value too small for them)
+    # (tsq.engines.train.check_max_length, which also refuses a value too small for them)
     max_length: Annotated[int, Field(gt=0)] | None = None
     seed: int = 0
     gradient_checkpointing: bool = False
@@ -176,7 +176,7 @@ class Spec(_Section):
     training: TrainingSpec = TrainingSpec()
     params: TrialParams = TrialParams()
     cache_dir: str | None = None  # default: $TSQ_HOME/cache
-    # The study section (search space, objectives, sampler, budgets): schema in tsq.space.
+    # The study section (search space, objectives, sampler, budgets): schema in tsq.config.space.
     study: StudySpec = Field(default_factory=StudySpec)
 
     @model_validator(mode="after")

@@ -70,12 +70,12 @@ import torch
 from tqdm import tqdm
 
 from tsq.cache import Cache, content_key
+from tsq.config.spec import RefinementSpec
 from tsq.data.reasoning import THINK_CLOSE, THINK_OPEN, prompt_opens_think, reasoning_parts
 from tsq.data.traces import STEP_SEPARATOR, join_steps
 from tsq.devices import pick_device, pick_dtype, release_accelerator_memory
-from tsq.generation.base import Backend, SamplingSettings
-from tsq.models import load_causal_lm, load_tokenizer, model_fingerprint
-from tsq.spec import RefinementSpec
+from tsq.engines.generation.base import Backend, SamplingSettings
+from tsq.engines.models import load_causal_lm, load_tokenizer, model_fingerprint
 
 log = logging.getLogger(__name__)
 

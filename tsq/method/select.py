@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal
 from tsq.data.traces import Response
 
 if TYPE_CHECKING:  # the spec reads VARIANTS from here: a runtime import back would be a cycle
-    from tsq.spec import SelectionSpec
+    from tsq.config.spec import SelectionSpec
 
 
 @dataclass(frozen=True)

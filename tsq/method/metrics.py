@@ -15,7 +15,7 @@ Definitions (docs/method.md, "Metrics"), over the graded responses of the eval s
 
 Every absolute metric is a ratio of two sums over responses (`SUM_FIELDS`). Sums are kept per problem
 (`ProblemSums`), so a bootstrap resample of problems is a weight matrix W (resamples × problems) and a
-metric's resampled values are (W @ numerator) / (W @ denominator), vectorised (`tsq.stats`). Adding a metric
+metric's resampled values are (W @ numerator) / (W @ denominator), vectorised (`tsq.method.stats`). Adding a metric
 is one entry in `METRICS` (plus a sum field if it needs a new one).
 """
 
@@ -119,7 +119,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     _vs_baseline("auc_delta", "Δ AUC", "signed_ratio", "auc", "delta", "AUC − baseline AUC"),
 )}
 # fmt: on
-# Older names still emitted by `tsq.evaluate.compare`, so stored trials and callers keep working.
+# Older names still emitted by `tsq.engines.evaluate.compare`, so stored trials and callers keep working.
 METRIC_ALIASES: dict[str, str] = {"len_all_reduction": "token_reduction"}
 
 
@@ -225,7 +225,7 @@ def thinking_steps(text: str) -> list[str]:
     return split_steps(thinking)
 
 
-# The columns of a per-response record (`response_record`; `tsq.evaluate.EvalResult.records`).
+# The columns of a per-response record (`response_record`; `tsq.engines.evaluate.EvalResult.records`).
 RECORD_FIELDS: tuple[str, ...] = (
     "problem_id",
     "sample",

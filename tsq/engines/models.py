@@ -15,10 +15,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tsq.config.spec import ModelSpec
+from tsq.engines.gguf_import import imported_model, is_import_name
 from tsq.errors import UserError
 from tsq.fileio import hash_files
-from tsq.gguf_import import imported_model, is_import_name
-from tsq.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ _fingerprints: dict[tuple[str, tuple[tuple[str, float, int], ...]], str] = {}
 def resolve_model(spec: ModelSpec) -> Path:
     """The local directory of the spec's model ("tiny": the shipped build, its checksums verified)."""
     if spec.path == "tiny":
-        from tsq.tiny_model import tiny_model
+        from tsq.engines.tiny_model import tiny_model
 
         return tiny_model(spec.tiny_variant)
     local = Path(spec.path).expanduser()

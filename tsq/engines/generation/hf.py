@@ -1,7 +1,7 @@
 """HF transformers backend: batched `generate` (KV cache, left padding), the portable fallback.
 
 Sampling draws every row from its own seeded stream (`SeededSampler`), not from torch's global generator,
-so a (prompt, sample) row gets the same tokens alone or in any batch (see `tsq.generation.base`).
+so a (prompt, sample) row gets the same tokens alone or in any batch (see `tsq.engines.generation.base`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from transformers import (
 )
 
 from tsq.devices import pick_device, pick_dtype
-from tsq.generation.adapters import adapter_fingerprint
-from tsq.generation.base import BackendLifecycle, Completion, SamplingSettings, row_seeds
-from tsq.generation.completions import eos_token_ids, finish_completion
-from tsq.models import load_causal_lm, load_tokenizer
+from tsq.engines.generation.adapters import adapter_fingerprint
+from tsq.engines.generation.base import BackendLifecycle, Completion, SamplingSettings, row_seeds
+from tsq.engines.generation.completions import eos_token_ids, finish_completion
+from tsq.engines.models import load_causal_lm, load_tokenizer
 
 
 class HFBackend(BackendLifecycle):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from tsq.generation.base import Backend
-from tsq.knobs import KNOBS
-from tsq.space import bounding_values
-from tsq.spec import Spec
+from tsq.config.knobs import KNOBS
+from tsq.config.space import bounding_values
+from tsq.config.spec import Spec
+from tsq.engines.generation.base import Backend
 
 
 def get_backend(name: Literal["hf", "vllm"], model_path: Path, **kwargs: Any) -> Backend:
@@ -17,11 +17,11 @@ def get_backend(name: Literal["hf", "vllm"], model_path: Path, **kwargs: Any) ->
     Imports are deferred so that using the HF backend never imports vLLM (slow, spawns processes).
     """
     if name == "hf":
-        from tsq.generation.hf import HFBackend
+        from tsq.engines.generation.hf import HFBackend
 
         return HFBackend(model_path, **kwargs)
     if name == "vllm":
-        from tsq.generation.vllm import VLLMBackend
+        from tsq.engines.generation.vllm import VLLMBackend
 
         return VLLMBackend(model_path, **kwargs)
     raise ValueError(f"unknown generation backend {name!r} (expected 'hf' or 'vllm')")
@@ -29,7 +29,7 @@ def get_backend(name: Literal["hf", "vllm"], model_path: Path, **kwargs: Any) ->
 
 def study_values(spec: Spec, path: tuple[str, ...]) -> list[Any]:
     """Every value that bounds the spec field at `path` across the spec's study: its own value, and the
-    bounding values (tsq.space) of each searched or fixed knob that `tsq.knobs` declares on that field."""
+    bounding values (tsq.config.space) of each searched or fixed knob that `tsq.config.knobs` declares on that field."""
     value: Any = spec
     for key in path:
         value = getattr(value, key)

@@ -5,7 +5,7 @@ vLLM starts an engine process (`VLLM::EngineCore`), so a script that creates thi
 engine process keeps the interpreter from exiting. Construction takes tens of seconds (engine start-up);
 create one backend and reuse it.
 
-Each (prompt, sample) is its own request with n=1 and its own seed (`tsq.generation.base.sample_seed`),
+Each (prompt, sample) is its own request with n=1 and its own seed (`tsq.engines.generation.base.sample_seed`),
 so a sample does not depend on the other requests in the engine's batch.
 
 Sleep mode (CUDA only, `sleep_mode=True`): `sleep()` puts the engine to sleep at level 1, which copies the
@@ -31,9 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tsq.devices import use_expandable_segments
-from tsq.errors import UserError
-from tsq.generation.adapters import adapter_fingerprint
-from tsq.generation.base import (
+from tsq.engines.generation.adapters import adapter_fingerprint
+from tsq.engines.generation.base import (
     PROBE_SETTINGS,
     BackendLifecycle,
     Completion,
@@ -42,8 +41,9 @@ from tsq.generation.base import (
     check_probe,
     row_seeds,
 )
-from tsq.generation.completions import eos_token_ids, finish_completion
-from tsq.models import load_tokenizer
+from tsq.engines.generation.completions import eos_token_ids, finish_completion
+from tsq.engines.models import load_tokenizer
+from tsq.errors import UserError
 
 # On CPU, vLLM's `gpu_memory_utilization` is the share of *RAM* it reserves; an explicit KV-cache size is
 # the predictable choice on a shared machine.

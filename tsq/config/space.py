@@ -1,9 +1,9 @@
 """The spec's `study:` section: search space, objectives, constraint, sampler, budgets, heartbeats.
 
-Validated with pydantic (extra keys forbidden). Knob names come from `tsq.knobs.KNOBS`, metric names and
-directions from `tsq.metrics.METRICS`. Whether each value a range can produce (low, high, each choice, a
-fixed value) is a valid setting of its knob is checked by `tsq.spec.Spec`, which applies it to the spec's
-own section: the bounds live in one place (tsq/spec.py) and are never copied here.
+Validated with pydantic (extra keys forbidden). Knob names come from `tsq.config.knobs.KNOBS`, metric names and
+directions from `tsq.method.metrics.METRICS`. Whether each value a range can produce (low, high, each choice, a
+fixed value) is a valid setting of its knob is checked by `tsq.config.spec.Spec`, which applies it to the spec's
+own section: the bounds live in one place (tsq/config/spec.py) and are never copied here.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from tsq.knobs import KNOBS
-from tsq.metrics import METRICS
+from tsq.config.knobs import KNOBS
+from tsq.method.metrics import METRICS
 
 
 class _Model(BaseModel):
@@ -155,7 +155,7 @@ class StudySpec(_Model):
     objectives: Annotated[list[Objective], Field(min_length=1)] = Field(default_factory=_default_objectives)
     constraint: Constraint | None = None
     # With a constraint: evaluate in stages (evaluation.stages) and stop a trial, recorded infeasible, once a
-    # test shows it violates the constraint (tsq/early_stop.py); `tsq sweep launch --no-early-stop`: False.
+    # test shows it violates the constraint (tsq/method/early_stop.py); `tsq sweep launch --no-early-stop`: False.
     early_stop: bool = True
     sampler: SamplerSpec = SamplerSpec()
     # Target number of COMPLETE trials in the study (a relaunch continues up to it, it does not add more).
@@ -258,7 +258,7 @@ def _check_entry(name: str, entry: SearchEntry) -> list[InitErrorDetails]:
 
 def bounding_values(entry: SearchEntry) -> list[tuple[tuple[str | int, ...], Any]]:
     """The values that bound what an entry can produce (low and high, each choice, or the fixed value), each
-    with its location inside the entry: `tsq.spec.Spec` checks each is a valid setting of its knob."""
+    with its location inside the entry: `tsq.config.spec.Spec` checks each is a valid setting of its knob."""
     if isinstance(entry, FloatRange | IntRange):
         return [(("low",), entry.low), (("high",), entry.high)]
     if isinstance(entry, Categorical):

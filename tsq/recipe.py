@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tsq.cache import Cache
+from tsq.config.space import Categorical, FloatRange, IntRange, StudySpec
+from tsq.config.spec import Spec, TrialParams
 from tsq.data.loading import Split
+from tsq.engines.generation.base import Backend
 from tsq.errors import UserError
-from tsq.generation.base import Backend
-from tsq.space import Categorical, FloatRange, IntRange, StudySpec
-from tsq.spec import Spec, TrialParams
 
 
 @dataclass(frozen=True)
@@ -81,14 +81,14 @@ class TrialContext:
         "eval"  # the split the trial is evaluated on ("test": the held-out split of `sweep confirm`)
     )
     # The study's max_accuracy_drop when the early stop is on (a constraint is set, no --no-early-stop): the
-    # program may then evaluate in stages and stop a trial that violates it (tsq/early_stop.py). None: off.
+    # program may then evaluate in stages and stop a trial that violates it (tsq/method/early_stop.py). None: off.
     early_stop_max_drop: float | None = None
 
 
 @dataclass
 class TrialResult:
     params: dict[str, Any]
-    metrics: dict[str, Any]  # every metric of tsq.metrics.METRICS it measured, with `<metric>_lo/_hi`
+    metrics: dict[str, Any]  # every metric of tsq.method.metrics.METRICS it measured, with `<metric>_lo/_hi`
     baseline: dict[str, Any]  # the same keys for the base model
     budget_curve: list[tuple[int, float]]  # (budget, accuracy within budget) for the trial
     baseline_budget_curve: list[tuple[int, float]]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
-from tsq.generation.base import Completion
+from tsq.engines.generation.base import Completion
 
 
 def eos_token_ids(model_path: Path, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsq.gguf_import import imported_dir, is_import_name
+from tsq.engines.gguf_import import imported_dir, is_import_name
 
 GiB = 1 << 30
-SHIPPED_CONFIGS = Path(__file__).parent / "assets" / "model-configs"
+SHIPPED_CONFIGS = Path(__file__).parents[1] / "assets" / "model-configs"
 
 # -- assumptions (each a constant; docs/real-models.md lists them) -------------------------------------------
 # A CUDA context with cuBLAS workspaces, per process that touched the GPU (the main process once it loaded
@@ -251,7 +251,7 @@ def reference_items(shape: ModelShape, tokens: int, *, dtype_bytes: int = 2) -> 
 def scoring_items(
     shape: ModelShape, rows: int, context: int, row_tokens: int, window: int, *, dtype_bytes: int = 2
 ) -> dict[str, int]:
-    """KL scoring of `rows` rows of `row_tokens` tokens behind a cached `context` (tsq.refine's scheme).
+    """KL scoring of `rows` rows of `row_tokens` tokens behind a cached `context` (tsq.engines.refine's scheme).
 
     The trace's KV cache is expanded to every row (the cache update materialises one copy per row, context
     and row); the window's logits and the KL's temporaries are fp32 [rows, window, vocab] tensors, four at the

@@ -4,8 +4,8 @@ The responses come from `sample_responses`, so evaluation is cached like any sam
 model without adapter) is computed once per sweep, and re-evaluating an unchanged adapter is free.
 An `EvalResult` exposes its per-response table (`records`, `write_records` / `read_records` as JSONL), so
 any later analysis, such as a report rebuilt on another machine, recomputes every metric and interval from
-it (`tsq.metrics.ProblemSums.from_records`). `intervals` and `compare` give 95% problem-bootstrap intervals
-(`tsq.stats`), paired with the baseline for relative metrics.
+it (`tsq.method.metrics.ProblemSums.from_records`). `intervals` and `compare` give 95% problem-bootstrap intervals
+(`tsq.method.stats`), paired with the baseline for relative metrics.
 """
 
 from __future__ import annotations
@@ -16,22 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from tsq.cache import Cache
+from tsq.config.spec import EvaluationSpec, Spec
 from tsq.data.loading import Split, load_problem_set
 from tsq.data.traces import Response
+from tsq.engines.generation import backend_from_spec
+from tsq.engines.generation.base import Backend
+from tsq.engines.models import resolve_model
+from tsq.engines.sample import sample_responses, sampling_settings
 from tsq.errors import UserError
 from tsq.fileio import write_atomic
-from tsq.generation import backend_from_spec
-from tsq.generation.base import Backend
-from tsq.metrics import METRIC_ALIASES, RECORD_FIELDS, ProblemSums, response_record, summarize
-from tsq.models import resolve_model
-from tsq.sample import sample_responses, sampling_settings
-from tsq.spec import EvaluationSpec, Spec
-from tsq.stats import Estimate, absolute_intervals, paired_intervals
+from tsq.method.metrics import METRIC_ALIASES, RECORD_FIELDS, ProblemSums, response_record, summarize
+from tsq.method.stats import Estimate, absolute_intervals, paired_intervals
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Per-response records (by problem id) and their summary metrics (`tsq.metrics.summarize`)."""
+    """Per-response records (by problem id) and their summary metrics (`tsq.method.metrics.summarize`)."""
 
     responses: dict[str, list[Response]]
     difficulty: dict[str, int | None]
@@ -41,7 +41,7 @@ class EvalResult:
         return {pid: [r.correct for r in rs] for pid, rs in self.responses.items()}
 
     def records(self) -> list[dict[str, Any]]:
-        """One row per response (`tsq.metrics.RECORD_FIELDS`): problem id, sample index, tokens, correct,
+        """One row per response (`tsq.method.metrics.RECORD_FIELDS`): problem id, sample index, tokens, correct,
         finish reason, truncated, difficulty, thinking steps. The text is left out; it stays in the cache."""
         return [
             response_record(pid, j, r, self.difficulty.get(pid))

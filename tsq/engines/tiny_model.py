@@ -37,11 +37,11 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from tsq.config.spec import TinyVariant as Variant
 from tsq.data.tiny_world import MAX_STEPS, WORDS, random_training_example
 from tsq.errors import UserError
 from tsq.fileio import checksum_mismatch, record_checksums, replace_folder
 from tsq.paths import tiny_model_dir
-from tsq.spec import TinyVariant as Variant
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def build_info(path: Path) -> dict:
 
 
 # -- the shipped builds --------------------------------------------------------------------------------------
-SHIPPED_ROOT = Path(__file__).parent / "assets"
+SHIPPED_ROOT = Path(__file__).parents[1] / "assets"
 
 
 def shipped_dir(variant: str) -> Path:

@@ -15,14 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tsq.cache import Cache, content_key
+from tsq.config.spec import EvaluationSpec, SamplingSpec
 from tsq.data.formatting import format_prompt
 from tsq.data.problems import Grader, ProblemSet
 from tsq.data.reasoning import grade_completion, prompt_opens_think
 from tsq.data.traces import Response
-from tsq.generation.adapters import adapter_fingerprint
-from tsq.generation.base import Backend, SamplingSettings
-from tsq.models import model_fingerprint
-from tsq.spec import EvaluationSpec, SamplingSpec
+from tsq.engines.generation.adapters import adapter_fingerprint
+from tsq.engines.generation.base import Backend, SamplingSettings
+from tsq.engines.models import model_fingerprint
 
 STAGE = "samples"
 # Bump when the meaning of a cached entry changes (grading, length counting, response format, seeding).

@@ -1,7 +1,7 @@
 """The training losses: the registry of loss variants and length-regularised DPO, the one place where λ acts.
 
 `LOSSES` declares each variant of `training.loss` once, by the terms it sums; the spec's allowed values,
-the trainer (`tsq.train`) and `tsq sweep check` (which knob is moot under which loss) all read it.
+the trainer (`tsq.engines.train`) and `tsq sweep check` (which knob is moot under which loss) all read it.
 
 Per pair (x, y_w, y_l), with ℓ(y) the token length of a response (see docs/method.md):
 
