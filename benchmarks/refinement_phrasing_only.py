@@ -5,8 +5,8 @@ Trained with DPO-L+SFT, the refinement ablation's "on" arm is more accurate than
 Table 3 section; study paper-ablations-refinement-dpo). Its rewrites include value changes that the windowed
 KL cannot see; this program drops them, so a study of it tells whether the gain comes from those changes or
 from the shorter phrasing (it comes from the phrasing). Not a method variant: the rule needs the tiny world's
-own reading of a step, so it lives here and replaces `tsq.engines.refine.refine_step` (the rule `refine_trace`
-applies) in the worker process that loads it.
+own reading of a step, so it lives here and replaces `tsq.method.refinement.refine_step` (the rule
+`refine_trace` applies) in the worker process that loads it.
 
     export PYTHONPATH=benchmarks TSQ_HOME=...
     tsq sweep launch benchmarks/refinement_phrasing_only.yaml
@@ -18,22 +18,22 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import tsq.engines.refine
+import tsq.method.refinement
 from objectives.tokensqueeze import run_trial
 from tsq.data.tiny_world import step_meaning
-from tsq.engines.refine import StepCandidates
+from tsq.method.refinement import StepCandidates
 
 __all__ = ["run_trial"]
 
-_refine_step = tsq.engines.refine.refine_step
+_refine_step = tsq.method.refinement.refine_step
 
 
 def refine_step_keeping_meaning(step: StepCandidates, epsilon: float) -> tuple[str, int]:
-    """`tsq.engines.refine.refine_step` over the candidates that state what the original step states (the order, and
-    so the tie rules, kept)."""
+    """`tsq.method.refinement.refine_step` over the candidates that state what the original step states (the
+    order, and so the tie rules, kept)."""
     meaning = step_meaning(step.original)
     kept = tuple(c for c in step.candidates if step_meaning(c.text) == meaning)
     return _refine_step(replace(step, candidates=kept), epsilon)
 
 
-tsq.engines.refine.refine_step = refine_step_keeping_meaning
+tsq.method.refinement.refine_step = refine_step_keeping_meaning

@@ -165,7 +165,7 @@ def test_epsilon_moot_unknown_and_single_values():
 
 
 def _trace(kls: list[list[float]]):
-    from tsq.engines.refine import Candidate, StepCandidates, TraceCandidates
+    from tsq.method.refinement import Candidate, StepCandidates, TraceCandidates
 
     steps = tuple(
         StepCandidates(
@@ -290,7 +290,7 @@ def test_samples_the_sampler_cached_are_found(tiny_model_dir: Path, tmp_path: Pa
 
 
 def test_epsilon_reads_cached_candidates(tiny_model_dir: Path, tmp_path: Path):
-    from tsq.engines import refine
+    from tsq.engines.candidate_store import CACHE_STAGE, candidates_key
     from tsq.engines.models import model_fingerprint
 
     cache = Cache(tmp_path / "cache")
@@ -302,10 +302,10 @@ def test_epsilon_reads_cached_candidates(tiny_model_dir: Path, tmp_path: Path):
     assert check_spec(spec, cache)["epsilon"].state == "unknown"
     # the positive at α = 0.5 is the shortest correct response of each problem ("r0")
     for prompt in prompts.values():
-        key = refine.candidates_key(
+        key = candidates_key(
             model_fingerprint(tiny_model_dir), "torch.float32", "hf", prompt, "r0", spec.refinement
         )
-        cache.write_bytes(refine.CACHE_STAGE, key, json.dumps(_trace([[0.06]]).to_json()).encode())
+        cache.write_bytes(CACHE_STAGE, key, json.dumps(_trace([[0.06]]).to_json()).encode())
     found = check_spec(spec, cache)["epsilon"]
     assert found.state == "inert" and "rewrites 0 of 2 steps" in found.reason, found.reason
 

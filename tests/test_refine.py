@@ -14,24 +14,21 @@ import torch
 from tsq.cache import Cache
 from tsq.config.spec import RefinementSpec
 from tsq.data.tiny_world import ChainProblem
+from tsq.engines.candidate_store import CACHE_STAGE, load_candidates, store_candidates
 from tsq.engines.generation.base import Completion
 from tsq.engines.refine import (
     KL_NOISE_FLOOR,
-    Candidate,
-    StepCandidates,
-    TraceCandidates,
     _keep,
     _plan,
     _StepJob,
     compute_candidates,
     encode_prefix,
     kl_noise_floor,
-    reachable_refinements,
-    refine_trace,
     score_step,
     step_candidates,
     window_kl,
 )
+from tsq.method.refinement import Candidate, StepCandidates, TraceCandidates, refine_trace
 
 
 def _logits(*probs: list[float]) -> torch.Tensor:
@@ -87,79 +84,16 @@ def test_noise_floor_lookup() -> None:
         kl_noise_floor("int8")
 
 
-def _hand_trace() -> TraceCandidates:
-    return TraceCandidates(
-        head="",
-        steps=(
-            StepCandidates(
-                original="now we work out b : b is 9 - 4 , which gives 5",
-                n_tokens=14,
-                refinable=True,
-                candidates=(
-                    Candidate("b = 9 - 4 = 5", 7, 0.003),
-                    Candidate("b is 5", 3, 0.2),
-                    Candidate("b = 5 from 9 - 4", 7, 0.001),
-                ),
-            ),
-            StepCandidates(
-                original="c = 5 + 1 = 6",
-                n_tokens=7,
-                refinable=True,
-                candidates=(Candidate("c = 6", 3, 0.05),),
-            ),
-            StepCandidates(original="answer : 6", n_tokens=3, refinable=False),
-        ),
-        tail="",
-    )
-
-
-def test_refine_trace_threshold_semantics() -> None:
-    cands = _hand_trace()
-    original = "now we work out b : b is 9 - 4 , which gives 5\n\nc = 5 + 1 = 6\n\nanswer : 6"
-    tiny = refine_trace(cands, 1e-9)  # nothing qualifies but the original
-    assert (tiny.text, tiny.tokens_after, tiny.n_rewritten) == (original, (14, 7, 3), 0)
-    huge = refine_trace(cands, 1e9)  # the shortest candidate of every step
-    assert huge.text == "b is 5\n\nc = 6\n\nanswer : 6"
-    assert (huge.tokens_before, huge.tokens_after, huge.n_rewritten, huge.n_steps) == (
-        (14, 7, 3),
-        (3, 3, 3),
-        2,
-        3,
-    )
-    # ε = 0.005: strict "<"; of the two 7-token candidates below ε the lower KL wins
-    mid = refine_trace(cands, 0.005)
-    assert mid.text == "b = 5 from 9 - 4\n\nc = 5 + 1 = 6\n\nanswer : 6"
-    assert mid.tokens_after == (7, 7, 3)
-    assert refine_trace(cands, 0.05).tokens_after == (7, 7, 3)  # KL 0.05 is not below ε = 0.05
-    assert TraceCandidates.from_json(cands.to_json()) == cands
-
-
-def test_reachable_refinements_lists_every_text_some_epsilon_gives() -> None:
-    cands = _hand_trace()
-    original = "now we work out b : b is 9 - 4 , which gives 5\n\nc = 5 + 1 = 6\n\nanswer : 6"
-    b_from = "b = 5 from 9 - 4\n\nc = 5 + 1 = 6\n\nanswer : 6"
-    # KL 0.001 and 0.003 both pass inside [1e-4, 0.01); the 0.003 candidate never wins (same length)
-    assert reachable_refinements(cands, 1e-4, 0.01) == [original, b_from]
-    # ε = high itself is in range, but "KL < ε" keeps a candidate with KL = 0.05 out at high = 0.05
-    assert reachable_refinements(cands, 1e-4, 0.05) == [original, b_from]
-    assert reachable_refinements(cands, 1e-4, 1.0) == [
-        original,
-        b_from,
-        "b = 5 from 9 - 4\n\nc = 6\n\nanswer : 6",
-        "b is 5\n\nc = 6\n\nanswer : 6",
-    ]
-    assert reachable_refinements(cands, 0.06, 0.1) == ["b = 5 from 9 - 4\n\nc = 6\n\nanswer : 6"]
-    for eps in (1e-4, 0.002, 0.004, 0.06, 0.3, 1.0):
-        assert refine_trace(cands, eps).text in reachable_refinements(cands, 1e-4, 1.0)
-
-
-def test_refine_trace_keeps_head_and_tail() -> None:
-    cands = TraceCandidates(
-        head="<think>\n",
-        steps=(StepCandidates("long step", 2, True, (Candidate("s", 1, 0.0),)),),
-        tail="\n</think>\n\nanswer",
-    )
-    assert refine_trace(cands, 0.1).text == "<think>\ns\n</think>\n\nanswer"
+def test_candidate_store_keeps_the_first_entry_written(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    first = TraceCandidates("", (StepCandidates("a b", 2, True, (Candidate("a", 1, 0.5),)),), "")
+    second = TraceCandidates("", (StepCandidates("a b", 2, True),), "")
+    assert load_candidates(cache, "k") is None
+    assert store_candidates(cache, "k", first) == first
+    # a worker that computed the same trace concurrently gets the stored entry back, not its own
+    assert store_candidates(cache, "k", second) == first
+    assert load_candidates(cache, "k") == first
+    assert cache.read_bytes(CACHE_STAGE, "k") is not None
 
 
 # -- the real tiny model --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Intra-step linguistic refinement under a KL constraint (docs/method.md): the one place where ε acts.
+"""Intra-step linguistic refinement under a KL constraint (docs/method.md): the engine that scores rewrites.
 
 Two halves, split so that a trial pays only for the cheap one:
 
@@ -8,8 +8,9 @@ Two halves, split so that a trial pays only for the cheap one:
    s'_i gets D = window_kl over the original trace's following tokens t_1 … t_T (t_1 = the first token
    after the step and its boundary, T = min(tokens left, L)) between Q(· | context, s_i, t_<j) and
    Q(· | context, s'_i, t_<j).
-2. `refine_trace(candidates, ε)` (pure, per trial): per step, the shortest candidate with D < ε; the
-   original always qualifies (D = 0), so a step never gets longer.
+2. `tsq.method.refinement.refine_trace(candidates, ε)` (pure, per trial; the one place where ε acts): per
+   step, the shortest candidate with D < ε; the original always qualifies (D = 0), so a step never gets
+   longer. The candidates' cache entries: `tsq.engines.candidate_store`.
 
 Choices the paper leaves open (ours):
 - Steps are the blank-line chunks of `tsq.data.reasoning.reasoning_parts` (the thinking part for reasoning
@@ -57,9 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
-import math
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -69,21 +68,17 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from tsq.cache import Cache, content_key
+from tsq.cache import Cache
 from tsq.config.spec import RefinementSpec
 from tsq.data.reasoning import THINK_CLOSE, THINK_OPEN, prompt_opens_think, reasoning_parts
 from tsq.data.traces import STEP_SEPARATOR, join_steps
 from tsq.devices import pick_device, pick_dtype, release_accelerator_memory
+from tsq.engines.candidate_store import candidates_key, load_candidates, store_candidates
 from tsq.engines.generation.base import Backend, SamplingSettings
 from tsq.engines.models import load_causal_lm, load_tokenizer, model_fingerprint
+from tsq.method.refinement import Candidate, StepCandidates, TraceCandidates
 
 log = logging.getLogger(__name__)
-
-CACHE_STAGE = "candidates"
-# Bump when the meaning of a cached entry changes (candidate filtering, segmentation, KL definition).
-# 2: steps encoded with their boundary, the original scored inside its candidates' batch, fp32 head and KL.
-# (Pieces cut as they fall before the following text changed no row of the tiny or Qwen tokenizers: kept 2.)
-CANDIDATES_FORMAT = 2
 
 Reduction = Literal["mean", "sum"]
 
@@ -314,111 +309,6 @@ def measure_kl_noise_floor(
     return dict(zip(shifts, kls, strict=True))
 
 
-# -- cached candidates per trace ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Candidate:
-    text: str
-    n_tokens: int
-    kl: float
-
-
-@dataclass(frozen=True)
-class StepCandidates:
-    original: str
-    n_tokens: int  # tokens of the original step
-    refinable: bool  # searched for rewrites (False: the answer step, or past max_steps_per_trace)
-    candidates: tuple[Candidate, ...] = ()  # rewrites strictly shorter than the original, with their KL
-
-
-@dataclass(frozen=True)
-class TraceCandidates:
-    """A trace as `head + join_steps(steps) + tail`, with the scored rewrites of each step."""
-
-    head: str
-    steps: tuple[StepCandidates, ...]
-    tail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TraceCandidates:
-        steps = tuple(
-            StepCandidates(
-                original=s["original"],
-                n_tokens=s["n_tokens"],
-                refinable=s["refinable"],
-                candidates=tuple(Candidate(**c) for c in s["candidates"]),
-            )
-            for s in data["steps"]
-        )
-        return cls(head=data["head"], steps=steps, tail=data["tail"])
-
-
-@dataclass(frozen=True)
-class RefinedTrace:
-    text: str
-    tokens_before: tuple[int, ...]  # per step
-    tokens_after: tuple[int, ...]
-    n_rewritten: int  # steps replaced by a shorter candidate
-
-    @property
-    def n_steps(self) -> int:
-        return len(self.tokens_before)
-
-
-def refine_step(step: StepCandidates, epsilon: float) -> tuple[str, int]:
-    """(text, tokens) of the shortest candidate with KL < ε (ties: the original, then the lower KL, then
-    order); the original step when none qualifies."""
-    best = (step.n_tokens, 0.0, -1, step.original)
-    for idx, cand in enumerate(step.candidates):
-        if cand.kl < epsilon:
-            best = min(best, (cand.n_tokens, cand.kl, idx, cand.text))
-    return best[3], best[0]
-
-
-def refine_trace(cands: TraceCandidates, epsilon: float) -> RefinedTrace:
-    """Every step refined by `refine_step`."""
-    chosen = [refine_step(step, epsilon) for step in cands.steps]
-    return RefinedTrace(
-        text=cands.head + join_steps([text for text, _ in chosen]) + cands.tail,
-        tokens_before=tuple(s.n_tokens for s in cands.steps),
-        tokens_after=tuple(n for _, n in chosen),
-        n_rewritten=sum(text != s.original for (text, _), s in zip(chosen, cands.steps, strict=True)),
-    )
-
-
-def reachable_refinements(cands: TraceCandidates, low: float, high: float) -> list[str]:
-    """Every distinct refined text `refine_trace` gives for some ε in [low, high], in order of ε.
-
-    The choice changes only where ε passes a candidate's KL (the rule is KL < ε), so ε = low and the
-    smallest ε above each KL in [low, high) reach them all.
-    """
-    kls = sorted({c.kl for s in cands.steps for c in s.candidates if low <= c.kl < high})
-    texts = [refine_trace(cands, e).text for e in (low, *(math.nextafter(k, math.inf) for k in kls))]
-    return list(dict.fromkeys(texts))
-
-
-def candidates_key(
-    model_fp: str, precision: str, backend_name: str, prompt: str, trace: str, spec: RefinementSpec
-) -> str:
-    return content_key(
-        format=CANDIDATES_FORMAT,
-        model=model_fp,
-        precision=precision,  # of the KL scoring pass
-        backend=backend_name,
-        prompt=prompt,
-        trace=trace,
-        k=spec.k,
-        window=spec.window,
-        temperature=spec.temperature,
-        seed=spec.seed,
-        max_step_tokens=spec.max_step_tokens,
-        kl_reduction=spec.kl_reduction,
-        max_steps_per_trace=spec.max_steps_per_trace,
-    )
-
-
 @dataclass
 class _StepJob:
     """One searched step of one trace: what to generate from and where its piece sits in the trace's ids."""
@@ -637,10 +527,7 @@ def compute_candidates(
     fingerprint = model_fingerprint(model_path)
     precision = str(pick_dtype(dtype, pick_device()))
     keys = [candidates_key(fingerprint, precision, backend.name, p, t, spec) for p, t in traces]
-    found = [cache.get_json(CACHE_STAGE, key) for key in keys]
-    results: list[TraceCandidates | None] = [
-        None if f is None else TraceCandidates.from_json(f) for f in found
-    ]
+    results: list[TraceCandidates | None] = [load_candidates(cache, key) for key in keys]
     missing = [i for i, r in enumerate(results) if r is None]
     if not missing:
         return [r for r in results if r is not None]
@@ -701,22 +588,12 @@ def compute_candidates(
                 )
                 for s, step in enumerate(planned[i].steps)
             )
-            results[i] = _store(cache, keys[i], dataclasses.replace(planned[i], steps=steps))
+            results[i] = store_candidates(cache, keys[i], dataclasses.replace(planned[i], steps=steps))
         del head
         if loaded:
             del model
             release_accelerator_memory()
     return [r for r in results if r is not None]
-
-
-def _store(cache: Cache, key: str, value: TraceCandidates) -> TraceCandidates:
-    """Write a computed entry (its miss was counted by get_json); a concurrent worker's entry wins."""
-    with cache.lock(CACHE_STAGE, key):
-        stored = cache.read_bytes(CACHE_STAGE, key)
-        if stored is not None:
-            return TraceCandidates.from_json(json.loads(stored))
-        cache.write_bytes(CACHE_STAGE, key, json.dumps(value.to_json()).encode())
-    return value
 
 
 def step_candidates(
