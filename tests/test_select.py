@@ -6,7 +6,7 @@ import pytest
 
 from tsq.config.spec import SelectionSpec
 from tsq.data.traces import Response
-from tsq.method.select import Pair, adaptive_quantile, build_pairs, n_positives, select_pairs
+from tsq.method.select import Pair, adaptive_quantile, build_pairs, k_table, n_positives, select_pairs
 
 
 def test_adaptive_quantile_values() -> None:
@@ -122,3 +122,29 @@ def test_build_pairs_over_problems() -> None:
     ]
     with pytest.raises(KeyError, match="'c'"):
         build_pairs(samples, {"a": "PA", "b": "PB"}, alpha=0.2, selection_spec=SelectionSpec())
+
+
+def test_k_table_hand_values() -> None:
+    # q-dyn, α = 1, n = 10: k = ⌈(1 − c/10)·c⌉ = ⌈0.9, 1.6, 2.1, 2.4, 2.5, 2.4, 2.1, 1.6, 0.9⌉
+    assert k_table(1.0, 10, "q-dyn").tolist() == [1, 2, 3, 3, 3, 3, 3, 2, 1]
+    # q-fix, α = 0.1, n = 31: 0.1 · 30 = 3.0000000000000004 in floats, still k = 3 (the rounding guard)
+    assert k_table(0.1, 31, "q-fix").tolist() == [1] * 10 + [2] * 10 + [3] * 10
+    assert k_table(0.9, 15, "q-dyn")[5 - 1] == 3  # c = 5: q·c = 3.0000000000000004
+    # α = 0: the floor decides, capped at c
+    assert k_table(0.0, 5, "q-dyn", min_positives=0).tolist() == [0, 0, 0, 0]
+    assert k_table(0.0, 5, "q-dyn").tolist() == [1, 1, 1, 1]
+    assert k_table(0.0, 5, "q-dyn", min_positives=3).tolist() == [1, 2, 3, 3]
+    assert k_table(0.7, 4, "shortest").tolist() == [1, 1, 1]
+    assert k_table(0.5, 1, "q-dyn").tolist() == []
+    with pytest.raises(ValueError, match=r"selection\.variant"):
+        k_table(0.2, 8, "longest")
+
+
+def test_k_table_equals_n_positives() -> None:
+    alphas = [i / 100 for i in range(101)] + [0.9, 0.3, 1 / 3, 0.15, 0.45]
+    for variant in ("q-dyn", "q-fix", "shortest", "q-dyn-extra-neg"):
+        for n in range(2, 41):
+            for alpha in alphas:
+                for m in (0, 1, 2):
+                    expected = [n_positives(c, n, alpha, variant, m) for c in range(1, n)]
+                    assert k_table(alpha, n, variant, m).tolist() == expected, (alpha, n, variant, m)

@@ -30,10 +30,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
+
 from tsq.data.traces import Response
 
 if TYPE_CHECKING:  # the spec reads VARIANTS from here: a runtime import back would be a cycle
-    from tsq.config.spec import SelectionSpec
+    from tsq.config.pipeline import SelectionSpec
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,31 @@ def n_positives(c: int, n: int, alpha: float, variant: str, min_positives: int =
     # round() first guards against float noise such as 0.1 * 30 = 3.0000000000000004 -> 4
     k = math.ceil(round(q * c, 9))
     return min(c, max(min_positives, k))
+
+
+# q·c within this of an integer: the rounding guard of `n_positives` may decide k there, so `k_table` asks it
+_NEAR_INTEGER = 1e-6
+
+
+def k_table(alpha: float, n: int, variant: str, min_positives: int = 1) -> np.ndarray:
+    """`n_positives(c, n, alpha, variant, min_positives)` for c = 1 … n−1 (c = 0 and c = n give no pair), as
+    an int64 array: the row of the k-table at this α, vectorised for scans over many α or n.
+
+    Equal to the scalar rule value for value: q and q·c are the same float operations in numpy, and where q·c
+    lies near an integer (where `n_positives` rounds before its ceiling) the scalar rule decides.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"selection.variant: unknown variant {variant!r}; expected one of {tuple(VARIANTS)}")
+    c = np.arange(1, max(n, 1), dtype=np.int64)
+    rule = VARIANTS[variant].quantile
+    if rule == "none":
+        return np.ones_like(c)
+    q = alpha if rule == "fixed" else alpha * (1.0 - c / n)
+    qc = q * c
+    k = np.ceil(qc)
+    for i in np.flatnonzero(np.abs(qc - np.rint(qc)) < _NEAR_INTEGER):
+        k[i] = math.ceil(round(float(qc[i]), 9))
+    return np.minimum(c, np.maximum(min_positives, k)).astype(np.int64)
 
 
 def select_pairs(
