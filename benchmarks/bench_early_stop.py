@@ -16,9 +16,9 @@ computed before timing starts. On a shared machine keep OMP_NUM_THREADS=1: overs
 made generation 20x slower here.
 
 "Without the early stop" evaluates the SAME adapters the study trained on the whole eval set, exactly what
-the trial program runs under `--no-early-stop` (`tsq.engines.evaluate.evaluate`): training is seeded and costs the
-same either way, so training each point twice would only buy noise. Both evaluations of a trial run in one
-process, each into an empty cache, in alternating order. Prints, per point, the trial's own staged
+the trial program runs under `--no-early-stop` (`tsq.engines.evaluate.evaluate`): training is seeded and
+costs the same either way, so training each point twice would only buy noise. Both evaluations of a trial
+run in one process, each into an empty cache, in alternating order. Prints, per point, the trial's own staged
 evaluation (stage, seconds, accuracy change), the timed staged and full evaluations, the ratio of the
 totals (time and responses generated), and the sets of stopped and feasible points; requirements:
 evaluation time falls by >= 25%, and no point feasible without the early stop is stopped.

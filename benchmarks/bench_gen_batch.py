@@ -5,8 +5,9 @@
 The quickstart's sampling settings (the shipped default model, T 1.0, 192 new tokens) over the first
 `--problems` train problems × `--n` samples. Arms run interleaved, `--repeats` rounds, so load on a shared
 machine falls on every arm alike; the ratio is each arm's median time over the first size's. A row is drawn
-from its own seeded stream (`tsq.engines.generation.hf.SeededSampler`), so a batch size may change a row's tokens only
-through float rounding of the batch's logits: the check compares every row's token ids with the first arm's.
+from its own seeded stream (`tsq.engines.generation.hf.SeededSampler`), so a batch size may change a row's
+tokens only through float rounding of the batch's logits: the check compares every row's token ids with the
+first arm's.
 """
 
 from __future__ import annotations

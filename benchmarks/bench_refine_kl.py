@@ -1,4 +1,5 @@
-"""Batched vs one-candidate-at-a-time KL scoring of step rewrites (tsq.engines.refine.score_step), side by side.
+"""Batched vs one-candidate-at-a-time KL scoring of step rewrites (tsq.engines.refine.score_step), side by
+side.
 
 Samples K rewrites of one step of a tiny-world trace with the HF backend, then scores them with the same
 function twice: all candidates in one left-padded batch with the original, and one forward per candidate

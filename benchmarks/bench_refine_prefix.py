@@ -1,15 +1,17 @@
 """Refinement scoring with the trace's prefix KV cache vs without, and the KL noise floor, side by side.
 
 1. Prefix cache (`--worlds tiny qwen`): every searched step of a few traces scored twice by
-   `tsq.engines.refine.score_trace`, reusing the trace's KV cache and running each row's whole context; prints both
-   times, the ratio and the largest KL difference. tiny: the tiny world's model (under $TSQ_HOME), rewrites
-   sampled with the HF backend; qwen: a random Qwen2 with the byte-level BPE of tests/qwen_bpe.py, long
-   traces, rewrites made by dropping tokens of the step (a random model samples no step boundaries).
+   `tsq.engines.refine.score_trace`, reusing the trace's KV cache and running each row's whole context;
+   prints both times, the ratio and the largest KL difference. tiny: the tiny world's model (under
+   $TSQ_HOME), rewrites sampled with the HF backend; qwen: a random Qwen2 with the byte-level BPE of
+   tests/qwen_bpe.py, long traces, rewrites made by dropping tokens of the step (a random model samples no
+   step boundaries).
 2. Noise floor (`--noise-floor`): on the random Qwen2 in float32 and bfloat16, the KL of a step's original
    against copies of itself, as a candidate of the same length and behind 1 … 32 more pads (what a shorter
    rewrite sees): before (the reference row scored alone, the copies in a padded batch, logits in the
-   model's dtype, KL as Σ p (log p − log q)) and after (`tsq.engines.refine.measure_kl_noise_floor`: the original
-   inside its candidates' batch, fp32 head and KL; the figure `KL_NOISE_FLOOR` bounds), plus float16.
+   model's dtype, KL as Σ p (log p − log q)) and after (`tsq.engines.refine.measure_kl_noise_floor`: the
+   original inside its candidates' batch, fp32 head and KL; the figure `KL_NOISE_FLOOR` bounds), plus
+   float16.
 
     .venv/bin/python benchmarks/bench_refine_prefix.py [--worlds tiny qwen] [--noise-floor] [--device cpu]
 """

@@ -3,8 +3,8 @@
 Both train the same LoRA (same rank, alpha, target modules) on the same model weights and the same batch,
 with the same loss, DPO-L(λ) + η·SFT, the same AdamW and gradient clipping (the HF Trainer's default 1.0).
 
-- tsq: the trainer exactly as `train_lora` builds it (`tsq.engines.train._trainer`), run by `trainer.train()` with a
-  logging step every step (as `train_lora` logs a run of under 200 steps). Its step time is everything
+- tsq: the trainer exactly as `train_lora` builds it (`tsq.engines.train._trainer`), run by `trainer.train()`
+  with a logging step every step (as `train_lora` logs a run of under 200 steps). Its step time is everything
   the loop does between two steps: fetching and collating the batch, forward, backward, clipping, the
   optimiser, the scheduler, the metrics and the log.
 - hand: the batch collated once; `model(input_ids, attention_mask).logits` → log-softmax → gather → the

@@ -3,8 +3,8 @@
 With `precompute_ref_log_probs`, TRL's `DPOTrainer.__init__` copies every weight to CPU as fp32 and takes
 its SHA-256, only to name TRL's own reference cache file; tsq's reference store replaces that file, so
 `tsq.compat.trl` skips the hash. This builds the trainer exactly as `train_lora` does
-(`tsq.engines.train.build_trainer`, reference log-probs already in the store) on a random-weight Qwen2 of a few
-hundred M parameters, alternately with the skip and without it, and prints the build times and the ratio.
+(`tsq.engines.train.build_trainer`, reference log-probs already in the store) on a random-weight Qwen2 of a
+few hundred M parameters, alternately with the skip and without it, and prints the build times and the ratio.
 The model is loaded afresh before each build (not timed: PEFT wraps it in place).
 
     .venv/bin/python benchmarks/bench_trainer_init.py [--layers 20] [--hidden 1024] [--repeats 3]

@@ -18,7 +18,8 @@ A second table asks whether the checks recompute at all: what a check states aft
 phrasing that wrote them, in every response: in the training data there are none, so a phrasing whose sums
 the model gets wrong more often is one a check's recomputation (or a rewrite to another phrasing) can fix.
 
-    TSQ_HOME=... .venv/bin/python benchmarks/tiny_world_errors.py sweeps/quickstart.yaml [--eval-problems 260]
+    TSQ_HOME=... .venv/bin/python diagnostics/tiny_world_errors.py sweeps/quickstart.yaml
+        [--eval-problems 260]
         [--adapter $TSQ_HOME/studies/STUDY/trial-N/adapter ...]   (trained models instead of the baseline)
 
 With several `--adapter`s (one configuration's seeds) the tables sum the models' responses, and one more line
@@ -32,7 +33,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field, fields
 
-from tiny_world_depth import evaluations, model_parser  # the sibling benchmark (scripts run from here)
+from tiny_world_depth import evaluations, model_parser  # the sibling diagnostic (scripts run from here)
 
 from tsq.data.loading import load_problem_set
 from tsq.data.tiny_world import OPS, VARIABLES, ChainProblem, apply_op, has_verification, step_meaning

@@ -4,9 +4,10 @@ another subset's accuracy falls inside it about 83% of the time: two independent
 standard errors differ by a normal with √2 times that error, so one lands inside the other's ±1.96·SE band
 with probability P(|Z| < 1.96/√2) = 0.834.
 
-    python benchmarks/calibrate_problem_noise.py SPEC ADAPTER_DIR [--subsets 5] [--size 100]
+    python diagnostics/calibrate_problem_noise.py SPEC ADAPTER_DIR [--subsets 5] [--size 100]
 
-Uses tsq's own evaluation (per-sample seeds, the spec's evaluation settings) and `tsq.engines.evaluate.intervals`.
+Uses tsq's own evaluation (per-sample seeds, the spec's evaluation settings) and
+`tsq.engines.evaluate.intervals`.
 """
 
 from __future__ import annotations

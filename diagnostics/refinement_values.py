@@ -2,14 +2,14 @@
 
 Reads a spec's cached self-samples and refinement candidates (`tsq.study.check.load_cached_candidates`: it
 never generates; run one trial of the spec first), refines every step of every positive at each ε with
-`tsq.engines.refine.refine_step` (the rule a trial's `refine_trace` applies), and sorts each rewritten computing or
-check step by what it states against the problem's true value: the same value as the original step (a
-phrasing-only rewrite), a repaired slip (the original was wrong, the rewrite right), a new slip (the original
-right, the rewrite wrong), another wrong value, or another step (a restatement or answer, or a rewrite that is
-no longer the same variable's computation or check). A windowed KL sees a changed value only through the
-tokens after it, and a check that restates the value overwrites it, so value changes pass small ε.
+`tsq.engines.refine.refine_step` (the rule a trial's `refine_trace` applies), and sorts each rewritten
+computing or check step by what it states against the problem's true value: the same value as the original
+step (a phrasing-only rewrite), a repaired slip (the original was wrong, the rewrite right), a new slip (the
+original right, the rewrite wrong), another wrong value, or another step (a restatement or answer, or a
+rewrite that is no longer the same variable's computation or check). A windowed KL sees a changed value only
+through the tokens after it, and a check that restates the value overwrites it, so value changes pass small ε.
 
-    TSQ_HOME=... .venv/bin/python benchmarks/refinement_values.py sweeps/paper-ablations-refinement.yaml \\
+    TSQ_HOME=... .venv/bin/python diagnostics/refinement_values.py sweeps/paper-ablations-refinement.yaml \\
         --epsilon 0.005 0.02 0.5
 """
 
@@ -19,7 +19,7 @@ import argparse
 import sys
 from collections import Counter
 
-from tiny_world_errors import true_chain  # a sibling benchmark (scripts run from here)
+from tiny_world_errors import true_chain  # a sibling diagnostic (scripts run from here)
 
 from tsq.cache import Cache, cache_dir_of
 from tsq.config.spec import load_spec

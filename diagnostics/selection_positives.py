@@ -24,7 +24,7 @@ verification. Accuracies are over samples; samples of one problem are not indepe
 (a few points on a few hundred samples) as noise.
 
     mkdir -p /tmp/tsqhome-x && cp -r ~/.cache/tsq/engines/models ~/.cache/tsq/cache /tmp/tsqhome-x/
-    TSQ_HOME=/tmp/tsqhome-x OMP_NUM_THREADS=1 .venv/bin/python benchmarks/selection_positives.py \\
+    TSQ_HOME=/tmp/tsqhome-x OMP_NUM_THREADS=1 .venv/bin/python diagnostics/selection_positives.py \\
         sweeps/paper-ablations-selection.yaml [--variants shortest q-dyn]
 """
 
@@ -35,7 +35,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from tiny_world_errors import checks_after_slips, true_chain  # a sibling benchmark (scripts run from here)
+from tiny_world_errors import checks_after_slips, true_chain  # a sibling diagnostic (scripts run from here)
 
 from tsq.cache import Cache, cache_dir_of
 from tsq.config.spec import Spec, load_spec

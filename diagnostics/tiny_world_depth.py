@@ -1,13 +1,13 @@
 """Does verification pay off where problems are hard? The baseline's own responses, split by depth.
 
 Runs (or reads from the cache) the baseline evaluation of a spec through tsq's own code
-(`tsq.engines.evaluate.baseline`; with `--adapter`, a trained trial's LoRA adapter on the same split), splits every
-difficulty level's responses by whether they contain a verification step
+(`tsq.engines.evaluate.baseline`; with `--adapter`, a trained trial's LoRA adapter on the same split), splits
+every difficulty level's responses by whether they contain a verification step
 (`tsq.data.tiny_world.has_verification`: the world knows its own phrasing), and prints accuracy and Len-A of
 each group with a 95% bootstrap interval over problems, and the with-minus-without difference with its
 interval. Problems are the resampling unit: the samples of one problem are not independent.
 
-    TSQ_HOME=... .venv/bin/python benchmarks/tiny_world_depth.py sweeps/quickstart.yaml [--bootstrap 2000]
+    TSQ_HOME=... .venv/bin/python diagnostics/tiny_world_depth.py sweeps/quickstart.yaml [--bootstrap 2000]
         [--eval-problems 400]   (more eval problems than the spec's, for narrower intervals)
         [--adapter $TSQ_HOME/studies/STUDY/trial-N/adapter]   (a trained model instead of the baseline)
 
@@ -119,7 +119,7 @@ def print_seed_table(results: Sequence[EvalResult]) -> None:
 
 
 def baseline_parser(description: str) -> argparse.ArgumentParser:
-    """The arguments every tiny-world baseline benchmark takes: a spec, and optionally more eval problems."""
+    """The arguments every tiny-world baseline diagnostic takes: a spec, and optionally more eval problems."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("spec", type=Path)
     parser.add_argument("--eval-problems", type=int, help="eval problems (default: the spec's data.eval.n)")
