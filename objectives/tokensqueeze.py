@@ -29,13 +29,14 @@ from tsq.engines.evaluate import EvalResult, baseline, compare, evaluate, interv
 from tsq.engines.generation import backend_from_spec
 from tsq.engines.generation.base import Backend
 from tsq.engines.models import model_fingerprint, resolve_model
-from tsq.engines.refine import TraceCandidates, compute_candidates, reachable_refinements, refine_trace
+from tsq.engines.refine import compute_candidates
 from tsq.engines.sample import sample_responses, sampling_settings
 from tsq.engines.train import cache_reference_logps, check_max_length, train_lora
 from tsq.errors import TrialFailed
 from tsq.fileio import write_atomic
 from tsq.method.early_stop import look_line, run_stages, stage_problems, stop_record
 from tsq.method.metrics import ProblemSums, budget_curve, summarize
+from tsq.method.refinement import TraceCandidates, reachable_refinements, refine_trace
 from tsq.method.select import Pair, build_pairs
 from tsq.recipe import StudyScope, TrialContext, TrialResult, TrialSeeds
 

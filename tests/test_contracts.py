@@ -28,7 +28,7 @@ from tsq.devices import gpu_assignment, visible_gpus
 from tsq.errors import UserError
 from tsq.method.losses import LOSSES
 from tsq.method.metrics import objective_metric_names
-from tsq.method.select import VARIANTS
+from tsq.method.select import SELECTION_VARIANTS
 from tsq.study.params import apply_params, default_point
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_every_shipped_spec_validates_and_its_default_point_builds(path: Path) -
 
 def test_registries_are_the_spec_s_vocabulary() -> None:
     assert set(Spec.model_fields["selection"].annotation.model_fields["variant"].annotation.__args__) == set(
-        VARIANTS
+        SELECTION_VARIANTS
     )
     assert set(Spec.model_fields["training"].annotation.model_fields["loss"].annotation.__args__) == set(
         LOSSES
@@ -62,9 +62,9 @@ def test_registries_are_the_spec_s_vocabulary() -> None:
         section = Spec()
         for key in knob.path:
             section = getattr(section, key)
-    from tsq.engines.tiny_model import VARIANTS as TINY
+    from tsq.engines.tiny_model import TINY_BUILDS
 
-    assert set(TINY) == set(
+    assert set(TINY_BUILDS) == set(
         Spec.model_fields["model"].annotation.model_fields["tiny_variant"].annotation.__args__
     )
 

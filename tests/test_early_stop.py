@@ -30,7 +30,7 @@ from tsq.engines.evaluate import compare, intervals
 from tsq.errors import UserError
 from tsq.fileio import write_atomic
 from tsq.method.early_stop import (
-    ALPHA,
+    LEVEL,
     Look,
     baseline_error_sd,
     check_fractions,
@@ -150,7 +150,7 @@ def test_look_edges() -> None:
     # every problem changed alike, by exactly the allowed drop: not a violation
     base4 = sums_of(["a", "b"], [4, 4], 4)
     assert not look(base4, sums_of(["a", "b"], [3, 3], 4), 0.25, 1, 2, 2).stop
-    assert look_threshold(1) is None and look_threshold(3) == pytest.approx(ALPHA / 2)
+    assert look_threshold(1) is None and look_threshold(3) == pytest.approx(LEVEL / 2)
     json.dumps(last.to_json())  # what the trial's user attr stores
 
 
@@ -224,7 +224,7 @@ def test_false_stops_at_the_boundary_hold_per_study() -> None:
     # 10% false stops (with a per-trial baseline the rate was 5% on average, but over 10% in ~11% of
     # studies, 9 of these 80)
     rates = per_study_false_stops(80, 80, seed=1)
-    assert (rates > ALPHA).sum() == 0, sorted(rates)[-5:]
+    assert (rates > LEVEL).sum() == 0, sorted(rates)[-5:]
     assert rates.mean() <= 0.05
 
 
@@ -246,8 +246,9 @@ def _records(ids: Sequence[str], accuracy: float, length: int) -> list[dict]:
 
 
 def staged_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
-    """A trial program whose evaluation is synthetic but staged by tsq.method.early_stop, as the default program's:
-    α ≥ 0.5 collapses accuracy from 70% to 20% (and is shorter, so it would be on an unconstrained front)."""
+    """A trial program whose evaluation is synthetic but staged by tsq.method.early_stop, as the default
+    program's: α ≥ 0.5 collapses accuracy from 70% to 20% (and is shorter, so it would be on an unconstrained
+    front)."""
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     ids = [f"p{i:02d}" for i in range(N_PROBLEMS)]
     accuracy, length = (0.2, 10) if params.alpha >= 0.5 else (0.7, 40 - int(10 * params.eta))

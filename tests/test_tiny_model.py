@@ -20,7 +20,7 @@ from tsq.engines import tiny_model as tm
 from tsq.engines.models import model_fingerprint
 from tsq.engines.tiny_model import (
     BUILD_INFO,
-    VARIANTS,
+    TINY_BUILDS,
     build_tiny,
     build_tokenizer,
     build_warning,
@@ -66,7 +66,7 @@ def test_chat_template(tokenizer) -> None:
 
 def test_built_model_loads_and_answers_in_format(tiny_model_dir: Path) -> None:
     info = json.loads((tiny_model_dir / BUILD_INFO).read_text())
-    assert info["digest"] == VARIANTS["test"].digest()
+    assert info["digest"] == TINY_BUILDS["test"].digest()
     assert info["settings"]["variant"] == "test"
     # which CPU kernels built it: the same settings give other weights on other kernels
     assert set(info["machine"]) == {"torch", "cpu_capability"}
@@ -93,7 +93,7 @@ def test_built_model_loads_and_answers_in_format(tiny_model_dir: Path) -> None:
 
 
 def test_both_variants_ship_with_the_code_settings_and_checksums() -> None:
-    for variant in VARIANTS:
+    for variant in TINY_BUILDS:
         path = tiny_model(variant)  # raises on a stale or altered shipped build
         info = json.loads((path / BUILD_INFO).read_text())
         assert sorted(info["files"]) == sorted(p.name for p in path.iterdir() if p.name != BUILD_INFO)
@@ -180,8 +180,8 @@ def test_rebuild_is_cached_and_compared_with_the_shipped_weights(
 
 
 def test_settings_digest_depends_on_the_settings() -> None:
-    assert VARIANTS["test"].digest() != VARIANTS["default"].digest()
-    assert VARIANTS["test"].digest() == VARIANTS["test"].digest()
+    assert TINY_BUILDS["test"].digest() != TINY_BUILDS["default"].digest()
+    assert TINY_BUILDS["test"].digest() == TINY_BUILDS["test"].digest()
 
 
 def test_a_default_build_above_the_working_loss_is_flagged() -> None:

@@ -26,10 +26,10 @@ from tsq.data.tiny_world import (
     tiny_problem_set,
 )
 from tsq.data.traces import split_steps
-from tsq.engines.tiny_model import VARIANTS
+from tsq.engines.tiny_model import TINY_BUILDS
 from tsq.errors import UserError
 
-SLIP = VARIANTS["default"].slip_rate  # the world the default model is pre-trained on
+SLIP = TINY_BUILDS["default"].slip_rate  # the world the default model is pre-trained on
 
 
 def test_problem_by_hand() -> None:

@@ -165,7 +165,7 @@ def test_lambda_zero_eta_zero_equals_trl_sigmoid_dpo(
     TRL's own sigmoid DPO (its own reference pass)."""
     ours = build(
         TokenSqueezeDPOTrainer,
-        TokenSqueezeDPOConfig(**common_args(tmp_path, loss_variant="dpo-l+sft", length_lambda=0.0)),
+        TokenSqueezeDPOConfig(**common_args(tmp_path, loss_variant="dpo-l+sft", lam=0.0)),
         tiny_model_dir,
         pairs,
         ref_logps_store=RefLogpsStore(Cache(tmp_path / "cache"), model_fingerprint(tiny_model_dir)),
@@ -193,9 +193,7 @@ def test_variant_losses_against_a_manual_forward(
     lam, eta = 0.7, 0.5
     trainer = build(
         TokenSqueezeDPOTrainer,
-        TokenSqueezeDPOConfig(
-            **common_args(tmp_path, loss_variant=variant, length_lambda=lam, sft_weight=eta)
-        ),
+        TokenSqueezeDPOConfig(**common_args(tmp_path, loss_variant=variant, lam=lam, sft_weight=eta)),
         tiny_model_dir,
         pairs,
         ref_logps_store=RefLogpsStore(Cache(tmp_path / "cache"), model_fingerprint(tiny_model_dir)),

@@ -35,7 +35,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# The tiny model's build variants (tsq.engines.tiny_model.VARIANTS holds each one's settings)
+# The tiny model's build variants (tsq.engines.tiny_model.TINY_BUILDS holds each one's settings)
 TinyVariant = Literal["default", "test"]
 
 
@@ -112,7 +112,7 @@ class EvaluationSpec(_Section):
 
 
 class SelectionSpec(_Section):
-    variant: VariantName = DEFAULT_VARIANT  # the variants: tsq.method.select.VARIANTS
+    variant: VariantName = DEFAULT_VARIANT  # the variants: tsq.method.select.SELECTION_VARIANTS
     max_pairs: Annotated[int, Field(gt=0)] = 64  # M: pairs per problem
     extra_neg_ratio: Annotated[float, Field(gt=1)] = 1.5
     # (our reading) k = max(min_positives, ceil(q*c)) when 1 <= c < N; binds only at alpha = 0. 0 = literal

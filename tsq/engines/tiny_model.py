@@ -100,7 +100,7 @@ class TinyBuildSettings:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-VARIANTS: dict[str, TinyBuildSettings] = {
+TINY_BUILDS: dict[str, TinyBuildSettings] = {
     "default": TinyBuildSettings(
         variant="default",
         hidden_size=128,
@@ -265,9 +265,9 @@ def _is_built(path: Path, digest: str) -> bool:
 
 def build_tiny(variant: Variant = "default", force: bool = False) -> Path:
     """The tiny model's directory, building it first when missing, stale (other settings) or `force`d."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown tiny variant {variant!r}; choose one of {sorted(VARIANTS)}")
-    settings = VARIANTS[variant]
+    if variant not in TINY_BUILDS:
+        raise ValueError(f"unknown tiny variant {variant!r}; choose one of {sorted(TINY_BUILDS)}")
+    settings = TINY_BUILDS[variant]
     if settings.max_steps > MAX_STEPS:
         raise ValueError(f"tiny variant {variant!r} asks for more steps than the world supports")
     target = tiny_model_dir(variant)
@@ -334,8 +334,8 @@ def tiny_model(variant: Variant = "default") -> Path:
     Raises UserError (one line naming the file and both checksums) when a file was altered or is missing, and
     when the shipped build's settings are not the code's (a format bump without a new build shipped).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown tiny variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    if variant not in TINY_BUILDS:
+        raise ValueError(f"unknown tiny variant {variant!r}; choose one of {sorted(TINY_BUILDS)}")
     path = shipped_dir(variant)
     try:
         info = build_info(path)
@@ -350,10 +350,10 @@ def tiny_model(variant: Variant = "default") -> Path:
             f"{path / name}: sha256 {got[:16] if got else '(missing)'} is not the shipped "
             f"{want[:16]} (corrupted or altered); restore it: git checkout -- {_repo_relative(path)}"
         )
-    if info.get("digest") != VARIANTS[variant].digest():
+    if info.get("digest") != TINY_BUILDS[variant].digest():
         raise UserError(
             f"{path}: shipped with settings {info.get('digest')}, the code's tiny-{variant} settings "
-            f"are {VARIANTS[variant].digest()}; ship a build of them: "
+            f"are {TINY_BUILDS[variant].digest()}; ship a build of them: "
             f"tsq model build-tiny --variant {variant} --ship"
         )
     return path

@@ -4,10 +4,11 @@ TRL does what it already does well: PEFT wrapping (the adapter disabled is the r
 (its collator), the fused log-prob head (no `(batch, seq, vocab)` logits), the optimiser and the training
 loop. `TokenSqueezeDPOTrainer` adds, through the version-checked adapter `tsq.compat.trl`:
 
-- the loss, computed here from the terms `tsq.method.losses.LOSSES` declares for the variant: the preference term
-  `tsq.method.losses.dpo_l_loss` (λ = 0 for plain sigmoid DPO) and `η·tsq.method.losses.sft_loss` (mean NLL over all
-  chosen completion tokens of the batch, as TRL's `sft` loss). TRL's own loss loop is not used: it has no
-  per-pair margin, and its per-step metrics cost a host sync each; ours stay on the device until a log;
+- the loss, computed here from the terms `tsq.method.losses.LOSSES` declares for the variant: the preference
+  term `tsq.method.losses.dpo_l_loss` (λ = 0 for plain sigmoid DPO) and `η·tsq.method.losses.sft_loss` (mean
+  NLL over all chosen completion tokens of the batch, as TRL's `sft` loss). TRL's own loss loop is not used:
+  it has no per-pair margin, and its per-step metrics cost a host sync each; ours stay on the device until a
+  log;
 - tokenisation (`tokenize_pairs`), done like TRL's (prompt and prompt + completion, the completion starts
   where they diverge), except that a response which ran into `sampling.max_new_tokens` gets no EOS it never
   generated, and that truncation at `max_length` is counted (`Truncation`, in `TrainResult`), never silent;
@@ -62,10 +63,11 @@ _NON_MODEL_KEYS = frozenset({"completion_mask", "ref_chosen_logps", "ref_rejecte
 
 @dataclass
 class TokenSqueezeDPOConfig(DPOConfig):
-    """DPOConfig plus the TokenSqueeze loss (`loss_variant`, one of `tsq.method.losses.LOSSES`, with λ and η)."""
+    """DPOConfig plus the TokenSqueeze loss (`loss_variant`, one of `tsq.method.losses.LOSSES`, with λ `lam`
+    and η `sft_weight`)."""
 
     loss_variant: str = field(default="dpo-l+sft", metadata={"help": f"One of {tuple(LOSSES)}."})
-    length_lambda: float = field(default=0.0, metadata={"help": "λ: weight of the length margin (DPO-L)."})
+    lam: float = field(default=0.0, metadata={"help": "λ: weight of the length margin (DPO-L)."})
     sft_weight: float = field(
         default=0.0, metadata={"help": "η: weight of the SFT term (the +sft variants)."}
     )
@@ -317,7 +319,7 @@ class TokenSqueezeDPOTrainer(FencedDPOTrainer):
                 chosen_lengths,
                 rejected_lengths,
                 beta=self.beta,
-                lam=self.loss_def.margin_lambda(self.args.length_lambda),
+                lam=self.loss_def.margin_lam(self.args.lam),
             )
             terms["dpo_l_loss" if self.loss_def.length_margin else "dpo_loss"] = per_pair.mean()
             self._record(
@@ -556,7 +558,7 @@ def build_trainer(
     args = TokenSqueezeDPOConfig(
         output_dir=str(Path(out_dir) / "trainer"),
         loss_variant=training.loss,
-        length_lambda=lam,
+        lam=lam,
         sft_weight=eta,
         beta=training.beta,
         learning_rate=training.learning_rate,

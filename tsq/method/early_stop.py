@@ -3,9 +3,9 @@
 A trial with an accuracy-drop constraint (`study.constraint.max_accuracy_drop` = δ) is evaluated in stages
 (`evaluation.stages`, default 25% → 50% → 100% of the eval problems). The problems are put in one fixed,
 seeded order (`stage_order`) and stage k evaluates its prefix, so each stage holds the previous one. Sample j
-of a problem is seeded by (seed, problem id, j) (`tsq.engines.sample`), so a stage draws exactly the responses the
-full evaluation would draw for its problems, and a trial that passes every stage has the full evaluation's
-records.
+of a problem is seeded by (seed, problem id, j) (`tsq.engines.sample`), so a stage draws exactly the
+responses the full evaluation would draw for its problems, and a trial that passes every stage has the full
+evaluation's records.
 
 After each stage but the last, `look` tests, paired with the baseline on the stage's problems,
     H0: accuracy change ≥ −δ    against    H1: accuracy change < −δ (the constraint is violated).
@@ -22,17 +22,18 @@ After each stage but the last, `look` tests, paired with the baseline on the sta
   noise with the spread of the change across problems is what is left of the paired SE:
   σ_t² = max(sd(x)²/m − σ_b², 0). The trial stops when
       mean(x) + δ + q_b·σ_b < −q_t·σ_t,
-  q_b and q_t the one-sided t quantiles (m − 1 df) at 1 − γ/L and 1 − α/L, L the looks that can stop a trial
+  q_b and q_t the one-sided t quantiles (m − 1 df) at 1 − γ/L and 1 − a/L (a: the test's level, `LEVEL`; not
+  the α of selection), L the looks that can stop a trial
   (all stages but the last: a look at 100% has nothing left to save, and there the full evaluation's point
   value decides feasibility as it does without the early stop). With probability ≥ 1 − γ over the
   baseline's draw its error stays below q_b·σ_b at every look, and then a trial at the boundary is stopped
-  in at most α of evaluations (union bounds over the L looks). α = 0.10 and γ = 0.01: in all but 1% of
+  in at most a of evaluations (union bounds over the L looks). a = 0.10 and γ = 0.01: in all but 1% of
   studies, at most 10% false stops at the boundary (simulated: none of 400 studies above 10%, the 99th
   percentile 4%, the mean 0.3%: `benchmarks/bench_early_stop.py --per-study`). The price is power: a trial 10
   points beyond the bound is stopped in 73% of evaluations instead of 94%. A baseline evaluated on more
   samples per problem has a smaller σ_b and buys back most of it (4× the samples: 96%).
 - Equivalently, the trial stops when the upper bound mean(x) + q_b·σ_b + q_t·σ_t of its accuracy change lies
-  below −δ (`Look.upper_bound`); `Look.p_value` is P(t ≤ (mean(x) + δ + q_b·σ_b)/σ_t), compared with α/L.
+  below −δ (`Look.upper_bound`); `Look.p_value` is P(t ≤ (mean(x) + δ + q_b·σ_b)/σ_t), compared with a/L.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import numpy as np
 
 from tsq.method.metrics import SUM_FIELDS, ProblemSums
 
-ALPHA = 0.10  # a trial at the boundary is stopped in at most 10% of evaluations ...
+LEVEL = 0.10  # a trial at the boundary is stopped in at most 10% of evaluations ...
 BASELINE_RISK = 0.01  # ... in every study but those whose baseline drew this unluckily (γ)
 TEST = (
     "one-sided t on per-problem accuracy change + max_accuracy_drop against the baseline's upper bound "
@@ -135,7 +136,7 @@ class Look:
     statistic: float | None  # (x + δ + q_b·σ_b)/σ_t (−inf/+inf when σ_t is 0)
     df: int
     p_value: float | None  # one-sided P(t ≤ statistic) under H0 (None: not tested)
-    threshold: float | None  # the p-value below which the trial stops, α/L (None: this look cannot stop it)
+    threshold: float | None  # the p-value below which the trial stops, a/L (None: this look cannot stop it)
     upper_bound: float | None  # mean + q_b·σ_b + q_t·σ_t: the trial stops when it is below −δ
     stop: bool
     test: str = TEST
@@ -144,10 +145,10 @@ class Look:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
-def look_threshold(n_stages: int, alpha: float = ALPHA) -> float | None:
-    """Nominal one-sided level of each look: α split evenly over the n_stages − 1 looks that can stop a trial
-    (None with a single stage: nothing to stop)."""
-    return None if n_stages <= 1 else alpha / (n_stages - 1)
+def look_threshold(n_stages: int, level: float = LEVEL) -> float | None:
+    """Nominal one-sided level of each look: `level` split evenly over the n_stages − 1 looks that can stop a
+    trial (None with a single stage: nothing to stop)."""
+    return None if n_stages <= 1 else level / (n_stages - 1)
 
 
 def look(
@@ -157,13 +158,13 @@ def look(
     stage: int,
     n_stages: int,
     n_problems: int,
-    alpha: float = ALPHA,
+    level: float = LEVEL,
     baseline_risk: float = BASELINE_RISK,
 ) -> Look:
     """The test after `stage` (1-based) of `n_stages`, on `new`'s problems, paired with the baseline on them.
 
     The trial stops when the look can stop it (not the last stage) and mean(x) + δ + q_b·σ_b < −q_t·σ_t
-    (module docstring), i.e. the p-value is below α/(n_stages − 1).
+    (module docstring), i.e. the p-value is below level/(n_stages − 1).
     """
     from scipy.stats import t as student_t  # deferred: scipy is slow to import
 
@@ -174,7 +175,7 @@ def look(
     x = accuracy_changes(base, new)
     m = len(x)
     mean = float(x.mean())
-    threshold = look_threshold(n_stages, alpha) if stage < n_stages else None
+    threshold = look_threshold(n_stages, level) if stage < n_stages else None
     if m < 2:  # no spread to test against
         return Look(stage, n_stages, m, n_problems, max_accuracy_drop, mean, None, None, None, None, 0, None,
                     threshold, None, False)  # fmt: skip
@@ -223,7 +224,7 @@ def run_stages(
     stages: Sequence[Sequence[str]],
     evaluate_more: Callable[[Sequence[str]], ProblemSums],
     max_accuracy_drop: float,
-    alpha: float = ALPHA,
+    level: float = LEVEL,
 ) -> list[Look]:
     """Evaluate stage by stage and look after each; stop at the first look that says stop.
 
@@ -239,7 +240,7 @@ def run_stages(
         added = evaluate_more(ids[len(previous) :])
         previous = list(ids)
         seen = added if seen is None else merge_sums(seen, added)
-        looks.append(look(base, seen, max_accuracy_drop, stage, len(stages), len(stages[-1]), alpha))
+        looks.append(look(base, seen, max_accuracy_drop, stage, len(stages), len(stages[-1]), level))
         if looks[-1].stop:
             break
     return looks
@@ -255,7 +256,7 @@ def stop_record(looks: Sequence[Look]) -> dict[str, Any]:
         "problems": last.problems,
         "of": last.of,
         "max_accuracy_drop": last.max_accuracy_drop,
-        "alpha": ALPHA,
+        "alpha": LEVEL,  # the key the records of existing studies hold
         "baseline_risk": BASELINE_RISK,
         "test": TEST,
         "looks": [lk.to_json() for lk in looks],

@@ -42,7 +42,7 @@ class LossDef:
             raise ValueError(f"loss {self.name!r}: no term at all")
 
     @property
-    def uses_lambda(self) -> bool:
+    def uses_lam(self) -> bool:
         return self.length_margin
 
     @property
@@ -53,13 +53,13 @@ class LossDef:
         """The SFT term's weight under this loss for the trial's η (0 when there is no SFT term)."""
         return {"none": 0.0, "one": 1.0, "eta": eta}[self.sft]
 
-    def margin_lambda(self, lam: float) -> float:
+    def margin_lam(self, lam: float) -> float:
         """The λ the preference term uses (0, plain sigmoid DPO, when this loss has no length margin)."""
         return lam if self.length_margin else 0.0
 
     def moot_knobs(self) -> tuple[str, ...]:
         """The knobs (by their search name) that change nothing under this loss."""
-        return tuple(k for k, used in (("lambda", self.uses_lambda), ("eta", self.uses_eta)) if not used)
+        return tuple(k for k, used in (("lambda", self.uses_lam), ("eta", self.uses_eta)) if not used)
 
 
 LOSSES: dict[str, LossDef] = {

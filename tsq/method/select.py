@@ -34,7 +34,7 @@ import numpy as np
 
 from tsq.data.traces import Response
 
-if TYPE_CHECKING:  # the spec reads VARIANTS from here: a runtime import back would be a cycle
+if TYPE_CHECKING:  # the spec reads SELECTION_VARIANTS from here: a runtime import back would be a cycle
     from tsq.config.pipeline import SelectionSpec
 
 
@@ -52,7 +52,7 @@ class Variant:
         return self.quantile != "none"
 
 
-VARIANTS: dict[str, Variant] = {
+SELECTION_VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
         Variant("shortest", "none", False, "only the shortest correct response"),
@@ -63,7 +63,7 @@ VARIANTS: dict[str, Variant] = {
 }
 DEFAULT_VARIANT = "q-dyn"
 # The spec field's type: a Literal of the registry's keys, so pydantic lists them in its error
-VariantName = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
+VariantName = Literal[tuple(SELECTION_VARIANTS)]  # type: ignore[valid-type]
 
 
 def adaptive_quantile(p: float, alpha: float) -> float:
@@ -73,11 +73,13 @@ def adaptive_quantile(p: float, alpha: float) -> float:
 
 def n_positives(c: int, n: int, alpha: float, variant: str, min_positives: int = 1) -> int:
     """How many of the c shortest correct responses (out of n) are positives; 0 when c = 0 or c = n."""
-    if variant not in VARIANTS:
-        raise ValueError(f"selection.variant: unknown variant {variant!r}; expected one of {tuple(VARIANTS)}")
+    if variant not in SELECTION_VARIANTS:
+        raise ValueError(
+            f"selection.variant: unknown variant {variant!r}; expected one of {tuple(SELECTION_VARIANTS)}"
+        )
     if c == 0 or c == n:
         return 0
-    rule = VARIANTS[variant].quantile
+    rule = SELECTION_VARIANTS[variant].quantile
     if rule == "none":
         return 1
     q = alpha if rule == "fixed" else adaptive_quantile(c / n, alpha)
@@ -97,10 +99,12 @@ def k_table(alpha: float, n: int, variant: str, min_positives: int = 1) -> np.nd
     Equal to the scalar rule value for value: q and q·c are the same float operations in numpy, and where q·c
     lies near an integer (where `n_positives` rounds before its ceiling) the scalar rule decides.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"selection.variant: unknown variant {variant!r}; expected one of {tuple(VARIANTS)}")
+    if variant not in SELECTION_VARIANTS:
+        raise ValueError(
+            f"selection.variant: unknown variant {variant!r}; expected one of {tuple(SELECTION_VARIANTS)}"
+        )
     c = np.arange(1, max(n, 1), dtype=np.int64)
-    rule = VARIANTS[variant].quantile
+    rule = SELECTION_VARIANTS[variant].quantile
     if rule == "none":
         return np.ones_like(c)
     q = alpha if rule == "fixed" else alpha * (1.0 - c / n)
@@ -136,7 +140,7 @@ def select_pairs(
     negatives: list[list[int]] = []
     for pos in correct_idx[:k]:
         negs = longest_first([j for j in incorrect_idx if lengths[j] > lengths[pos]])
-        if VARIANTS[variant].extra_negatives:
+        if SELECTION_VARIANTS[variant].extra_negatives:
             negs += longest_first([j for j in correct_idx if lengths[j] > extra_neg_ratio * lengths[pos]])
         negatives.append(negs)
 

@@ -34,13 +34,13 @@ from tsq.config.space import Categorical, FloatRange, IntRange, Range, grid_valu
 from tsq.engines.gguf_import import imported_model, is_import_name
 from tsq.errors import UserError
 from tsq.method.losses import LOSSES
-from tsq.method.select import VARIANTS, n_positives, select_pairs
+from tsq.method.select import SELECTION_VARIANTS, n_positives, select_pairs
 
 if TYPE_CHECKING:
     from tsq.cache import Cache
     from tsq.config.spec import Spec
     from tsq.data.traces import Response
-    from tsq.engines.refine import TraceCandidates
+    from tsq.method.refinement import TraceCandidates
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +142,13 @@ def distinct_k_vectors(
 
 def _gain(c: np.ndarray | int, n: int, variant: str) -> Any:
     """q·c / α: (1 − c/n)·c under a dynamic quantile, c under a fixed one."""
-    return (1 - c / n) * c if VARIANTS[variant].quantile == "dynamic" else c
+    return (1 - c / n) * c if SELECTION_VARIANTS[variant].quantile == "dynamic" else c
 
 
 def alpha_threshold(high: float, n: int, variant: str, min_positives: int = 1) -> float | None:
     """The α above which some k grows past its value at `high` (k = max(m, ⌈α·g(c)⌉) reaches t + 1 once
     α·g(c) > t); None when no k can grow (k = c everywhere, or `shortest`)."""
-    if not VARIANTS[variant].uses_alpha:
+    if not SELECTION_VARIANTS[variant].uses_alpha:
         return None
     best: float | None = None
     for c in range(1, n):
@@ -172,7 +172,7 @@ def smallest_n_live(
 ) -> int | None:
     """The smallest sampling.n ≥ `start` at which α = low and α = high give different k-table rows (k is
     non-decreasing in α, so the whole range is then live); None up to N_SEARCH_LIMIT."""
-    if not VARIANTS[variant].uses_alpha:
+    if not SELECTION_VARIANTS[variant].uses_alpha:
         return None
     for n in range(max(start, 2), N_SEARCH_LIMIT + 1):
         fast_differs = not np.array_equal(
@@ -265,7 +265,7 @@ def check_alpha(
 ) -> Finding:
     """α: distinct pair sets over a 16-value grid of its range, per selection variant the study proposes."""
     variants = sorted({str(v) for v in knob_values(spec, "selection_variant")})
-    using = [v for v in variants if VARIANTS[v].uses_alpha]
+    using = [v for v in variants if SELECTION_VARIANTS[v].uses_alpha]
     if not using:
         return Finding(
             "alpha", "moot", f"selection.variant {'/'.join(variants)} ignores α (k = 1); use q-dyn or q-fix"
@@ -332,7 +332,7 @@ def check_alpha(
 # -- ε on cached candidates ---------------------------------------------------------------------------------
 def refinement_breakpoints(cands: TraceCandidates, low: float, high: float) -> set[float]:
     """The ε in (low, high] at which `refine_trace` changes this trace's text (rule: KL < ε)."""
-    from tsq.engines.refine import refine_trace
+    from tsq.method.refinement import refine_trace
 
     kls = sorted({c.kl for s in cands.steps for c in s.candidates if low <= c.kl < high})
     points: set[float] = set()
@@ -372,7 +372,7 @@ def check_epsilon(
             None,
             tuple(warnings),
         )
-    from tsq.engines.refine import refine_trace
+    from tsq.method.refinement import refine_trace
 
     steps = sum(len(c.steps) for c in candidates)
     at_low = sum(refine_trace(c, low).n_rewritten for c in candidates)
@@ -472,7 +472,8 @@ def check_variants(
     def signature(variant: str) -> Any:
         if samples is not None:
             return tuple(pair_set(samples, a, spec.selection, variant) for a in alphas)
-        return (VARIANTS[variant].extra_negatives, tuple(k_vector(a, n, variant, m) for a in alphas))
+        rows = tuple(k_vector(a, n, variant, m) for a in alphas)
+        return (SELECTION_VARIANTS[variant].extra_negatives, rows)
 
     groups: dict[Any, list[str]] = {}
     for choice in entry.choices:
@@ -579,8 +580,9 @@ def load_cached_candidates(
     computes them for); (found, traces asked for, why none)."""
     if inputs.samples is None or inputs.model_path is None:
         return [], 0, f"no cached self-samples: {inputs.why_not}"
-    from tsq.engines import refine
+    from tsq.engines.candidate_store import CACHE_STAGE, candidates_key
     from tsq.engines.models import model_fingerprint
+    from tsq.method.refinement import TraceCandidates
 
     top = max(float(a) for a in knob_values(spec, "alpha"))
     traces = sorted(
@@ -597,11 +599,11 @@ def load_cached_candidates(
     # the key records the scoring precision, which depends on the machine that ran the trial: try each
     for precision in ("torch.float32", "torch.bfloat16", "torch.float16"):
         keys = [
-            refine.candidates_key(fingerprint, precision, spec.sampling.backend, p, t, spec.refinement)
+            candidates_key(fingerprint, precision, spec.sampling.backend, p, t, spec.refinement)
             for p, t in traces
         ]
-        raw = [cache.get_json(refine.CACHE_STAGE, k) for k in keys]
-        found = [refine.TraceCandidates.from_json(r) for r in raw if r is not None]
+        raw = [cache.get_json(CACHE_STAGE, k) for k in keys]
+        found = [TraceCandidates.from_json(r) for r in raw if r is not None]
         if found:
             return found, len(traces), ""
     return [], len(traces), "none for these positives"
