@@ -2,7 +2,7 @@
 
 Reads a spec's cached self-samples and refinement candidates (`tsq.study.check.load_cached_candidates`: it
 never generates; run one trial of the spec first), refines every step of every positive at each ε with
-`tsq.engines.refine.refine_step` (the rule a trial's `refine_trace` applies), and sorts each rewritten
+`tsq.method.refinement.refine_step` (the rule a trial's `refine_trace` applies), and sorts each rewritten
 computing or check step by what it states against the problem's true value: the same value as the original
 step (a phrasing-only rewrite), a repaired slip (the original was wrong, the rewrite right), a new slip (the
 original right, the rewrite wrong), another wrong value, or another step (a restatement or answer, or a
@@ -26,7 +26,7 @@ from tsq.config.spec import load_spec
 from tsq.data.loading import load_problem_set
 from tsq.data.tiny_world import VARIABLES, step_meaning
 from tsq.data.traces import join_steps
-from tsq.engines.refine import TraceCandidates, refine_step
+from tsq.method.refinement import TraceCandidates, refine_step
 from tsq.study.check import load_cached_candidates, load_cached_inputs
 
 KINDS = ("same value", "repaired slip", "new slip", "other wrong value", "other step")
