@@ -14,8 +14,9 @@ from programs import synthetic_spec
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
+from tsq.records import Replicate, TrialRecord, is_replicate
 from tsq.report.pareto import pareto_trials
-from tsq.report.table import is_replicate, replicate_groups, study_table
+from tsq.report.table import replicate_groups, study_table
 from tsq.study.confirm import plan
 
 
@@ -98,13 +99,9 @@ def test_confirm_without_a_held_out_split_is_one_line(
     assert result.exit_code != 0 and "data.test" in str(result.exception)
 
 
-def _trial(number: int, accuracy: float, length: float, **attrs: object) -> optuna.trial.FrozenTrial:
-    trial = optuna.trial.create_trial(
-        params={"alpha": 0.5}, distributions={"alpha": optuna.distributions.FloatDistribution(0.0, 1.0)},
-        values=[accuracy], user_attrs={"accuracy": accuracy, "len_all": length, **attrs},
-    )  # fmt: skip
-    trial.number = number
-    return trial
+def _trial(number: int, accuracy: float, length: float, replicate: Replicate | None = None) -> TrialRecord:
+    return TrialRecord(number=number, params={"alpha": 0.5}, values=(accuracy,),
+                       metrics={"accuracy": accuracy, "len_all": length}, replicate=replicate)  # fmt: skip
 
 
 def test_a_lucky_original_is_shown_beside_the_fresh_seeds_never_averaged_in() -> None:
@@ -112,11 +109,11 @@ def test_a_lucky_original_is_shown_beside_the_fresh_seeds_never_averaged_in() ->
     # split, replicate 0 re-evaluates the picked adapter (0.70) and replicates 1, 2 are fresh (0.58, 0.62).
     original = _trial(0, 0.80, 30.0)
     reps = [
-        _trial(1, 0.60, 31.0, replicate_of=0, replicate=1, split="eval"),
-        _trial(2, 0.64, 33.0, replicate_of=0, replicate=2, split="eval"),
-        _trial(3, 0.70, 29.0, replicate_of=0, replicate=0, split="test"),
-        _trial(4, 0.58, 32.0, replicate_of=0, replicate=1, split="test"),
-        _trial(5, 0.62, 34.0, replicate_of=0, replicate=2, split="test"),
+        _trial(1, 0.60, 31.0, Replicate(0, 1, "eval")),
+        _trial(2, 0.64, 33.0, Replicate(0, 2, "eval")),
+        _trial(3, 0.70, 29.0, Replicate(0, 0, "test")),
+        _trial(4, 0.58, 32.0, Replicate(0, 1, "test")),
+        _trial(5, 0.62, 34.0, Replicate(0, 2, "test")),
     ]
     rows, noise = replicate_groups([original], reps, [("accuracy", "maximize"), ("len_all", "minimize")])
     on_eval, on_test = sorted(rows, key=lambda r: r.split)
@@ -135,13 +132,10 @@ def test_plan_seeds_new_on_eval_and_original_first_on_test() -> None:
     from tsq.config.spec import Spec
 
     spec = Spec()
-    trial = optuna.trial.create_trial(params={}, distributions={}, values=[0.0])
-    trial.number = 5
+    trial = TrialRecord(number=5, values=(0.0,))
     on_eval = plan(spec, [trial], 2, "eval")
     on_test = plan(spec, [trial], 2, "test")
     # R fresh seeds on either split; on the held-out one the picked adapter (replicate 0) as well
     assert [r.index for r in on_eval] == [1, 2] and [r.index for r in on_test] == [0, 1, 2]
-    assert (
-        on_test[0].training_seed == spec.training.seed and on_test[0].evaluation_seed == spec.evaluation.seed
-    )
-    assert len({r.training_seed for r in on_eval} | {spec.training.seed}) == 3
+    assert on_test[0].seeds == {"training": spec.training.seed, "evaluation": spec.evaluation.seed}
+    assert len({r.seeds["training"] for r in on_eval} | {spec.training.seed}) == 3

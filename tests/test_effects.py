@@ -1,6 +1,7 @@
 """`tsq report effects`: arms of a replicated grid study, their means over seeds (overall and by difficulty
 level) and the contrasts between arms, against hand-computed values. The studies are real Optuna studies
-(in memory, or SQLite for the CLI) whose trials carry known user attrs and per-response records."""
+(in memory, or SQLite for the CLI) whose trials carry known records (`records_util`) and per-response
+records."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
+from records_util import add_trial, make_study
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
 from tsq.errors import UserError
 from tsq.method.stats import aggregate_replicates, holm, pooled_sd, t_test, tost
-from tsq.report.effects import contrast_se, render_report, study_effects, verdict
+from tsq.records import Replicate, StudyRecord, TrialRecord
+from tsq.report.data import study_data
+from tsq.report.effects import contrast_se, study_effects, verdict
+from tsq.report.effects_markdown import render_report
 
 T2, T4 = 4.302652729749464, 2.7764451051977987  # Student's t 0.975 quantile at 2 and 4 degrees of freedom
 
@@ -46,38 +51,39 @@ def _records(path: Path, level1: tuple[int, int], level2_tokens: int = 30) -> st
     return str(path)
 
 
-# (variant, accuracy, len_all, extra user attrs, depth 1 (correct of 2, tokens)), by trial number
+# (variant, accuracy, len_all, extra record fields, depth 1 (correct of 2, tokens)), by trial number
 TRIALS: list[tuple[str, float, float, dict[str, Any], tuple[int, int] | None]] = [
     ("b", 0.5, 100.0, {}, (2, 10)),  # 0: original
     ("a", 0.7, 105.0, {}, (1, 20)),  # 1: original
-    ("b", 0.6, 110.0, {"replicate_of": 0, "split": "eval"}, (1, 12)),  # 2
-    ("b", 0.7, 120.0, {"replicate_of": 0, "split": "eval"}, (2, 14)),  # 3
-    ("b", 0.1, 500.0, {"replicate_of": 0, "split": "test"}, None),  # 4: held-out split, not an arm member
+    ("b", 0.6, 110.0, {"replicate": Replicate(0, 1, "eval")}, (1, 12)),  # 2
+    ("b", 0.7, 120.0, {"replicate": Replicate(0, 2, "eval")}, (2, 14)),  # 3
+    ("b", 0.1, 500.0, {"replicate": Replicate(0, 1, "test")}, None),  # 4: held-out split, not an arm member
     ("a", 0.8, 115.0, {}, (1, 20)),  # 5: the grid point run again: same arm
-    ("a", 0.9, 95.0, {"replicate_of": 1, "split": "eval"}, (2, 26)),  # 6
+    ("a", 0.9, 95.0, {"replicate": Replicate(1, 1, "eval")}, (2, 26)),  # 6
     ("a", 0.0, 1.0, {"early_stop": {"stopped": True}}, None),  # 7: stopped early: left out
     ("c", 0.5, 90.0, {}, (0, 40)),  # 8: one seed only
 ]
 
 
 def _study(folder: Path, storage: str | None = None, name: str = "sel") -> optuna.Study:
-    study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"])
-    study.set_user_attr("baseline", {"accuracy": 0.5, "len_all": 100.0, "budget": 64})
-    study.set_user_attr("objectives", ["accuracy", "len_all"])
+    record = StudyRecord(objectives=["accuracy", "len_all"],
+                         baseline={"accuracy": 0.5, "len_all": 100.0, "budget": 64})  # fmt: skip
+    study = make_study(storage, record, name=name)
     for number, (variant, acc, length, extra, level1) in enumerate(TRIALS):
-        attrs = {"accuracy": acc, "len_all": length, "accuracy_delta": acc - 0.5,
-                 "token_reduction": 1 - length / 100, **extra}  # fmt: skip
-        if level1 is not None:
-            attrs["records"] = _records(folder / f"t{number}.jsonl", level1)
-        trial = optuna.trial.create_trial(
+        metrics = {"accuracy": acc, "len_all": length, "accuracy_delta": acc - 0.5,
+                   "token_reduction": 1 - length / 100}  # fmt: skip
+        trial = TrialRecord(
             params={"variant": variant},
             distributions={"variant": VARIANT},
-            values=[acc, length],
-            user_attrs=attrs,
-            system_attrs={"grid_id": number},  # a grid point, as Optuna's GridSampler marks it: not selected
+            values=(acc, length),
+            metrics=metrics,
+            records=None if level1 is None else _records(folder / f"t{number}.jsonl", level1),
+            **extra,
         )
-        study.add_trial(trial)
-    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+        add_trial(
+            study, trial, grid_id=number
+        )  # a grid point, as Optuna's GridSampler marks it: not selected
+    add_trial(study, TrialRecord(state=TrialState.FAIL))
     return study
 
 
@@ -305,7 +311,7 @@ def test_the_spec_declares_the_family_and_margins_and_the_study_records_them() -
     study.set_user_attr("objectives", ["accuracy_delta", "token_reduction"])
     study.set_user_attr("constraint", {"max_accuracy_drop": 0.03})
     # by default: the objectives, a relative one counted in what it changes; accuracy's margin the drop
-    assert effects_settings(study) == (["accuracy", "len_all"], {"accuracy": 0.03})
+    assert effects_settings(study_data(study)) == (["accuracy", "len_all"], {"accuracy": 0.03})
     declared = StudySpec(effects={"primary": ["tokens_per_step"], "margins": {"accuracy": 0.05}})
     study.set_user_attr("effects", declared.effects.model_dump())
-    assert effects_settings(study) == (["tokens_per_step"], {"accuracy": 0.05})
+    assert effects_settings(study_data(study)) == (["tokens_per_step"], {"accuracy": 0.05})

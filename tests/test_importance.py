@@ -9,9 +9,10 @@ import random
 import optuna
 import pytest
 
+from tsq.records import TrialRecord
+from tsq.report.data import study_data
 from tsq.report.importance import (
     MIN_TRIALS,
-    importance_markdown,
     importance_stability,
     importance_warning,
     importances,
@@ -19,6 +20,7 @@ from tsq.report.importance import (
     trial_importances,
     usable_trials,
 )
+from tsq.report.sections import importance_markdown
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -39,7 +41,7 @@ def _two_knobs(trial: optuna.Trial) -> tuple[float, float]:
 
 
 def test_the_driving_knob_ranks_first_per_objective():
-    imps = importances(_study(40, _two_knobs))
+    imps = importances(study_data(_study(40, _two_knobs)))
     assert list(imps) == ["accuracy", "len_all"]
     assert next(iter(imps["accuracy"])) == "eta"
     assert next(iter(imps["len_all"])) == "alpha"
@@ -57,9 +59,13 @@ def test_direction_is_honoured():
         y = trial.suggest_float("y", 0.0, 1.0)
         return 10.0 * (x > 0.8) + 0.01 * y
 
-    up = importances(_study(60, objective, directions=("maximize",), names=("accuracy",)))["accuracy"]
+    up = importances(study_data(_study(60, objective, directions=("maximize",), names=("accuracy",))))[
+        "accuracy"
+    ]
     assert next(iter(up)) == "x"
-    down = importances(_study(60, objective, directions=("minimize",), names=("len_all",)))["len_all"]
+    down = importances(study_data(_study(60, objective, directions=("minimize",), names=("len_all",))))[
+        "len_all"
+    ]
     assert next(iter(down)) == "y"
 
 
@@ -75,7 +81,7 @@ def test_replicates_and_failed_trials_are_left_out():
         )
     )
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
-    assert len(study.trials) == 14 and len(usable_trials(study)) == 12
+    assert len(study.trials) == 14 and len(usable_trials(study_data(study))) == 12
 
 
 def test_trials_stopped_early_are_left_out():
@@ -83,26 +89,30 @@ def test_trials_stopped_early_are_left_out():
     # accuracy 0 and a short Len-A at high α and low η. Counted, they would make α look like it drives
     # length; left out, the importances are those of the full evaluations alone.
     study = _study(12, _two_knobs)
-    clean = importances(study)
+    clean = importances(study_data(study))
     dists = study.trials[0].distributions
     for i in range(4):
         params = {"alpha": 0.9 + 0.02 * i, "eta": 0.05 * i, "noise": 0.5}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, values=[0.0, 5.0 + i],
                                                   user_attrs={"early_stop": {"stopped": True}}))  # fmt: skip
-    assert len(usable_trials(study)) == 12
-    assert importances(study) == clean
-    counted = trial_importances(study, study.trials)  # what counting them would have given
+    assert len(usable_trials(study_data(study))) == 12
+    assert importances(study_data(study)) == clean
+    every = [TrialRecord.from_trial(t) for t in study.trials]
+    counted = trial_importances(study_data(study), every)  # what counting them would have given
     assert counted != clean
 
 
 def test_stability_over_leave_one_out():
     # η drives accuracy in every subset of 40 trials: stable; a pure-noise objective over 10 trials is not
     study40 = _study(40, _two_knobs)
-    strong = importance_stability(study40)
+    strong = importance_stability(study_data(study40))
     assert strong["accuracy"].top == "eta" and strong["accuracy"].stable
     # each range is the min and max over the 40 leave-one-out importances, recomputed here
-    trials = usable_trials(study40)
-    loo = [trial_importances(study40, [u for u in trials if u is not t])["accuracy"]["eta"] for t in trials]
+    trials = usable_trials(study_data(study40))
+    loo = [
+        trial_importances(study_data(study40), [u for u in trials if u is not t])["accuracy"]["eta"]
+        for t in trials
+    ]
     assert strong["accuracy"].ranges["eta"] == pytest.approx((min(loo), max(loo)))
 
     def noise(trial: optuna.Trial) -> tuple[float, float]:
@@ -111,15 +121,15 @@ def test_stability_over_leave_one_out():
         return random.Random(trial.number).random(), random.Random(100 + trial.number).random()
 
     study = _study(10, noise, seed=3)
-    fragile = importance_stability(study)
+    fragile = importance_stability(study_data(study))
     moved = {name: s for name, s in fragile.items() if not s.stable}
     assert moved  # pure noise: some trial decides some objective's ranking
-    trials = usable_trials(study)
+    trials = usable_trials(study_data(study))
     for name, s in moved.items():
         for number, knob in s.top_without.items():  # each claim recomputed by hand
-            without = trial_importances(study, [t for t in trials if t.number != number])[name]
+            without = trial_importances(study_data(study), [t for t in trials if t.number != number])[name]
             assert next(iter(without)) == knob != s.top
-    lines = importance_markdown(importances(study), None, fragile)
+    lines = importance_markdown(importances(study_data(study)), None, fragile)
     assert any("**not stable**" in line for line in lines)
     assert any("[" in line and "|" in line for line in lines)  # each value with its range
 
@@ -127,16 +137,16 @@ def test_stability_over_leave_one_out():
 def test_warning_threshold():
     assert MIN_TRIALS == 10
     few = _study(8, _two_knobs)
-    warning = importance_warning(few)
+    warning = importance_warning(study_data(few))
     assert warning is not None and "8 complete trials over 3 searched knobs" in warning
-    assert importance_warning(_study(12, _two_knobs)) is None
+    assert importance_warning(study_data(_study(12, _two_knobs))) is None
 
     def six(trial: optuna.Trial) -> float:
         return sum(trial.suggest_float(f"k{i}", 0.0, 1.0) for i in range(6))
 
     # 11 trials >= 10, but 6 knobs want 12
     six_knobs = _study(11, six, directions=("minimize",), names=("len_all",))
-    assert "want >= 12" in (importance_warning(six_knobs) or "")
+    assert "want >= 12" in (importance_warning(study_data(six_knobs)) or "")
 
 
 def test_quantile_keeps_about_five_good_trials():
@@ -147,12 +157,12 @@ def test_quantile_keeps_about_five_good_trials():
 
 def test_too_few_trials_and_markdown():
     one = _study(1, _two_knobs)
-    imps = importances(one)
+    imps = importances(study_data(one))
     assert imps == {"accuracy": {}, "len_all": {}}
     assert importance_markdown(imps)[0].startswith("_No importances")
 
     study = _study(12, _two_knobs)
-    lines = importance_markdown(importances(study), "too few")
+    lines = importance_markdown(importances(study_data(study)), "too few")
     assert lines[0] == "| knob | accuracy | len_all |"
     assert lines[1] == "|---|---:|---:|"
     assert len([line for line in lines if line.startswith("| ")]) == 4  # header + 3 knobs
@@ -170,6 +180,6 @@ def test_study_without_metric_names_and_untouched_storage(tmp_path):
         n_trials=15,
     )
     before = len(study.trials)
-    imps = importances(study)
+    imps = importances(study_data(study))
     assert list(imps) == ["objective_0"] and next(iter(imps["objective_0"])) == "a"
     assert len(optuna.load_study(study_name=study.study_name, storage=storage).trials) == before

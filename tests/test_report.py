@@ -1,5 +1,6 @@
 """The Pareto report from a real Optuna study (SQLite) whose trials carry known metrics and per-response
-records (written as the runner writes them), so p_front is computed from real resamples."""
+records (their records written as the runner writes them, `records_util`), so p_front is computed from real
+resamples."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+from records_util import add_trial, make_study
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
 from tsq.method.stats import FrontSpread
-from tsq.report.pareto import render_markdown, spread_lines, study_hypervolume, write_report
+from tsq.records import Replicate, StudyRecord, TrialRecord
+from tsq.report.pareto import render_markdown, study_hypervolume, write_report
+from tsq.report.sections import spread_lines
 from tsq.report.table import StudyTable, hypervolume, study_table
 
 BASELINE = {"accuracy": 0.5, "len_all": 60.0, "len_correct": 50.0, "auc": 0.30, "budget": 128}
@@ -40,10 +45,12 @@ POINTS = [(0.1, 0.55, 40.0), (0.2, 0.52, 30.0), (0.3, 0.51, 35.0), (0.4, 0.45, 2
 
 
 def _study(url: str, folder: Path, constraint: float | None = None) -> optuna.Study:
-    study = optuna.create_study(study_name="rep", storage=url, directions=["maximize", "minimize"])
-    study.set_user_attr("objectives", ["accuracy", "len_all"])
-    study.set_user_attr("baseline", BASELINE)
-    study.set_user_attr("constraint", None if constraint is None else {"max_accuracy_drop": constraint})
+    record = StudyRecord(
+        objectives=["accuracy", "len_all"],
+        baseline=BASELINE,
+        constraint=None if constraint is None else {"max_accuracy_drop": constraint},
+    )
+    study = make_study(url, record, name="rep")
     folder.mkdir(parents=True, exist_ok=True)
     base_records = _records(folder / "baseline.jsonl", 0.5, 60.0)
     for number, (alpha, acc, length) in enumerate(POINTS):
@@ -58,26 +65,21 @@ def _study(url: str, folder: Path, constraint: float | None = None) -> optuna.St
             "accuracy_delta_hi": acc - 0.47,
             "len_all_lo": length - 2,
             "len_all_hi": length + 2,
-            "records": _records(folder / f"t{number}.jsonl", acc, length),
-            "baseline_records": base_records,
-            # what ran it: the last trial ran on other code, so the report names both
-            "git_commit": "b01a9c6bfc1982cddc19db0c3a2ab856bb1fc3a8" if number < 3 else "5bd05a7-dirty",
-            "versions": {"tsq": "0.1.0", "torch": "2.13.0+cpu"},
-            "cache_keys": {"model": "5ab0238e8d2dd5a35d1a3a65b9e9e6f6", "train_problems": "f9d8e0ace01ec6dc"},
         }
-        system_attrs = {}
-        if constraint is not None:
-            system_attrs["constraints:accuracy_drop"] = -(acc - 0.5) - constraint
-        study.add_trial(
-            optuna.create_trial(
-                params={"alpha": alpha},
-                distributions={"alpha": FloatDistribution(0.0, 1.0)},
-                values=[acc, length],
-                user_attrs=metrics,
-                system_attrs=system_attrs,
-            )
+        record = TrialRecord(
+            params={"alpha": alpha},
+            distributions={"alpha": FloatDistribution(0.0, 1.0)},
+            values=(acc, length),
+            metrics=metrics,
+            records=_records(folder / f"t{number}.jsonl", acc, length),
+            baseline_records=base_records,
+            # what ran it: the last trial ran on other code, so the report names both
+            git_commit="b01a9c6bfc1982cddc19db0c3a2ab856bb1fc3a8" if number < 3 else "5bd05a7-dirty",
+            versions={"tsq": "0.1.0", "torch": "2.13.0+cpu"},
+            cache_keys={"model": "5ab0238e8d2dd5a35d1a3a65b9e9e6f6", "train_problems": "f9d8e0ace01ec6dc"},
         )
-    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={"error": "boom"}))
+        add_trial(study, record, None if constraint is None else -(acc - 0.5) - constraint)
+    add_trial(study, TrialRecord(state=TrialState.FAIL, error="boom"))
     return study
 
 
@@ -219,44 +221,52 @@ CROWDED = [(0.60, 31.0), (0.59, 30.6), (0.61, 31.4), (0.585, 30.2), (0.62, 32.0)
 
 
 def _add_trial(
-    study: optuna.Study, alpha: float, acc: float, length: float, attrs: dict, at_least: float | None = None
+    study: optuna.Study,
+    alpha: float,
+    acc: float,
+    length: float,
+    metrics: dict,
+    at_least: float | None = None,
+    **fields: object,
 ) -> None:
     """A COMPLETE trial of the crowded study; its constraint value under a 5-point drop (a stopped trial's is
     raised `at_least` to a positive value, as the runner does)."""
     value = -(acc - 0.6) - 0.05
-    study.add_trial(
-        optuna.create_trial(
-            params={"alpha": alpha},
-            distributions={"alpha": FloatDistribution(0.0, 1.0)},
-            values=[acc, length],
-            user_attrs=attrs,
-            system_attrs={"constraints": [value if at_least is None else max(value, at_least)]},
-        )
+    record = TrialRecord(
+        params={"alpha": alpha},
+        distributions={"alpha": FloatDistribution(0.0, 1.0)},
+        values=(acc, length),
+        metrics=metrics,
+        **fields,  # type: ignore[arg-type]
     )
+    add_trial(study, record, value if at_least is None else max(value, at_least))
 
 
 def crowded_study(url: str, folder: Path, run_ids: dict[int, str] | None = None) -> optuna.Study:
-    """`CROWDED` as a study; `run_ids`: each trial's W&B run id (the `wandb_run_id` user attr)."""
-    study = optuna.create_study(study_name="crowded", storage=url, directions=["maximize", "minimize"])
-    study.set_user_attr("objectives", ["accuracy", "len_all"])
-    study.set_user_attr("baseline", {**BASELINE, "accuracy": 0.6, "len_all": 60.0})
-    study.set_user_attr("constraint", {"max_accuracy_drop": 0.05})
+    """`CROWDED` as a study; `run_ids`: each trial's W&B run id."""
+    record = StudyRecord(
+        objectives=["accuracy", "len_all"],
+        baseline={**BASELINE, "accuracy": 0.6, "len_all": 60.0},
+        constraint={"max_accuracy_drop": 0.05},
+    )
+    study = make_study(url, record, name="crowded")
     folder.mkdir(parents=True, exist_ok=True)
     base = _noisy_records(folder / "baseline.jsonl", 0.6, 60.0, 1)
     for number, (acc, length) in enumerate(CROWDED):
         stopped = number == 6
-        attrs = {
+        metrics = {
             "accuracy": acc, "len_all": length, "len_correct": length - 2, "auc": 0.3 + (60 - length) / 200,
             "token_reduction": 1 - length / 60, "accuracy_delta": acc - 0.6,
             "accuracy_delta_se": 0.035 / 1.96,
             "accuracy_delta_lo": acc - 0.635, "accuracy_delta_hi": acc - 0.565,
             "len_all_lo": length - 1.5, "len_all_hi": length + 1.5,
-            "records": _noisy_records(folder / f"t{number}.jsonl", acc, length, number + 2),
-            "baseline_records": base,
-            "early_stop": {"stopped": stopped},
-            **({"wandb_run_id": run_ids[number]} if run_ids else {}),
         }  # fmt: skip
-        _add_trial(study, 0.1 + number / 10, acc, length, attrs, 1e-9 if stopped else None)
+        _add_trial(
+            study, 0.1 + number / 10, acc, length, metrics, 1e-9 if stopped else None,
+            records=_noisy_records(folder / f"t{number}.jsonl", acc, length, number + 2),
+            baseline_records=base, early_stop={"stopped": stopped},
+            wandb_run_id=run_ids[number] if run_ids else None,
+        )  # fmt: skip
     return study
 
 
@@ -300,17 +310,14 @@ def test_with_replicates_the_recommendation_is_judged_with_seed_noise(tmp_path: 
     }
     for of, runs in replicates.items():
         for k, (acc, length) in enumerate(runs):
-            attrs = {
-                "replicate_of": of,
-                "split": "eval",
-                "replicate": k + 1,
+            metrics = {
                 "accuracy": acc,
                 "len_all": length,
                 "accuracy_delta": acc - 0.6,
                 "accuracy_delta_se": 0.035 / 1.96,
                 "token_reduction": 1 - length / 60,
             }
-            _add_trial(study, 0.1 + of / 10, acc, length, attrs)
+            _add_trial(study, 0.1 + of / 10, acc, length, metrics, replicate=Replicate(of, k + 1, "eval"))
     md = render_markdown(study_table(study), "s.yaml")
     section = md[md.index("## What to train with") : md.index("## Every trial")]
     assert (

@@ -1,8 +1,9 @@
 """The rendered reports byte for byte: fixed synthetic studies, stored as tsq wrote them before its record
 format had a version (format 1: bare user attrs), rendered to pareto.csv, pareto.md, `sweep status`,
 `sweep best` and `report effects`, and compared with the renders in tests/fixtures/report_golden/, made by
-the code before the record module and the report split (commit 33ef66e). A refactor of the reports must
-leave every byte as it was; a deliberate change of a report regenerates them with
+the code before the record module and the report split (commit 33ef66e). The same study rewritten in the
+current format (through `tsq.records`, as the runner writes it now) renders the same bytes. A refactor of the
+reports must leave every byte as it was; a deliberate change of a report regenerates them with
 `TSQ_UPDATE_GOLDEN=1 pytest tests/test_report_golden.py`."""
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
+from records_util import add_trial, make_study
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
+from tsq.records import FORMAT_ATTR, StudyRecord, TrialRecord
 
 GOLDEN = Path(__file__).parent / "fixtures" / "report_golden"
 BASELINE = {"accuracy": 0.6, "len_all": 60.0, "len_correct": 50.0, "auc": 0.30, "budget": 128,
@@ -115,9 +118,16 @@ def format1_study(url: str, folder: Path) -> optuna.Study:
     return study
 
 
-def _renders(tmp_path: Path) -> dict[str, str]:
-    url = f"sqlite:///{tmp_path / 'golden.db'}"
-    format1_study(url, tmp_path / "runs")
+def current_format_study(url: str, old: optuna.Study) -> optuna.Study:
+    """`old` read through the record module and written back as the runner writes records now."""
+    study = make_study(url, StudyRecord.from_study(old), name=old.study_name, metric_names=old.metric_names)
+    for t in old.trials:
+        add_trial(study, TrialRecord.from_trial(t), *t.system_attrs.get("constraints", [None]))
+    assert study.user_attrs[FORMAT_ATTR] == study.trials[0].user_attrs[FORMAT_ATTR] == 2
+    return study
+
+
+def _renders(url: str, tmp_path: Path) -> dict[str, str]:
     runner = CliRunner()
     out: dict[str, str] = {}
     result = runner.invoke(app, ["report", "pareto", "--storage", url, "--out", str(tmp_path / "r")])
@@ -136,10 +146,15 @@ def _renders(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_reports_render_byte_for_byte_as_before(tmp_path: Path) -> None:
-    renders = _renders(tmp_path)
+    url = f"sqlite:///{tmp_path / 'golden.db'}"
+    old = format1_study(url, tmp_path / "runs")
+    renders = _renders(url, tmp_path)
     if os.environ.get("TSQ_UPDATE_GOLDEN"):
         GOLDEN.mkdir(parents=True, exist_ok=True)
         for name, text in renders.items():
             (GOLDEN / name).write_text(text)
     for name, text in renders.items():
         assert text == (GOLDEN / name).read_text(), name
+    current = f"sqlite:///{tmp_path / 'current.db'}"
+    current_format_study(current, old)
+    assert _renders(current, tmp_path) == renders

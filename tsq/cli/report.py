@@ -67,7 +67,8 @@ def effects(
     "unreplicated" (run `tsq sweep confirm SPEC --top K --replicates R` first).
     """
     from tsq.fileio import write_atomic
-    from tsq.report.effects import render_report, study_effects
+    from tsq.report.effects import study_effects
+    from tsq.report.effects_markdown import render_report
     from tsq.study.storage import load_study, scrub_argv
 
     scrub_argv(sys.argv)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import optuna
 import typer
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from rich.table import Table
 
 from tsq.cli import check
@@ -18,6 +18,8 @@ from tsq.study.storage import load_study, scrub_argv
 from tsq.study.tracking import TrackerKind
 
 if TYPE_CHECKING:  # the report is imported where it is used: `tsq --help` stays fast
+    from tsq.records import TrialRecord
+    from tsq.report.data import StudyData
     from tsq.report.table import StudyTable
 
 app = typer.Typer(
@@ -140,20 +142,22 @@ def _summarise(
     trial), computed once."""
     from tsq.paths import tsq_home
     from tsq.report.advice import feasible_cell, recommendation_lines
-    from tsq.report.pareto import write_report
-    from tsq.report.table import metric_columns, study_table, table_hypervolume
+    from tsq.report.data import study_data
+    from tsq.report.pareto import estimate_columns, write_report
+    from tsq.report.table import table_hypervolume, table_of
     from tsq.study.tracking import Tracker
 
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None  # nothing to report yet (every trial failed): the status table says why
     out = tsq_home() / "studies" / study.study_name / "report"
-    table = study_table(study, records_dir=out / "records")
+    data = study_data(study)
+    table = table_of(data, records_dir=out / "records")
     files = write_report(study, out, table=table, spec=str(spec))
-    run_ids = {t.number: t.user_attrs.get("wandb_run_id") for t in study.get_trials(deepcopy=False)}
+    run_ids = {t.number: t.wandb_run_id for t in data.trials}
     rec = table.recommendation
     pick = None if rec is None else rec.pick
     tied = [] if rec is None else rec.tied
-    names = [c for m in metric_columns() for c in (m, f"{m}_lo", f"{m}_hi")]
+    names = estimate_columns()
     columns = ["trial", "wandb_run_id", *table.param_names, *names, "feasible", "pareto", "p_front", "front",
                "recommended"]  # fmt: skip
     rows = [
@@ -183,11 +187,11 @@ def _summarise(
 
 
 def _trial_table(
-    title: str, trials: list[FrozenTrial], study: optuna.Study, show_error: bool, p_front: dict[int, Any]
+    title: str, trials: list[TrialRecord], data: StudyData, show_error: bool, p_front: dict[int, Any]
 ) -> Table:
     from tsq.method.metrics import METRICS, distinct_decimals
 
-    metrics = study.user_attrs.get("objectives") or [f"value{i}" for i in range(len(study.directions))]
+    metrics = data.record.objectives or [f"value{i}" for i in range(len(data.directions))]
     params = sorted({p for t in trials for p in t.params})
     # enough decimals that two trials apart print apart (tokens per step 8.62 and 8.57 both read "8.6")
     decimals = {
@@ -205,37 +209,37 @@ def _trial_table(
         cells = [str(t.number), t.state.name, *(_fmt(t.params.get(p)) for p in params), *values]
         cells.append(_fmt(p_front.get(t.number)))
         if show_error:
-            cells.append(str(t.user_attrs.get("error", ""))[:80])
+            cells.append((t.error or "")[:80])
         table.add_row(*cells)
     return table
 
 
-def _estimate(trial: FrozenTrial, name: str, value: float, decimals: int | None) -> str:
+def _estimate(trial: TrialRecord, name: str, value: float, decimals: int | None) -> str:
     from tsq.method.metrics import METRICS, format_estimate
 
     if name not in METRICS:
         return _fmt(value)
-    attrs = trial.user_attrs
-    return format_estimate(name, value, attrs.get(f"{name}_lo"), attrs.get(f"{name}_hi"), decimals)
+    return format_estimate(name, value, trial.interval(name, "lo"), trial.interval(name, "hi"), decimals)
 
 
 def _print_status(study: optuna.Study, table: StudyTable | None = None, spec: Path | None = None) -> None:
     from tsq.method.stats import FRONT_CLASS_LABELS
     from tsq.report.advice import recommendation_lines
-    from tsq.report.importance import importance_markdown
-    from tsq.report.pareto import pareto_trials, spread_lines
-    from tsq.report.table import study_table, table_hypervolume
+    from tsq.report.data import study_data
+    from tsq.report.sections import importance_markdown, spread_lines
+    from tsq.report.table import front_trials, table_hypervolume, table_of
 
     console = make_console()
-    trials = study.get_trials(deepcopy=False)
-    table = table or study_table(study)
+    data = study_data(study)
+    trials = list(data.trials)
+    table = table or table_of(data)
     p_front = {r.number: r.p_front for r in table.rows}
-    console.print(_trial_table(f"study {study.study_name}", trials, study, True, p_front))
+    console.print(_trial_table(f"study {study.study_name}", trials, data, True, p_front))
     counts = {
         s.name: sum(t.state == s for t in trials) for s in TrialState if any(t.state == s for t in trials)
     }
     console.print("states: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    front = pareto_trials(study)
+    front = front_trials(data)
     console.print(f"Pareto front so far: trials {[t.number for t in front]}")
     for cls in ("clear", "indistinguishable"):
         members = [r.number for r in table.rows if r.front == cls]
@@ -300,12 +304,12 @@ def status(spec: SpecArg = None, study: StudyOpt = None, storage: StorageOpt = N
 @app.command()
 def best(spec: SpecArg = None, study: StudyOpt = None, storage: StorageOpt = None) -> None:
     """The Pareto-optimal trials (Optuna's study.best_trials) with their parameters."""
-    from tsq.report.pareto import pareto_trials
-    from tsq.report.table import study_table
+    from tsq.report.data import study_data
+    from tsq.report.table import front_trials, table_of
 
     scrub_argv(sys.argv)
-    loaded = load_study(storage, study_of(spec, study))
-    p_front = {r.number: r.p_front for r in study_table(loaded).rows}
+    data = study_data(load_study(storage, study_of(spec, study)))
+    p_front = {r.number: r.p_front for r in table_of(data).rows}
     make_console().print(
-        _trial_table(f"Pareto trials of {loaded.study_name}", pareto_trials(loaded), loaded, False, p_front)
+        _trial_table(f"Pareto trials of {data.name}", front_trials(data), data, False, p_front)
     )

@@ -25,7 +25,14 @@ from tsq.engines.models import resolve_model
 from tsq.engines.sample import sample_responses, sampling_settings
 from tsq.errors import UserError
 from tsq.fileio import write_atomic
-from tsq.method.metrics import METRIC_ALIASES, RECORD_FIELDS, ProblemSums, response_record, summarize
+from tsq.method.metrics import (
+    METRIC_ALIASES,
+    RECORD_FIELDS,
+    ProblemSums,
+    interval_key,
+    response_record,
+    summarize,
+)
 from tsq.method.stats import Estimate, absolute_intervals, paired_intervals
 
 
@@ -91,7 +98,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 def _flatten(estimates: dict[str, Estimate]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for name, e in estimates.items():
-        out.update({name: e.value, f"{name}_lo": e.lo, f"{name}_hi": e.hi, f"{name}_se": e.se})
+        out[name] = e.value
+        out.update({interval_key(name, part): getattr(e, part) for part in ("lo", "hi", "se")})
     return out
 
 

@@ -15,15 +15,16 @@ Definitions (docs/method.md, "Metrics"), over the graded responses of the eval s
 
 Every absolute metric is a ratio of two sums over responses (`SUM_FIELDS`). Sums are kept per problem
 (`ProblemSums`), so a bootstrap resample of problems is a weight matrix W (resamples × problems) and a
-metric's resampled values are (W @ numerator) / (W @ denominator), vectorised (`tsq.method.stats`). Adding a metric
-is one entry in `METRICS` (plus a sum field if it needs a new one).
+metric's resampled values are (W @ numerator) / (W @ denominator), vectorised (`tsq.method.stats`). Adding a
+metric is one entry in `METRICS` (plus a sum field if it needs a new one); its `reports` say which report
+tables show it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -32,6 +33,11 @@ from tsq.data.traces import THINK_CLOSE, THINK_OPEN, Response, split_steps
 
 Direction = Literal["maximize", "minimize"]
 Format = Literal["percent", "points", "signed_percent", "tokens", "ratio", "signed_ratio", "steps"]
+# The report tables a metric can be shown in (`Metric.reports`): "pareto" pareto.md's table of every trial;
+# "replicates" the metrics `sweep confirm`'s replicates are summarised in (pareto.md, p_front's seed noise);
+# `report effects`' "arms" table, "contrasts" and by-depth "levels"
+Report = Literal["pareto", "replicates", "arms", "contrasts", "levels"]
+IntervalPart = Literal["lo", "hi", "se"]  # a metric's 95% interval ends and its bootstrap SE
 
 # Per-response quantities whose sums make every absolute metric. `auc` is a correct response's
 # max(0, 1 − ℓ/B); `correct_tokens` is ℓ of correct responses only.
@@ -55,6 +61,7 @@ class Metric:
     absolute metric `of` between a trial and the baseline: `change` "delta" is new − base, "reduction" is
     1 − new/base.
     `objective`: may be a study objective (every metric but bookkeeping ones such as `truncated`).
+    `reports`: the report tables that show it (`Report`), each with the metric's position among its columns.
     """
 
     name: str
@@ -68,6 +75,7 @@ class Metric:
     of: str | None = None
     change: Literal["delta", "reduction"] | None = None
     objective: bool = True
+    reports: Mapping[Report, int] = field(default_factory=dict)  # report table -> the metric's column in it
 
     def __post_init__(self) -> None:
         complete = (
@@ -86,34 +94,38 @@ class Metric:
 
 
 def _ratio(name: str, label: str, direction: Direction, fmt: Format, ratio: str, description: str,
-           objective: bool = True) -> Metric:  # fmt: skip
+           objective: bool = True, reports: Mapping[Report, int] | None = None) -> Metric:  # fmt: skip
     numerator, denominator = ratio.split("/")
     return Metric(name, label, direction, fmt, description, numerator=numerator, denominator=denominator,
-                  objective=objective)  # fmt: skip
+                  objective=objective, reports=reports or {})  # fmt: skip
 
 
 def _vs_baseline(name: str, label: str, fmt: Format, of: str, change: Literal["delta", "reduction"],
-                 description: str) -> Metric:  # fmt: skip
-    return Metric(name, label, "maximize", fmt, description, relative=True, of=of, change=change)
+                 description: str, reports: Mapping[Report, int] | None = None) -> Metric:  # fmt: skip
+    return Metric(name, label, "maximize", fmt, description, relative=True, of=of, change=change,
+                  reports=reports or {})  # fmt: skip
 
 
 # fmt: off
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    _ratio("accuracy", "Acc (%)", "maximize", "percent", "correct/responses", "share of correct responses"),
-    _ratio("len_all", "Len-A (tokens)", "minimize", "tokens", "tokens/responses", "mean tokens per response"),
+    _ratio("accuracy", "Acc (%)", "maximize", "percent", "correct/responses", "share of correct responses",
+           reports={"pareto": 0, "replicates": 0, "arms": 0, "contrasts": 0, "levels": 0}),
+    _ratio("len_all", "Len-A (tokens)", "minimize", "tokens", "tokens/responses", "mean tokens per response",
+           reports={"pareto": 3, "replicates": 2, "arms": 1, "contrasts": 1, "levels": 1}),
     _ratio("len_correct", "Len-T (tokens)", "minimize", "tokens", "correct_tokens/correct",
-           "mean tokens per correct response"),
-    _ratio("auc", "AUC@B", "maximize", "ratio", "auc/responses", "area under budgeted accuracy, over B"),
+           "mean tokens per correct response", reports={"pareto": 2}),
+    _ratio("auc", "AUC@B", "maximize", "ratio", "auc/responses", "area under budgeted accuracy, over B",
+           reports={"pareto": 5, "replicates": 4}),
     _ratio("steps_per_response", "Thinking steps", "minimize", "steps", "steps/responses",
            "mean thinking steps per response"),
     _ratio("tokens_per_step", "tokens/step", "minimize", "tokens", "tokens/steps",
-           "generated tokens per thinking step"),
+           "generated tokens per thinking step", reports={"arms": 2, "contrasts": 2}),
     _ratio("truncated", "Truncated (%)", "minimize", "percent", "truncated/responses",
            "share of responses cut at max_new_tokens", objective=False),
     _vs_baseline("accuracy_delta", "Δ Acc (pts)", "points", "accuracy", "delta",
-                 "accuracy − baseline accuracy"),
+                 "accuracy − baseline accuracy", reports={"pareto": 1, "replicates": 1, "arms": 4}),
     _vs_baseline("token_reduction", "Len-A reduction (%)", "signed_percent", "len_all", "reduction",
-                 "1 − Len-A / baseline Len-A"),
+                 "1 − Len-A / baseline Len-A", reports={"pareto": 4, "replicates": 3, "arms": 3}),
     _vs_baseline("len_correct_reduction", "Len-T reduction (%)", "signed_percent", "len_correct", "reduction",
                  "1 − Len-T / baseline Len-T"),
     _vs_baseline("auc_delta", "Δ AUC", "signed_ratio", "auc", "delta", "AUC − baseline AUC"),
@@ -133,6 +145,18 @@ def metric(name: str) -> Metric:
 
 def objective_metric_names() -> tuple[str, ...]:
     return tuple(n for n, m in METRICS.items() if m.objective)
+
+
+def report_metrics(report: Report) -> tuple[str, ...]:
+    """The metrics a report table shows, in its column order (`Metric.reports`)."""
+    shown = [m for m in METRICS.values() if report in m.reports]
+    return tuple(m.name for m in sorted(shown, key=lambda m: m.reports[report]))
+
+
+def interval_key(name: str, part: IntervalPart) -> str:
+    """Where a metric's interval end or SE sits beside its value in a flat mapping (a trial's metrics as
+    the evaluation returns them and the study stores them, a CSV row): `accuracy_lo`."""
+    return f"{name}_{part}"
 
 
 def absolute_metric_names() -> tuple[str, ...]:

@@ -4,7 +4,7 @@ and what would make the choice more certain."""
 
 from __future__ import annotations
 
-from tsq.method.metrics import axis_label, format_estimate, format_value
+from tsq.method.metrics import axis_label, format_estimate, format_value, interval_key
 from tsq.report.recommend import FEASIBILITY_TEXT, SEPARATION_SE, fragment, trial_command
 from tsq.report.table import Row, StudyTable
 
@@ -39,9 +39,8 @@ def feasible_cell(table: StudyTable, row: Row) -> str:
 
 
 def _metric(row: Row, name: str) -> str:
-    return format_estimate(
-        name, row.metrics.get(name), row.metrics.get(f"{name}_lo"), row.metrics.get(f"{name}_hi")
-    )
+    lo, hi = (row.metrics.get(interval_key(name, part)) for part in ("lo", "hi"))
+    return format_estimate(name, row.metrics.get(name), lo, hi)
 
 
 def _fresh(table: StudyTable, number: int, name: str) -> str:

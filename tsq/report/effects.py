@@ -9,7 +9,7 @@ fresh-seed replicates: it was picked for looking good, and averaging it in would
 A grid point was not selected, so its original stays.
 
 What each interval holds (95%):
-- Arm metrics (accuracy, Len-A, tokens/step, Len-A reduction, Δ accuracy; the trials' user attrs): the mean
+- Arm metrics (accuracy, Len-A, tokens/step, Len-A reduction, Δ accuracy; the trials' records): the mean
   over seeds with `aggregate_replicates`' interval, from the arm's own between-seed SD (Student's t at n − 1
   degrees of freedom, Welch–Satterthwaite with the problem-bootstrap SE) plus that SE: seed, evaluation
   sampling and problem noise. An arm of one seed takes the SD pooled over the study's other arms, with its
@@ -38,6 +38,9 @@ Verdicts (docs/method.md "Statistics"), at level α = 0.05:
 Which contrasts: when the arms differ in one numeric knob, its last value against its first (the two ends of
 the range); in one categorical knob, every arm against the reference arm (the first in the spec's choice
 order). A `reference` value picks the reference arm for either kind: then every arm is compared with it.
+
+The metrics of each table are the registry's (`tsq.method.metrics.report_metrics`: "arms", "contrasts",
+"levels"); `tsq.report.effects_markdown` renders what this module computes from the study's data.
 """
 
 from __future__ import annotations
@@ -50,18 +53,18 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from tsq.engines.evaluate import read_records
 from tsq.errors import UserError
-from tsq.method.metrics import METRICS, ProblemSums, axis_label, format_estimate, metric, metric_values
+from tsq.method.metrics import ProblemSums, metric, metric_values, report_metrics
 from tsq.method.stats import ReplicateEstimate, aggregate_replicates, holm, pooled_sd, t_test, tost
-from tsq.report.table import is_replicate, records_path, replicate_estimates
+from tsq.records import TrialRecord
+from tsq.report.data import StudyData, study_data, trial_responses
+from tsq.report.table import replicate_estimates
 
-ARM_METRICS = tuple(m for m in ("accuracy", "len_all", "tokens_per_step", "token_reduction",
-                                "accuracy_delta") if m in METRICS)  # fmt: skip
-CONTRAST_METRICS = ("accuracy", "len_all", "tokens_per_step")  # the relative ones differ by the same amounts
-LEVEL_METRICS = ("accuracy", "len_all")
+ARM_METRICS = report_metrics("arms")
+CONTRAST_METRICS = report_metrics("contrasts")  # the relative ones differ by the same amounts
+LEVEL_METRICS = report_metrics("levels")
 Level = int | None  # a problem's difficulty (the tiny world's chain depth); None where records have none
 ALPHA = 0.05  # every verdict's level: two-sided for a difference, each one-sided test of TOST
 
@@ -200,26 +203,25 @@ def level_estimates(
     out = []
     for arm in per_arm:
         estimates = {}
-        for level in _sorted_levels(set(arm)):
+        for level in sorted_levels(set(arm)):
             sd, dof = pooled[level] or (None, None)
             estimates[level] = aggregate_replicates(list(arm[level]), sd_seed=sd, sd_dof=dof)
         out.append(estimates)
     return out, {level: p[1] for level, p in pooled.items() if p is not None}
 
 
-def _eval_trials(study: optuna.Study, notes: list[str]) -> list[FrozenTrial]:
+def _eval_trials(data: StudyData, notes: list[str]) -> list[TrialRecord]:
     """The COMPLETE trials on the eval split: originals and eval replicates, not stopped early."""
     trials = [
         t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not is_replicate(t) or t.user_attrs.get("split", "eval") == "eval"
+        for t in data.trials
+        if t.state == TrialState.COMPLETE and (t.replicate is None or t.replicate.split == "eval")
     ]
-    stopped = [t.number for t in trials if (t.user_attrs.get("early_stop") or {}).get("stopped")]
+    stopped = [t.number for t in trials if t.stopped]
     if stopped:
         notes.append(f"left out trials stopped early (evaluated on part of the problems): {stopped}")
-    confirmed = {t.user_attrs["replicate_of"] for t in trials if is_replicate(t)}
-    picked = [t.number for t in trials
-              if t.number in confirmed and "grid_id" not in t.system_attrs]  # fmt: skip
+    confirmed = {t.replicate.of for t in trials if t.replicate is not None}
+    picked = [t.number for t in trials if t.number in confirmed and not t.grid_point]
     if picked:
         notes.append(
             f"trials {picked} were picked by the sweep (not grid points): their arms are their fresh-seed "
@@ -228,13 +230,13 @@ def _eval_trials(study: optuna.Study, notes: list[str]) -> list[FrozenTrial]:
     return [t for t in trials if t.number not in stopped and t.number not in picked]
 
 
-def _arm_order(groups: list[list[FrozenTrial]], knob: str) -> list[list[FrozenTrial]]:
+def _arm_order(groups: list[list[TrialRecord]], knob: str) -> list[list[TrialRecord]]:
     """Arms by the knob: numeric values ascending, categorical ones in the spec's choice order."""
     dist = groups[0][0].distributions.get(knob)
     if isinstance(dist, CategoricalDistribution):
         choices = [str(c) for c in dist.choices]
 
-        def position(group: list[FrozenTrial]) -> tuple[int, str]:
+        def position(group: list[TrialRecord]) -> tuple[int, str]:
             value = str(group[0].params[knob])
             return (choices.index(value) if value in choices else len(choices), value)
 
@@ -282,7 +284,7 @@ def _contrasts(
         # by level: a knob can trade depth for accuracy on hard problems only (the selection ablation's
         # story), which the overall means dilute; the level's pooled seed SD is each estimate's sd_seed
         for name in LEVEL_METRICS:
-            for level in _sorted_levels(set(arm.by_level[name]) & set(ref.by_level[name])):
+            for level in sorted_levels(set(arm.by_level[name]) & set(ref.by_level[name])):
                 a, r = arm.by_level[name][level], ref.by_level[name][level]
                 out.append(Contrast(knob, arm.params[knob], ref.params[knob], name, a.mean - r.mean,
                                     contrast_se(a.sd_seed, a.n, r.n), level, level_dof[name].get(level),
@@ -290,14 +292,14 @@ def _contrasts(
     return out
 
 
-def effects_settings(study: optuna.Study) -> tuple[list[str], dict[str, float]]:
+def effects_settings(data: StudyData) -> tuple[list[str], dict[str, float]]:
     """The study's primary metrics and equivalence margins (`study.effects`, as the study recorded it):
     primary by default its objectives, a relative one counted in the metric it changes (Δacc: accuracy);
     accuracy's margin by default the constraint's max_accuracy_drop."""
-    recorded = study.user_attrs.get("effects") or {}
-    primary = recorded.get("primary") or study.user_attrs.get("objectives") or list(study.metric_names or [])
+    recorded = data.record.effects or {}
+    primary = recorded.get("primary") or data.record.objectives or list(data.metric_names or [])
     margins = dict(recorded.get("margins") or {})
-    drop = (study.user_attrs.get("constraint") or {}).get("max_accuracy_drop")
+    drop = data.record.max_accuracy_drop
     if drop and "accuracy" not in margins:
         margins["accuracy"] = float(drop)
     return list(dict.fromkeys(metric(m).of or m for m in primary)), margins
@@ -306,16 +308,23 @@ def effects_settings(study: optuna.Study) -> tuple[list[str], dict[str, float]]:
 def study_effects(
     study: optuna.Study, reference: str | None = None, margins: Mapping[str, float] | None = None
 ) -> StudyEffects:
+    """The effects of a stored study (`effects_of` its `study_data`)."""
+    return effects_of(study_data(study), reference, margins)
+
+
+def effects_of(
+    data: StudyData, reference: str | None = None, margins: Mapping[str, float] | None = None
+) -> StudyEffects:
     """The arms of a study, their means over seeds by metric and by difficulty level, and the contrasts with
     their verdicts. `margins` (metric -> equivalence margin) overrides the study's own."""
     notes: list[str] = []
-    trials = _eval_trials(study, notes)
+    trials = _eval_trials(data, notes)
     if not trials:
-        raise UserError(f"study {study.study_name}: no completed trial on the eval split yet, no effects")
-    primary, study_margins = effects_settings(study)
+        raise UserError(f"study {data.name}: no completed trial on the eval split yet, no effects")
+    primary, study_margins = effects_settings(data)
     margins = {**study_margins, **(margins or {})}
     names = list(dict.fromkeys([*ARM_METRICS, *primary]))
-    grouped: dict[tuple[tuple[str, Any], ...], list[FrozenTrial]] = {}
+    grouped: dict[tuple[tuple[str, Any], ...], list[TrialRecord]] = {}
     for t in sorted(trials, key=lambda t: t.number):
         grouped.setdefault(tuple(sorted(t.params.items())), []).append(t)
     groups = list(grouped.values())
@@ -332,7 +341,7 @@ def study_effects(
         if pooled is not None:
             seed_sd[name] = pooled
 
-    per_arm_levels = _level_inputs(study, groups, notes)
+    per_arm_levels = _level_inputs(data, groups, notes)
     by_level = {name: level_estimates([arm[name] for arm in per_arm_levels]) for name in LEVEL_METRICS}
     arms = [
         Arm(dict(g[0].params), tuple(t.number for t in g), replicate_estimates(g, names, seed_sd),
@@ -355,60 +364,31 @@ def study_effects(
         notes.append("no contrasts: every trial has the same params (one arm)")
     if not seed_sd:
         notes.append("no arm has two seeds: no seed noise measured (tsq sweep confirm --replicates R)")
-    return StudyEffects(study.study_name, knobs, arms, contrasts, seed_sd, notes, primary, margins)
+    return StudyEffects(data.name, knobs, arms, contrasts, seed_sd, notes, primary, margins)
 
 
 def _level_inputs(
-    study: optuna.Study, groups: list[list[FrozenTrial]], notes: list[str]
+    data: StudyData, groups: list[list[TrialRecord]], notes: list[str]
 ) -> list[dict[str, dict[Level, list[float]]]]:
     """Per arm, metric and level: the seeds' values from their per-response records."""
     # the budget only enters AUC, which is not broken down by level; any positive value does
-    budget = int((study.user_attrs.get("baseline") or {}).get("budget") or 1)
+    budget = data.record.budget or 1
     missing: list[int] = []
     out = []
     for group in groups:
         arm: dict[str, dict[Level, list[float]]] = {name: {} for name in LEVEL_METRICS}
         for t in group:
-            path = records_path(t.user_attrs.get("records"), None, "")
-            if path is None:
+            responses = trial_responses(t)
+            if responses is None:
                 missing.append(t.number)
                 continue
-            for name, levels in level_values(read_records(path), budget).items():
+            for name, levels in level_values(responses, budget).items():
                 for level, value in levels.items():
                     arm[name].setdefault(level, []).append(value)
         out.append(arm)
     if missing:
         notes.append(f"no per-response records for trials {missing}: the by-depth values leave them out")
     return out
-
-
-# -- markdown ----------------------------------------------------------------------------------------------
-
-EXPLANATION = (
-    "Arms are configurations (searched params) on the eval split; n is the number of seeds (the original "
-    "trial unless the sweep picked it, its `sweep confirm` replicates, repeated grid points). Values are "
-    "means over seeds with 95% intervals holding seed and evaluation noise. A contrast is an arm's mean "
-    "minus the reference arm's with its 95% interval (t at the pooled seed SD's degrees of freedom; the "
-    "arms share their eval problems, so problem difficulty cancels). Verdicts at α = 0.05: the primary "
-    "family (each arm's contrast on each primary metric, overall) is Holm-adjusted; every other contrast "
-    "is exploratory (unadjusted: a lead, not a finding). *better*/*worse*: the difference's p is below α;"
-    " *equivalent within ±m*: the two one-sided tests reject a difference of m or more; *undecided*: "
-    "neither — an interval that contains 0 is not evidence of no effect."
-)
-
-
-def _value(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _arm_label(arm: Arm, knobs: list[str]) -> str:
-    if len(knobs) == 1:
-        return _value(arm.params[knobs[0]])
-    return ", ".join(f"{k}={_value(arm.params.get(k))}" for k in knobs) or "all trials"
-
-
-def _estimate(name: str, est: ReplicateEstimate | None) -> str:
-    return "" if est is None else format_estimate(name, est.mean, est.lo, est.hi)
 
 
 def format_difference(name: str, diff: float, interval: tuple[float, float] | None) -> str:
@@ -423,97 +403,5 @@ def format_difference(name: str, diff: float, interval: tuple[float, float] | No
     return f"{text} [{lo}, {hi}]"
 
 
-def _p(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}" if value >= 0.001 else "<0.001"
-
-
-def _short(name: str) -> str:
-    """The metric's label without its unit: "Acc", "Len-A"."""
-    return metric(name).label.split(" (")[0]
-
-
-def _sorted_levels(levels: set[Level]) -> list[Level]:
+def sorted_levels(levels: set[Level]) -> list[Level]:
     return sorted(levels, key=lambda v: (v is None, v or 0))
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(r) + " |" for r in rows
-    ]
-
-
-def render_markdown(effects: StudyEffects) -> str:
-    """One study's section: the arm table, the by-depth table, the contrasts and the notes."""
-    knob_col = effects.knobs[0] if len(effects.knobs) == 1 else "arm"
-    names = [m for m in ARM_METRICS if any(m in a.estimates for a in effects.arms)]
-    lines = [f"## Study `{effects.study_name}`", ""]
-    if effects.seed_sd:
-        sds = ", ".join(f"{_short(m)} {format_difference(m, s, None).lstrip('+')} (df {d})"
-                        for m, (s, d) in effects.seed_sd.items()
-                        if m in CONTRAST_METRICS or m in effects.primary)  # fmt: skip
-        lines += [f"Between-seed SD pooled over the arms: {sds}.", ""]
-    rows = [[_arm_label(a, effects.knobs), str(a.n), *(_estimate(m, a.estimates.get(m)) for m in names)]
-            for a in effects.arms]  # fmt: skip
-    lines += _table([knob_col, "n", *(axis_label(m) for m in names)], rows)
-
-    levels = _sorted_levels({lv for a in effects.arms for m in LEVEL_METRICS for lv in a.by_level[m]})
-    if levels:
-        lines += ["", "By depth (difficulty level), intervals from the between-seed SD pooled over the arms "
-                  "(seed and sampling noise; the level's problem noise is not in them):", ""]  # fmt: skip
-        columns = [(m, lv) for m in LEVEL_METRICS for lv in levels]
-        header = [knob_col, *(f"{_short(m)} d{'?' if lv is None else lv}" for m, lv in columns)]
-        rows = [[_arm_label(a, effects.knobs), *(_estimate(m, a.by_level[m].get(lv)) for m, lv in columns)]
-                for a in effects.arms]  # fmt: skip
-        lines += _table(header, rows)
-    if effects.contrasts:
-        lines += ["", "Contrasts (arm − reference, 95% interval; p Holm-adjusted in the primary family):", ""]
-        rows = [
-            [f"{c.knob} {_value(c.value)} − {_value(c.reference)}", axis_label(c.metric),
-             "all" if c.level is None else f"d{c.level}", "primary" if c.primary else "exploratory",
-             format_difference(c.metric, c.diff, c.interval()), "" if c.p is None else str(c.df), _p(c.p),
-             _p(c.p_equiv), c.verdict]
-            for c in sorted(effects.contrasts, key=lambda c: (not c.primary, c.level is not None))
-        ]  # fmt: skip
-        header = [
-            "contrast",
-            "metric",
-            "depth",
-            "family",
-            "difference [95%]",
-            "df",
-            "p",
-            "p equiv.",
-            "verdict",
-        ]
-        lines += _table(header, rows)
-    lines += [""] + _family_lines(effects) + [f"- note: {note}" for note in effects.notes]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _family_lines(effects: StudyEffects) -> list[str]:
-    """What the primary family is, its margins, and how many exploratory contrasts pass their unadjusted
-    test next to how many would by chance alone (α of them)."""
-    judged = [c for c in effects.contrasts if c.p is not None]
-    if not judged:
-        return []
-    primary = [c for c in judged if c.primary]
-    margins = ", ".join(f"{_short(m)} ±{format_difference(m, v, None).lstrip('+')}"
-                        for m, v in effects.margins.items()) or "none declared"  # fmt: skip
-    lines = [
-        f"- primary family: {len(primary)} replicated contrasts on "
-        f"{', '.join(_short(m) for m in effects.primary)} (Holm across them); equivalence margins: {margins}"
-    ]
-    exploratory = [c for c in judged if not c.primary]
-    if exploratory:
-        passed = sum(c.verdict in ("better", "worse") for c in exploratory)
-        lines.append(
-            f"- exploratory: {passed} of {len(exploratory)} pass their unadjusted test; were no knob to "
-            f"matter, about {ALPHA * len(exploratory):.1f} would by chance. Leads to replicate, not findings."
-        )
-    return lines
-
-
-def render_report(studies: Sequence[StudyEffects]) -> str:
-    """The effects report of several studies: what the numbers mean, then a section per study."""
-    sections = [render_markdown(s) for s in studies]
-    return "\n".join(["# Knob effects (`tsq report effects`)", "", EXPLANATION, "", *sections])

@@ -5,10 +5,10 @@ knob's range with where all trials sit: a knob whose good trials bunch up in one
 high. It needs no model fitting (fANOVA would need scikit-learn, which tsq does not install).
 
 Our choices:
-- Trials: COMPLETE ones with finite values; replicates of a point (user attr `replicate_of`, `sweep confirm`)
+- Trials: COMPLETE ones with finite values; replicates of a point (`sweep confirm`)
   are left out, so a replicated point does not count as several observations, and so are trials stopped
-  early (`tsq.method.early_stop`): their metrics come from part of the problems, and they were stopped for looking
-  bad, so they would count a selected, noisier measurement as a point of the knob's landscape.
+  early (`tsq.method.early_stop`): their metrics come from part of the problems, and they were stopped for
+  looking bad, so they would count a selected, noisier measurement as a point of the knob's landscape.
 - **Stability**: with a dozen trials one trial can decide the ranking. `importance_stability` recomputes the
   importances leaving each trial out in turn and reports each knob's range over those and whether the top
   knob stays first in all of them; when it does not, the report says the ranking is not stable.
@@ -27,43 +27,35 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import optuna
 from optuna.importance import PedAnovaImportanceEvaluator
-from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+
+from tsq.records import TrialRecord
+from tsq.report.data import StudyData
 
 MIN_TRIALS = 10  # complete trials below which importances carry a warning
 TRIALS_PER_KNOB = 2  # ... and below this many per searched knob
-REPLICATE_ATTR = "replicate_of"
 
 
-def stopped_early(trial: FrozenTrial) -> bool:
-    """Stopped by the staged test (`tsq.method.early_stop`): metrics of part of the problems only."""
-    return bool((trial.user_attrs.get("early_stop") or {}).get("stopped"))
-
-
-def usable_trials(study: optuna.Study) -> list[FrozenTrial]:
+def usable_trials(data: StudyData) -> list[TrialRecord]:
     """COMPLETE trials with finite values, neither replicates of another trial nor stopped early."""
     return [
         t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.values is not None
-        and all(math.isfinite(v) for v in t.values)
-        and REPLICATE_ATTR not in t.user_attrs
-        and not stopped_early(t)
+        for t in data.complete
+        if t.values is not None and all(math.isfinite(v) for v in t.values) and not t.stopped
     ]
 
 
-def objective_names(study: optuna.Study) -> list[str]:
+def objective_names(data: StudyData) -> list[str]:
     """The study's metric names (set by tsq), else objective_0, objective_1, ..."""
-    names = study.metric_names
-    return list(names) if names else [f"objective_{i}" for i in range(len(study.directions))]
+    names = data.metric_names
+    return list(names) if names else [f"objective_{i}" for i in range(len(data.directions))]
 
 
-def searched_params(trials: Sequence[FrozenTrial]) -> list[str]:
+def searched_params(trials: Sequence[TrialRecord]) -> list[str]:
     """Params that vary across the trials' distributions (a single-valued one cannot be important)."""
     names = sorted({name for t in trials for name, dist in t.distributions.items() if not dist.single()})
     return names
@@ -74,11 +66,11 @@ def target_quantile(n_trials: int) -> float:
     return max(0.1, min(0.5, 5.0 / max(1, n_trials)))
 
 
-def importances(study: optuna.Study) -> dict[str, dict[str, float]]:
+def importances(data: StudyData) -> dict[str, dict[str, float]]:
     """Per objective (by metric name): {param: importance}, highest first, summing to 1 (or all 0).
 
-    Empty per objective when fewer than 2 usable trials or no varying param; never writes to the study."""
-    return trial_importances(study, usable_trials(study))
+    Empty per objective when fewer than 2 usable trials or no varying param."""
+    return trial_importances(data, usable_trials(data))
 
 
 @dataclass(frozen=True)
@@ -94,14 +86,14 @@ class ImportanceStability:
         return not self.top_without
 
 
-def importance_stability(study: optuna.Study) -> dict[str, ImportanceStability]:
+def importance_stability(data: StudyData) -> dict[str, ImportanceStability]:
     """Per objective, the importances' range over leave-one-out subsets of the usable trials, and the trials
     without which another knob comes first (empty per objective with fewer than 3 usable trials)."""
-    trials = usable_trials(study)
-    full = trial_importances(study, trials)
+    trials = usable_trials(data)
+    full = trial_importances(data, trials)
     if len(trials) < 3:
         return {}
-    without = {t.number: trial_importances(study, [u for u in trials if u is not t]) for t in trials}
+    without = {t.number: trial_importances(data, [u for u in trials if u is not t]) for t in trials}
     out = {}
     for name, scores in full.items():
         if not scores:
@@ -114,24 +106,27 @@ def importance_stability(study: optuna.Study) -> dict[str, ImportanceStability]:
     return out
 
 
-def trial_importances(study: optuna.Study, trials: Sequence[FrozenTrial]) -> dict[str, dict[str, float]]:
+def trial_importances(data: StudyData, trials: Sequence[TrialRecord]) -> dict[str, dict[str, float]]:
     """`importances` over the given trials of the study."""
     params = searched_params(trials)
-    names = objective_names(study)
+    names = objective_names(data)
     if len(trials) < 2 or not params:
         return {name: {} for name in names}
-    # a private in-memory copy holding only the usable trials: PED-ANOVA reads every COMPLETE trial of a study
+    # an in-memory study holding only these trials: PED-ANOVA reads every COMPLETE trial of a study
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        copy = optuna.create_study(directions=study.directions)
-        copy.add_trials(trials)
+        copy = optuna.create_study(directions=list(data.directions))
+        copy.add_trials(
+            [optuna.trial.create_trial(params=t.params, distributions=t.distributions, values=t.values)
+             for t in trials]
+        )  # fmt: skip
     finally:
         optuna.logging.set_verbosity(verbosity)
     evaluator = PedAnovaImportanceEvaluator(target_quantile=target_quantile(len(trials)))
     out: dict[str, dict[str, float]] = {}
-    for i, (name, direction) in enumerate(zip(names, study.directions, strict=True)):
-        sign = -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
+    for i, (name, direction) in enumerate(zip(names, data.directions, strict=True)):
+        sign = -1.0 if direction == "maximize" else 1.0
         with warnings.catch_warnings():
             # PED-ANOVA warns that it minimises the target (we negate maximised ones) and about thin regimes
             warnings.simplefilter("ignore")
@@ -142,9 +137,9 @@ def trial_importances(study: optuna.Study, trials: Sequence[FrozenTrial]) -> dic
     return out
 
 
-def importance_warning(study: optuna.Study) -> str | None:
+def importance_warning(data: StudyData) -> str | None:
     """A one-line warning when the study has too few usable trials to trust its importances, else None."""
-    trials = usable_trials(study)
+    trials = usable_trials(data)
     n_params = len(searched_params(trials))
     needed = max(MIN_TRIALS, TRIALS_PER_KNOB * n_params)
     if len(trials) >= needed:
@@ -153,53 +148,3 @@ def importance_warning(study: optuna.Study) -> str | None:
         f"importances from {len(trials)} complete trials over {n_params} searched knobs: too few to trust "
         f"(want >= {needed}: {MIN_TRIALS} trials and {TRIALS_PER_KNOB} per knob); read them as a hint"
     )
-
-
-def importance_markdown(
-    imps: Mapping[str, Mapping[str, float]],
-    warning: str | None = None,
-    stability: Mapping[str, ImportanceStability] | None = None,
-) -> list[str]:
-    """Markdown lines: one row per param, one column per objective (params in order of the first objective's
-    importance; with `stability`, each value with its leave-one-out range), then a line per objective on
-    whether its top knob is stable, and the warning as a blockquote when there is one."""
-    stability = stability or {}
-    objectives = list(imps)
-    params = list(dict.fromkeys(p for name in objectives for p in imps[name]))
-    if not params:
-        lines = ["_No importances: fewer than 2 complete trials, or no searched knob varies._"]
-    else:
-        lines = [
-            "| knob | " + " | ".join(objectives) + " |",
-            "|---|" + "---:|" * len(objectives),
-            *(
-                f"| {p} | "
-                + " | ".join(_cell(imps[o].get(p, 0.0), stability.get(o), p) for o in objectives)
-                + " |"
-                for p in params
-            ),
-        ]
-        if stability:
-            lines += [
-                "",
-                "In brackets: the range over the importances recomputed without each trial in turn.",
-            ]
-        lines += [f"- {stability_line(name, s)}" for name, s in stability.items()]
-    if warning:
-        lines += ["", f"> {warning}"]
-    return lines
-
-
-def _cell(value: float, stability: ImportanceStability | None, param: str) -> str:
-    if stability is None or param not in stability.ranges:
-        return f"{value:.2f}"
-    lo, hi = stability.ranges[param]
-    return f"{value:.2f} [{lo:.2f}, {hi:.2f}]"
-
-
-def stability_line(objective: str, stability: ImportanceStability) -> str:
-    """Whether the top knob of an objective survives leaving out any one trial, in plain words."""
-    if stability.stable:
-        return f"{objective}: {stability.top} stays first without any one trial"
-    moved = ", ".join(f"without trial {n} {k}" for n, k in sorted(stability.top_without.items()))
-    return f"{objective}: **not stable**: {stability.top} is first, but another knob is first {moved}"

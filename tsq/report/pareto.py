@@ -3,7 +3,8 @@ per-response records of every trial and the baseline under records/ (so the repo
 
 Every metric carries its 95% problem-bootstrap interval; every trial its `p_front`, the share of joint problem
 resamples in which it is on the feasible front (`tsq.report.table`). Optuna's own front (`study.best_trials`)
-is the `pareto` flag, so the report and `tsq sweep best` agree. Every file is written atomically.
+is the `pareto` flag, so the report and `tsq sweep best` agree. Every file is written atomically. The
+columns are the metrics' registry entries (`tsq.method.metrics.METRICS`, `report_metrics("pareto")`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import itertools
 import math
 import re
 from collections.abc import Callable
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
 
 from tsq.errors import UserError
 from tsq.fileio import write_atomic
@@ -30,23 +29,16 @@ from tsq.method.metrics import (
     distinct_decimals,
     format_estimate,
     format_value,
+    interval_key,
     metric,
+    report_metrics,
 )
 from tsq.method.stats import FRONT_CLASS_LABELS
+from tsq.records import TrialRecord
 from tsq.report.advice import feasible_cell, feasible_header, recommendation_lines
-from tsq.report.importance import importance_markdown
-from tsq.report.table import (
-    Row,
-    StudyTable,
-    front_trials,
-    metric_columns,
-    records_path,
-    study_table,
-    table_hypervolume,
-)
-
-# The paper's columns (docs/method.md "Metrics"), then any objective the study adds
-PAPER_COLUMNS = ("accuracy", "accuracy_delta", "len_correct", "len_all", "token_reduction", "auc")
+from tsq.report.data import export_records, study_data
+from tsq.report.sections import importance_markdown, spread_lines
+from tsq.report.table import Row, StudyTable, front_trials, metric_columns, table_hypervolume, table_of
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -58,15 +50,19 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _estimate(row_metrics: dict[str, Any], name: str, decimals: int | None = None) -> str:
-    return format_estimate(
-        name, row_metrics.get(name), row_metrics.get(f"{name}_lo"), row_metrics.get(f"{name}_hi"), decimals
-    )
+    lo, hi = (row_metrics.get(interval_key(name, part)) for part in ("lo", "hi"))
+    return format_estimate(name, row_metrics.get(name), lo, hi, decimals)
+
+
+def estimate_columns() -> list[str]:
+    """Each objective metric and its interval ends, as pareto.csv and the W&B summary list them."""
+    return [c for m in metric_columns() for c in (m, interval_key(m, "lo"), interval_key(m, "hi"))]
 
 
 def render_csv(table: StudyTable) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    columns = [c for m in metric_columns() for c in (m, f"{m}_lo", f"{m}_hi")]
+    columns = estimate_columns()
     writer.writerow(["trial", *table.param_names, *columns, "pareto", "p_front", "front"])
     for row in table.rows:
         writer.writerow(
@@ -78,73 +74,14 @@ def render_csv(table: StudyTable) -> str:
 
 
 def _report_metrics(table: StudyTable) -> list[str]:
-    return [*PAPER_COLUMNS, *(m for m, _ in table.objectives if m not in PAPER_COLUMNS)]
+    """The paper's columns (docs/method.md "Metrics"), then any objective the study adds."""
+    paper = report_metrics("pareto")
+    return [*paper, *(m for m, _ in table.objectives if m not in paper)]
 
 
 def _ordered_rows(table: StudyTable) -> list[Row]:
     """Every trial, shortest first."""
     return sorted(table.rows, key=lambda r: r.metrics.get("len_all") or math.inf)
-
-
-# A gap of a metric in this format is in these units (a gap of two percentages is in points)
-_GAP_UNITS = {"percent": " pts", "points": " pts", "signed_percent": " pts", "tokens": " tokens",
-              "steps": " steps", "ratio": "", "signed_ratio": ""}  # fmt: skip
-
-
-def _ratio(gap: float, se: float) -> float:
-    """The gap in SEs of the gap; equal values (gap and SE 0: identical responses) are 0 SE apart."""
-    if se > 0:
-        return abs(gap) / se
-    return math.inf if gap != 0 else 0.0
-
-
-def _span(values: list[float], digits: int, unit: str = "", most: float = math.inf) -> str:
-    low, high = (
-        f"> {most:g}" if v > most else f"{v:.{digits}f}".replace("inf", "∞")
-        for v in (min(values), max(values))
-    )
-    return f"{low}{unit}" if low == high else f"{low}–{high}{unit}"
-
-
-def _ratio_span(ratios: list[float], threshold: float, above: bool) -> str:
-    """Ratios to gap SEs, with the decimals that keep them on their side of the threshold after rounding (a
-    2.04 printed "2.0" would contradict "more than 2 SE")."""
-    digits = 1
-    while digits < 4:
-        shown = [(float(f"{r:.{digits}f}"), r) for r in ratios if math.isfinite(r)]
-        if all(v > threshold if above else v < threshold or r == threshold for v, r in shown):
-            break
-        digits += 1
-    return _span(ratios, digits, " SE", most=99)  # past that the gap's SE is ~0: a ratio says nothing more
-
-
-def spread_lines(table: StudyTable) -> list[str]:
-    """Per objective, whether Optuna's front is spread out in it: its largest set of trials whose every pair's
-    gap is more than the threshold times the gap's SE (`tsq.method.stats.front_spread`), or, when no two are, its
-    widest gap. Gaps are in the metric's units; "SE" is the standard error of each gap."""
-    lines = []
-    for spread in table.spreads:
-        label = axis_label(spread.metric, table.budget)
-        unit = _GAP_UNITS[metric(spread.metric).format]
-        if len(spread.separated) >= 2:
-            pairs = [spread.gaps[pair] for pair in itertools.combinations(spread.separated, 2)]
-            sizes = [display_value(spread.metric, abs(gap)) or 0.0 for gap, _ in pairs]
-            members = ", ".join(str(n) for n in sorted(spread.separated, key=spread.values.__getitem__))
-            ratios = _ratio_span([_ratio(*pair) for pair in pairs], spread.threshold, True)
-            lines.append(
-                f"{label}: trials {members} differ pairwise by more than {spread.threshold:g} SE of their "
-                f"gap (gaps {_span(sizes, 1, unit)}, i.e. {ratios})"
-            )
-        else:
-            (a, b), (gap, se) = max(spread.gaps.items(), key=lambda item: _ratio(*item[1]))
-            size = display_value(spread.metric, abs(gap)) or 0.0
-            ratio = _ratio_span([_ratio(gap, se)], spread.threshold, False)
-            lines.append(
-                f"{label}: no two front trials differ by more than {spread.threshold:g} SE of their gap "
-                f"(widest: trials {a} and {b}, {size:.1f}{unit}, i.e. {ratio}), so within noise the front "
-                "is one point in it"
-            )
-    return lines
 
 
 def render_markdown(table: StudyTable, spec: str | None = None) -> str:
@@ -264,8 +201,8 @@ def _errors(rows: list[Row], name: str) -> tuple[list[float | None], list[float]
     values, minus, plus = [], [], []
     for r in rows:
         v = display_value(name, r.metrics.get(name))
-        lo = display_value(name, r.metrics.get(f"{name}_lo"))
-        hi = display_value(name, r.metrics.get(f"{name}_hi"))
+        lo = display_value(name, r.metrics.get(interval_key(name, "lo")))
+        hi = display_value(name, r.metrics.get(interval_key(name, "hi")))
         values.append(v)
         minus.append(v - lo if v is not None and lo is not None else 0.0)
         plus.append(hi - v if v is not None and hi is not None else 0.0)
@@ -280,8 +217,8 @@ def _hover(row: Row) -> str:
 
 def _baseline_point(table: StudyTable, name: str) -> tuple[float | None, float, float]:
     value = display_value(name, baseline_value(name, table.baseline))
-    lo = display_value(name, table.baseline.get(f"{name}_lo"))
-    hi = display_value(name, table.baseline.get(f"{name}_hi"))
+    lo = display_value(name, table.baseline.get(interval_key(name, "lo")))
+    hi = display_value(name, table.baseline.get(interval_key(name, "hi")))
     return (
         value,
         (value - lo if value is not None and lo is not None else 0.0),
@@ -612,27 +549,6 @@ def _draw_constraint(ax: Any, table: StudyTable, x: str, y: str) -> None:
             ax.set_xlim(min(low, limit - 0.02 * (high - low)), high)
 
 
-def _export_records(study: optuna.Study, table: StudyTable, folder: Path) -> None:
-    """Copy each trial's and the baseline's per-response records into `folder` (a report rebuilt elsewhere
-    finds them there), and remove trial files of trials the report does not hold."""
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    wanted = {f"trial-{r.number}.jsonl": trials[r.number].user_attrs.get("records") for r in table.rows}
-    if table.rows:
-        wanted["baseline.jsonl"] = trials[table.rows[0].number].user_attrs.get("baseline_records")
-    for name, attr in wanted.items():
-        source = records_path(attr, None, name)
-        if source is not None and source.resolve() != (folder / name).resolve():
-            folder.mkdir(parents=True, exist_ok=True)
-            write_atomic(folder / name, source.read_bytes())
-        elif source is None and (folder / name).is_file():
-            continue  # already exported by an earlier run of the report
-    # a report rewritten into the same folder for a shorter study (one re-run under the same name) would
-    # otherwise keep the longer run's trial files beside the new ones
-    for stale in folder.glob("trial-*.jsonl"):
-        if stale.name not in wanted:
-            stale.unlink()
-
-
 def write_report(
     study: optuna.Study,
     out_dir: Path,
@@ -644,11 +560,12 @@ def write_report(
     study's table when the caller already has it (`study_table(study, records_dir=out_dir / "records")`);
     `spec`: the spec's path, for the recommendation's commands (default: the placeholder SPEC)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    data = study_data(study)
     if table is None:
-        table = study_table(study, records_dir=out_dir / "records", thresholds=thresholds)
+        table = table_of(data, records_dir=out_dir / "records", thresholds=thresholds)
     if not table.rows:
         raise UserError(f"study {study.study_name}: no completed trial yet, nothing to report")
-    _export_records(study, table, out_dir / "records")
+    export_records(data, [r.number for r in table.rows], out_dir / "records")
     renderers: dict[str, Callable[[StudyTable], str | bytes]] = {
         "pareto.csv": render_csv,
         "pareto.md": lambda t: render_markdown(t, spec),
@@ -665,9 +582,9 @@ def write_report(
 
 def study_hypervolume(study: optuna.Study) -> float | None:
     """Hypervolume of the feasible COMPLETE trials, the baseline as reference point (None: no baseline)."""
-    return table_hypervolume(study_table(study))
+    return table_hypervolume(table_of(study_data(study)))
 
 
-def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+def pareto_trials(study: optuna.Study) -> list[TrialRecord]:
     """The Pareto front (Optuna's rule, replicates left out), ordered by trial number."""
-    return front_trials(study)
+    return front_trials(study_data(study))

@@ -3,8 +3,8 @@ the sweep's eval split or on a held-out split it never saw (docs/method.md "Stat
 winner's curse). A confirmed value is the mean over the fresh seeds only; the sweep's own run is shown beside
 it, never averaged in.
 
-Replicates are ordinary trials of the same study, enqueued with the original's parameters and user attrs
-`replicate_of` (the original's number), `replicate` (its index), `replicate_seeds` and `split`. The objective
+Replicates are ordinary trials of the same study, enqueued with the original's parameters and their record's
+`tsq.records.Replicate` (the original's number, the replicate's index, its seeds and split). The objective
 hands those seeds and that split to the trial program (`TrialContext.seeds`, `.split`), which re-evaluates the
 baseline at each new evaluation seed. Replicates do not count toward `n_trials` and never enter the front as
 points of their own; the report aggregates them under their original.
@@ -13,15 +13,16 @@ points of their own; the report aggregates them under their original.
 from __future__ import annotations
 
 from contextlib import closing
-from dataclasses import dataclass
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from tsq.config.spec import Spec
 from tsq.data.loading import Split, load_problem_set
 from tsq.errors import UserError
-from tsq.report.table import front_trials, is_replicate, study_table
+from tsq.records import Replicate, TrialRecord, enqueue_replicate, trial_records
+from tsq.report.data import study_data
+from tsq.report.table import front_trials, table_of
 from tsq.signals import sigterm_as_exit
 from tsq.study.lifecycle import create_or_load, study_name_of
 from tsq.study.objective import TrialObjective
@@ -29,16 +30,7 @@ from tsq.study.storage import StorageURL, parse_storage_url
 from tsq.study.tracking import Tracker, TrackerKind
 
 
-@dataclass(frozen=True)
-class Replicate:
-    of: int  # the original trial's number
-    index: int
-    split: Split
-    training_seed: int
-    evaluation_seed: int
-
-
-def plan(spec: Spec, targets: list[FrozenTrial], replicates: int, split: Split) -> list[Replicate]:
+def plan(spec: Spec, targets: list[TrialRecord], replicates: int, split: Split) -> list[Replicate]:
     """Seeds of each replicate: replicate r ≥ 1 shifts both seeds by r, so `replicates` fresh seeds per trial
     (the original is replicate 0). The fresh seeds alone estimate the configuration: the original was picked
     for looking good, so averaging it in would keep the winner's curse. On the held-out split replicate 0 is
@@ -46,21 +38,23 @@ def plan(spec: Spec, targets: list[FrozenTrial], replicates: int, split: Split) 
     shows apart from the fresh seeds."""
     first = 1 if split == "eval" else 0
     return [
-        Replicate(t.number, r, split, spec.training.seed + 7919 * r, spec.evaluation.seed + 7919 * r)
+        Replicate(t.number, r, split,
+                  {"training": spec.training.seed + 7919 * r, "evaluation": spec.evaluation.seed + 7919 * r})
         for t in targets
         for r in range(first, replicates + 1)
-    ]
+    ]  # fmt: skip
 
 
-def targets_of(study: optuna.Study, top: int | None) -> list[FrozenTrial]:
+def targets_of(study: optuna.Study, top: int | None) -> list[TrialRecord]:
     """The front (non-replicate, feasible, non-dominated), or the top K trials by p_front."""
+    data = study_data(study)
     if top is None:
-        return front_trials(study)
-    table = study_table(study)
+        return front_trials(data)
+    table = table_of(data)
     if any(r.p_front is None for r in table.rows):
         raise UserError(f"--top {top}: p_front is unknown for this study ({'; '.join(table.notes)})")
     best = sorted(table.rows, key=lambda r: (-(r.p_front or 0.0), r.number))[:top]
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    trials = {t.number: t for t in data.trials}
     return [trials[r.number] for r in best]
 
 
@@ -87,7 +81,7 @@ def confirm(
     params = {t.number: t.params for t in targets}
     for r in wanted:
         if (r.of, r.index, r.split) not in existing:  # a relaunch adds only what is missing
-            study.enqueue_trial(params[r.of], user_attrs=_attrs(r))
+            enqueue_replicate(study, params[r.of], r)
     tracker = Tracker(tracker_kind, name, spec.study.wandb.project, spec.study.wandb.entity)
     with sigterm_as_exit(), closing(TrialObjective(spec, tracker, storage.masked)) as objective:
         for _ in range(2 * len(wanted)):  # room to retry each failed replicate once
@@ -96,26 +90,17 @@ def confirm(
                 break
             if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 for r in missing:  # what failed goes back in the queue
-                    study.enqueue_trial(params[r.of], user_attrs=_attrs(r))
+                    enqueue_replicate(study, params[r.of], r)
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
     return study, wanted
 
 
-def _attrs(r: Replicate) -> dict[str, object]:
-    return {
-        "replicate_of": r.of,
-        "replicate": r.index,
-        "split": r.split,
-        "replicate_seeds": {"training": r.training_seed, "evaluation": r.evaluation_seed},
-    }
-
-
 def _replicates(
     study: optuna.Study, states: tuple[TrialState, ...] = (TrialState.COMPLETE,)
-) -> set[tuple[object, object, object]]:
+) -> set[tuple[int, int, str]]:
     """(original, index, split) of the study's replicates in `states`."""
     return {
-        (t.user_attrs.get("replicate_of"), t.user_attrs.get("replicate"), t.user_attrs.get("split"))
-        for t in study.get_trials(deepcopy=False, states=states)
-        if is_replicate(t)
+        (t.replicate.of, t.replicate.index, t.replicate.split)
+        for t in trial_records(study, states)
+        if t.replicate is not None
     }

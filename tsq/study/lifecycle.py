@@ -15,6 +15,7 @@ import optuna
 from tsq.config.space import StudySpec
 from tsq.config.spec import Spec
 from tsq.errors import UserError
+from tsq.records import StudyRecord, write_study_record
 from tsq.study.params import default_point
 from tsq.study.sampler import build_sampler
 from tsq.study.storage import StorageURL, open_storage
@@ -44,8 +45,8 @@ def check_compatible(spec: Spec, storage: optuna.storages.BaseStorage, name: str
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
         return  # a new study
-    attrs = storage.get_study_user_attrs(study_id)
-    recorded = attrs.get("objectives")
+    record = StudyRecord.from_storage(storage, study_id)
+    recorded = record.objectives
     if recorded is not None and list(recorded) != spec.study.metrics:
         raise UserError(
             f"study {name}: it optimises {recorded}, the spec asks for {spec.study.metrics}; "
@@ -57,9 +58,9 @@ def check_compatible(spec: Spec, storage: optuna.storages.BaseStorage, name: str
             f"study {name}: its directions are {directions}, the spec asks for {spec.study.directions}; "
             "use another study name (--study) or the original directions"
         )
-    space, wanted = attrs.get("search_space"), search_space_record(spec.study)
-    if space is None and "searched" in attrs:  # a study recorded before search_space was: names only
-        space, wanted = sorted(attrs["searched"]), sorted(spec.study.searched)
+    space, wanted = record.search_space, search_space_record(spec.study)
+    if space is None and record.searched is not None:  # recorded before search_space was: names only
+        space, wanted = sorted(record.searched), sorted(spec.study.searched)
     if space is not None and space != wanted:
         differ = sorted(
             k for k in {*space, *wanted} if not isinstance(space, dict) or space.get(k) != wanted.get(k)
@@ -94,16 +95,24 @@ def create_or_load(
         with warnings.catch_warnings():  # public API since Optuna 3.2, still flagged "experimental"
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(spec.study.metrics)
-    if study.user_attrs.get("front") is None:  # what the report needs to judge the front with its noise
-        study.set_user_attr("front", spec.study.front.model_dump())
-        study.set_user_attr("effects", spec.study.effects.model_dump())  # the effects report's family
+    recorded = StudyRecord.from_study(study)
+    settings: dict[str, Any] = {}
+    if recorded.front is None:  # what the report needs to judge the front with its noise
         constraint = spec.study.constraint
-        study.set_user_attr("constraint", None if constraint is None else constraint.model_dump())
-    if study.user_attrs.get("objectives") is None:
-        study.set_user_attr("objectives", spec.study.metrics)
-        study.set_user_attr("searched", sorted(spec.study.searched))
-        study.set_user_attr("search_space", search_space_record(spec.study))
-        study.set_user_attr("spec_name", spec.name)
+        settings.update(
+            front=spec.study.front.model_dump(),
+            effects=spec.study.effects.model_dump(),  # the effects report's family
+            constraint=None if constraint is None else constraint.model_dump(),
+        )
+    if recorded.objectives is None:
+        settings.update(
+            objectives=spec.study.metrics,
+            searched=sorted(spec.study.searched),
+            search_space=search_space_record(spec.study),
+            spec_name=spec.name,
+        )
+    if settings:
+        write_study_record(study, StudyRecord(**settings))
     # Only the worker that created the study enqueues: workers starting together would each see no trials
     # and enqueue the default point once each (the storage's unique study name makes one of them the creator).
     if created and spec.study.enqueue_defaults:

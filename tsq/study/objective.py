@@ -20,6 +20,7 @@ from tsq.engines.models import resolve_model
 from tsq.errors import TrialFailed
 from tsq.paths import tsq_home
 from tsq.recipe import TrialContext, TrialResult, TrialSeeds, load_program, scope_of
+from tsq.records import TrialRecord, record_baseline, write_trial_record
 from tsq.signals import exit_if_stopping
 from tsq.study.params import apply_params
 from tsq.study.provenance import json_safe, provenance
@@ -75,12 +76,11 @@ class TrialObjective:
         run = self.tracker.trial(
             trial.number, {**values, "trial_number": trial.number, **self._fixed_settings()}
         )
-        trial.set_user_attr("out_dir", str(out_dir))
-        trial.set_user_attr("worker_pid", os.getpid())
-        if run.run_id:
-            trial.set_user_attr("wandb_run_id", run.run_id)
+        write_trial_record(
+            trial, TrialRecord(out_dir=str(out_dir), worker_pid=os.getpid(), wandb_run_id=run.run_id or None)
+        )
         # a replicate enqueued by `tsq sweep confirm` carries its seeds and split, and is evaluated in full
-        replicate = trial.user_attrs.get("replicate_of") is not None
+        replicate = TrialRecord.from_trial(trial).replicate
         try:
             ctx = TrialContext(
                 cache=self.cache,
@@ -89,8 +89,8 @@ class TrialObjective:
                 on_log=run.log,
                 trial_number=trial.number,
                 backend=self.backend(),
-                seeds=TrialSeeds(**trial.user_attrs.get("replicate_seeds", {})),
-                split=trial.user_attrs.get("split", "eval"),
+                seeds=TrialSeeds(**(replicate.seeds if replicate else {})),
+                split=replicate.split if replicate else "eval",
                 early_stop_max_drop=(
                     study_cfg.constraint.max_accuracy_drop
                     if study_cfg.constraint is not None and study_cfg.early_stop and not replicate
@@ -107,8 +107,8 @@ class TrialObjective:
             # is left RUNNING, for a peer to retry once it goes stale, rather than failed.
             exit_if_stopping()
             error = f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("error", error[:2000])
-            trial.set_user_attr("traceback", "".join(traceback.format_exception(exc))[-4000:])
+            trace = "".join(traceback.format_exception(exc))[-4000:]
+            write_trial_record(trial, TrialRecord(error=error[:2000], traceback=trace))
             run.finish_failed(error[:500])
             log.warning("trial %d failed: %s", trial.number, error)
             raise
@@ -122,27 +122,25 @@ class TrialObjective:
         return [float(v) for v in objective_values]
 
     def _record(self, trial: optuna.Trial, result: TrialResult, run_id: str | None) -> None:
-        attrs: dict[str, Any] = {
-            **result.metrics,
-            "baseline": result.baseline,
-            "budget_curve": result.budget_curve,
-            "cache_keys": result.cache_keys,
-            "seeds": result.seeds,
-            "stats": result.stats,
-            "adapter_dir": result.adapter_dir,
-            "records": result.records,
-            "baseline_records": result.baseline_records,
-            **self.provenance,
-        }
-        for key, value in attrs.items():
-            trial.set_user_attr(key, json_safe(value))
-        if "baseline" not in trial.study.user_attrs:
-            trial.study.set_user_attr("baseline", json_safe(result.baseline))
-        # A trial the staged test stopped (tsq/method/early_stop.py) is COMPLETE with the metrics of the problems it
-        # evaluated; the attr says at which stage and by which test.
+        # A trial the staged test stopped (tsq/method/early_stop.py) is COMPLETE with the metrics of the
+        # problems it evaluated; its record says at which stage and by which test.
         early_stop = result.stats.get("early_stop")
-        if early_stop is not None:
-            trial.set_user_attr("early_stop", json_safe(early_stop))
+        record = TrialRecord(
+            metrics=json_safe(result.metrics),
+            baseline=json_safe(result.baseline),
+            budget_curve=json_safe(result.budget_curve),
+            cache_keys=json_safe(result.cache_keys),
+            seeds=json_safe(result.seeds),
+            stats=json_safe(result.stats),
+            adapter_dir=json_safe(result.adapter_dir),
+            records=json_safe(result.records),
+            baseline_records=json_safe(result.baseline_records),
+            versions=json_safe(self.provenance["versions"]),
+            git_commit=self.provenance["git_commit"],
+            early_stop=json_safe(early_stop),
+        )
+        write_trial_record(trial, record)
+        record_baseline(trial.study, record.baseline or {})
         constraint = self.spec.study.constraint
         if constraint is not None:
             drop = float(result.metrics["accuracy_delta"])

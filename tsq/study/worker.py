@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tsq.config.spec import Spec
-from tsq.report.table import is_replicate
+from tsq.records import TrialRecord, is_replicate
 from tsq.signals import exit_if_stopping, sigterm_as_exit
 from tsq.study.lifecycle import create_or_load
 from tsq.study.objective import TrialObjective
@@ -154,9 +154,8 @@ def _run_trials(
             report.failed += 1
             consecutive_failures += 1
             if consecutive_failures >= spec.study.max_consecutive_failures:
-                report.stopped_reason = (
-                    f"{consecutive_failures} trials failed in a row (last: {last.user_attrs.get('error')})"
-                )
+                error = TrialRecord.from_trial(last).error
+                report.stopped_reason = f"{consecutive_failures} trials failed in a row (last: {error})"
                 return report
 
 
