@@ -134,9 +134,10 @@ def main() -> None:
             lora={"r": 8, "alpha": 16},
         )
         relay = Interleave()
-        trainer = tsq_train._trainer(
-            model_dir, pairs, training, LAM, ETA, tmp / "out", Cache(tmp / "cache"), [relay], False, "auto"
+        setup = tsq_train.TrainerSetup(
+            training=training, out_dir=tmp / "out", lam=LAM, eta=ETA, callbacks=(relay,)
         )
+        trainer = tsq_train._trainer(model_dir, pairs, setup, Cache(tmp / "cache"))
         lora = training.lora
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
         relay.hand = HandStep(

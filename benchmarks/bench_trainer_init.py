@@ -27,7 +27,7 @@ from tsq.compat.trl import model_hash
 from tsq.config.spec import TrainingSpec
 from tsq.data.tiny_world import TraceStyle, generate_trace, random_problem
 from tsq.engines.tiny_model import tiny_model
-from tsq.engines.train import RefLogpsStore, build_trainer
+from tsq.engines.train import RefLogpsStore, TrainerSetup, build_trainer
 from tsq.method.select import Pair
 
 
@@ -91,7 +91,13 @@ def main() -> None:
             return AutoModelForCausalLM.from_pretrained(tmp / "qwen2", dtype=torch.float32)
 
         # fill the store first (not timed): a trial builds its trainer with reference log-probs cached
-        build_trainer(load(), tokenizer, pairs, training, 1.0, 0.5, tmp / "warm", store)
+        build_trainer(
+            load(),
+            tokenizer,
+            pairs,
+            TrainerSetup(training=training, out_dir=tmp / "warm", lam=1.0, eta=0.5),
+            store,
+        )
         model = load()
         start = time.perf_counter()
         model_hash(model)
@@ -104,7 +110,12 @@ def main() -> None:
                 model = load()
                 start = time.perf_counter()
                 trainer = build_trainer(
-                    model, tokenizer, pairs, training, 1.0, 0.5, tmp / "t", store, skip_model_hash=skip
+                    model,
+                    tokenizer,
+                    pairs,
+                    TrainerSetup(training=training, out_dir=tmp / "t", lam=1.0, eta=0.5),
+                    store,
+                    skip_model_hash=skip,
                 )
                 times[label].append(time.perf_counter() - start)
                 assert trainer.n_ref_computed == 0

@@ -136,7 +136,7 @@ def check_plan(spec_path: str, steps: int, tiny_shapes: bool) -> list[tuple[str,
     from tsq.engines.gpu_plan import GPUS, ModelShape, find_config, read_config
     from tsq.engines.refine import LMHead, encode_prefix, score_step
     from tsq.engines.tiny_model import tiny_model
-    from tsq.engines.train import build_trainer
+    from tsq.engines.train import TrainerSetup, build_trainer
     from tsq.method.select import Pair
 
     spec = load_spec(spec_path)
@@ -186,9 +186,8 @@ def check_plan(spec_path: str, steps: int, tiny_shapes: bool) -> list[tuple[str,
     with tempfile.TemporaryDirectory() as tmp:
         with _Peak(device) as ref_peak:
             model = _random_model(config, dtype, device)
-            trainer = build_trainer(
-                model, tokenizer, pairs, training, 1.0, 0.5, Path(tmp), None
-            )  # + TRL's pass
+            setup = TrainerSetup(training=training, out_dir=Path(tmp), lam=1.0, eta=0.5)
+            trainer = build_trainer(model, tokenizer, pairs, setup, None)  # + TRL's pass
         with _Peak(device) as train_peak:
             trainer.train()
         del trainer, model

@@ -396,6 +396,18 @@ class _LogRelay(TrainerCallback):
             self.forward_to(entry)
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainerSetup:
+    """What a trainer is built from besides the model, its tokenizer, the pairs and the reference store."""
+
+    training: TrainingSpec
+    out_dir: Path  # TRL's output_dir is out_dir/trainer (left empty: nothing is checkpointed)
+    lam: float = 0.0  # λ, the length margin (0 for a reference pass: it reads no knob)
+    eta: float = 0.0  # η, the SFT term's weight
+    unfinished: frozenset[str] = frozenset()  # responses trained without an EOS (see `train_lora`)
+    callbacks: tuple[TrainerCallback, ...] = ()
+
+
 def train_lora(
     model_path: Path,
     pairs: Sequence[Pair],
@@ -420,9 +432,15 @@ def train_lora(
         raise TrialFailed("no preference pairs to train on")
     out_dir = Path(out_dir)
     relay = _LogRelay(on_log)
-    trainer = _trainer(
-        model_path, pairs, training, lam, eta, out_dir, cache, [relay], trust_remote_code, dtype, unfinished
+    setup = TrainerSetup(
+        training=training,
+        out_dir=out_dir,
+        lam=lam,
+        eta=eta,
+        unfinished=frozenset(unfinished),
+        callbacks=(relay,),
     )
+    trainer = _trainer(model_path, pairs, setup, cache, trust_remote_code=trust_remote_code, dtype=dtype)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_QuietProgress())
     n_pairs = len(trainer.train_dataset)
@@ -486,53 +504,65 @@ def cache_reference_logps(
     if cache.get_json(REF_COVER_STAGE, done_key) is not None:
         return 0
     with make_room():
-        trainer = _trainer(
-            model_path, pairs, training, 0.0, 0.0, Path(work_dir), cache, [], trust_remote_code, dtype,
-            unfinished,
-        )  # fmt: skip
-        computed = trainer.n_ref_computed
-        # The trainer holds a copy of the model, possibly inside reference cycles: free it now, before
-        # training loads the next copy (on one GPU, two 7B copies may not fit) or the engine wakes.
-        del trainer
-        release_accelerator_memory()
+        setup = TrainerSetup(training=training, out_dir=Path(work_dir), unfinished=frozenset(unfinished))
+        computed = reference_pass(
+            model_path, pairs, setup, cache, trust_remote_code=trust_remote_code, dtype=dtype
+        )
     cache.write_bytes(REF_COVER_STAGE, done_key, json.dumps({"pairs": len(pairs)}).encode())
+    return computed
+
+
+def reference_pass(
+    model_path: Path,
+    pairs: Sequence[Pair],
+    setup: TrainerSetup,
+    cache: Cache,
+    *,
+    trust_remote_code: bool = False,
+    dtype: str = "auto",
+) -> int:
+    """Compute and cache the reference log-probs of every sequence of `pairs` not cached yet; the pairs
+    computed. The model is loaded and freed here.
+
+    The pass is the one a trainer runs when it is built (`TokenSqueezeDPOTrainer.reference_logps`: TRL's
+    collator, fused log-prob head and autocast on the PEFT model with its adapter disabled), so it builds
+    one: a pass of its own would have to reproduce each of those to give the same bits as the trainer's
+    pass for the pairs a trial adds.
+    """
+    trainer = _trainer(model_path, pairs, setup, cache, trust_remote_code=trust_remote_code, dtype=dtype)
+    computed = trainer.n_ref_computed
+    # The trainer holds a copy of the model, possibly inside reference cycles: free it now, before
+    # training loads the next copy (on one GPU, two 7B copies may not fit) or the engine wakes.
+    del trainer
+    release_accelerator_memory()
     return computed
 
 
 def _trainer(
     model_path: Path,
     pairs: Sequence[Pair],
-    training: TrainingSpec,
-    lam: float,
-    eta: float,
-    out_dir: Path,
+    setup: TrainerSetup,
     cache: Cache,
-    callbacks: list[TrainerCallback],
-    trust_remote_code: bool,
-    dtype_name: str,
-    unfinished: Collection[str] = (),
+    *,
+    trust_remote_code: bool = False,
+    dtype: str = "auto",
 ) -> TokenSqueezeDPOTrainer:
     """The trainer for `pairs`; building it runs the reference pass (cached per sequence)."""
     model_path = Path(model_path)
     # float32 on CPU, bf16 (fp16 on older GPUs) weights with matching autocast on a GPU
-    dtype = pick_dtype(dtype_name, pick_device())
+    torch_dtype = pick_dtype(dtype, pick_device())
     tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    model = load_causal_lm(model_path, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = load_causal_lm(model_path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     store = RefLogpsStore(cache, model_fingerprint(model_path))
-    return build_trainer(model, tokenizer, pairs, training, lam, eta, out_dir, store, callbacks, unfinished)
+    return build_trainer(model, tokenizer, pairs, setup, store)
 
 
 def build_trainer(
     model: Any,
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[Pair],
-    training: TrainingSpec,
-    lam: float,
-    eta: float,
-    out_dir: Path,
+    setup: TrainerSetup,
     store: RefLogpsStore | None,
-    callbacks: Sequence[TrainerCallback] = (),
-    unfinished: Collection[str] = (),
     *,
     skip_model_hash: bool | None = None,
 ) -> TokenSqueezeDPOTrainer:
@@ -541,7 +571,7 @@ def build_trainer(
     `skip_model_hash` None: skipped when `store` serves the reference log-probs.
     """
     dtype = model.dtype
-    unfinished = frozenset(unfinished)
+    training, unfinished = setup.training, setup.unfinished
     dataset = Dataset.from_list(
         [
             {
@@ -556,10 +586,10 @@ def build_trainer(
     )
     lora = training.lora
     args = TokenSqueezeDPOConfig(
-        output_dir=str(Path(out_dir) / "trainer"),
+        output_dir=str(Path(setup.out_dir) / "trainer"),
         loss_variant=training.loss,
-        lam=lam,
-        sft_weight=eta,
+        lam=setup.lam,
+        sft_weight=setup.eta,
         beta=training.beta,
         learning_rate=training.learning_rate,
         max_steps=training.max_steps,
@@ -596,7 +626,7 @@ def build_trainer(
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=peft_config,
-            callbacks=list(callbacks),
+            callbacks=list(setup.callbacks),
             ref_logps_store=store,
             skip_model_hash=skip_model_hash,
         )
