@@ -24,9 +24,11 @@ from tsq.engines.train import (
     RefLogpsStore,
     TokenSqueezeDPOConfig,
     TokenSqueezeDPOTrainer,
+    TrainerSetup,
     Truncation,
     cache_reference_logps,
     check_max_length,
+    reference_pass,
     strip_duplicate_bos,
     tokenize_pairs,
     train_lora,
@@ -340,6 +342,19 @@ def test_empty_pairs_fail_the_trial(tiny_model_dir: Path, tmp_path: Path) -> Non
 
 
 SHORT = TrainingSpec(max_steps=3, batch_size=4, learning_rate=5e-3, lora={"r": 4, "alpha": 8})
+
+
+def test_reference_pass_computes_each_sequence_once(
+    tiny_model_dir: Path, pairs: list[Pair], tmp_path: Path
+) -> None:
+    cache = Cache(tmp_path / "cache")
+    setup = TrainerSetup(training=SHORT, out_dir=tmp_path / "ref")
+    assert reference_pass(tiny_model_dir, pairs[:3], setup, cache) == 3
+    # the first three are cached: only the pairs they do not hold are computed
+    assert reference_pass(tiny_model_dir, pairs[:5], setup, cache) == 2
+    assert len(list(cache.entries(REF_LOGPS_STAGE))) == len(
+        {(p.prompt, t) for p in pairs[:5] for t in (p.chosen, p.rejected)}
+    )
 
 
 @pytest.mark.slow
