@@ -36,9 +36,9 @@ from pathlib import Path
 import optuna
 import yaml
 
-from objectives.tokensqueeze import evaluate_staged
+from objectives.tokensqueeze.trial import evaluate_staged
 from tsq.cache import Cache, cache_dir_of
-from tsq.config.spec import Spec, load_spec
+from tsq.config.spec import Spec
 from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
 from tsq.engines.evaluate import EvalResult, baseline, compare, evaluate
@@ -48,6 +48,7 @@ from tsq.engines.models import resolve_model
 from tsq.engines.sample import sample_responses, samples_key, sampling_settings
 from tsq.method.early_stop import TEST
 from tsq.paths import tsq_home
+from tsq.recipe import load_spec
 from tsq.study.launch import launch
 from tsq.study.storage import open_storage, parse_storage_url
 

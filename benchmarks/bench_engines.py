@@ -34,14 +34,15 @@ from pathlib import Path
 import psutil
 import yaml
 
-from objectives.tokensqueeze import run_trial
+from objectives.tokensqueeze.config import TrialParams
+from objectives.tokensqueeze.trial import run_trial
 from tsq.cache import Cache
-from tsq.config.spec import Spec, TrialParams, load_spec
+from tsq.config.spec import Spec
 from tsq.engines.generation import backend_from_spec
 from tsq.engines.generation.base import Backend
 from tsq.engines.models import resolve_model
 from tsq.paths import tsq_home
-from tsq.recipe import TrialContext, scope_of
+from tsq.recipe import TrialContext, load_spec, scope_of
 
 ENGINE_TITLE = "VLLM::EngineCore"
 # Four points inside the smoke space (α, ε, λ, η), and the warm-up's fifth

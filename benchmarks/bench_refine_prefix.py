@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from qwen_bpe import build_qwen_like, reasoning_trace
 
-from tsq.config.spec import RefinementSpec
+from tsq.config.pipeline import RefinementSpec
 from tsq.data.tiny_world import generate_trace, random_problem, random_style
 from tsq.engines.refine import (
     LMHead,

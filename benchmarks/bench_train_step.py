@@ -36,7 +36,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 import tsq.engines.train as tsq_train
 from tsq.cache import Cache
-from tsq.config.spec import TrainingSpec
+from tsq.config.pipeline import TrainingSpec
 from tsq.engines.tiny_model import tiny_model
 from tsq.method.losses import dpo_l_loss
 

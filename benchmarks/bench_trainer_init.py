@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2
 
 from tsq.cache import Cache
 from tsq.compat.trl import model_hash
-from tsq.config.spec import TrainingSpec
+from tsq.config.pipeline import TrainingSpec
 from tsq.data.tiny_world import TraceStyle, generate_trace, random_problem
 from tsq.engines.tiny_model import tiny_model
 from tsq.engines.train import RefLogpsStore, TrainerSetup, build_trainer

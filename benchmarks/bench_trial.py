@@ -15,10 +15,11 @@ from pathlib import Path
 
 from bench_refine_kl import kl_scoring, report  # this folder: `python benchmarks/bench_trial.py`
 
-from objectives.tokensqueeze import TrialContext, run_trial
+from objectives.tokensqueeze.config import TrialParams
+from objectives.tokensqueeze.trial import TrialContext, run_trial
 from tsq.cache import Cache
-from tsq.config.spec import TrialParams, load_spec
 from tsq.engines.models import resolve_model
+from tsq.recipe import load_spec
 
 
 def main() -> None:

@@ -30,12 +30,13 @@ from pathlib import Path
 
 import torch
 
-from objectives.tokensqueeze import TrialContext, run_trial
+from objectives.tokensqueeze.config import TrialParams
+from objectives.tokensqueeze.trial import TrialContext, run_trial
 from tsq.cache import Cache
-from tsq.config.spec import TrialParams, load_spec
 from tsq.devices import pick_device, pick_dtype, release_accelerator_memory
 from tsq.engines.gpu_plan import GiB
 from tsq.engines.models import resolve_model
+from tsq.recipe import load_spec
 
 ROWS = (  # label, section, key, scale, format
     ("baseline accuracy", "baseline", "accuracy", 100, "{:.1f}%"),
@@ -132,7 +133,7 @@ def check_plan(spec_path: str, steps: int, tiny_shapes: bool) -> list[tuple[str,
     """(stage, planned bytes, peak allocated, peak reserved) for each HF stage of the spec's plan."""
     from transformers import AutoTokenizer
 
-    from objectives.tokensqueeze_plan import PROMPT_ALLOWANCE, gpu_plan
+    from objectives.tokensqueeze.plan import PROMPT_ALLOWANCE, gpu_plan
     from tsq.engines.gpu_plan import GPUS, ModelShape, find_config, read_config
     from tsq.engines.refine import LMHead, encode_prefix, score_step
     from tsq.engines.tiny_model import tiny_model

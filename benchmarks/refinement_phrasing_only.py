@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import tsq.method.refinement
-from objectives.tokensqueeze import run_trial
+from objectives.tokensqueeze.trial import run_trial
 from tsq.data.tiny_world import step_meaning
 from tsq.method.refinement import StepCandidates
 

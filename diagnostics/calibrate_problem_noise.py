@@ -18,7 +18,6 @@ from contextlib import closing
 from pathlib import Path
 
 from tsq.cache import Cache, cache_dir_of
-from tsq.config.spec import load_spec
 from tsq.data.loading import load_problem_set
 from tsq.data.problems import ProblemSet
 from tsq.engines.evaluate import EvalResult, intervals
@@ -26,6 +25,7 @@ from tsq.engines.generation import backend_from_spec
 from tsq.engines.models import resolve_model
 from tsq.engines.sample import sample_responses, sampling_settings
 from tsq.method.metrics import summarize
+from tsq.recipe import load_spec
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """What refinement's rewrites do to the values a tiny-world step states, per ε.
 
-Reads a spec's cached self-samples and refinement candidates (`tsq.study.check.load_cached_candidates`: it
+Reads a spec's cached self-samples and refinement candidates
+(`objectives.tokensqueeze.check.load_cached_candidates`: it
 never generates; run one trial of the spec first), refines every step of every positive at each ε with
 `tsq.method.refinement.refine_step` (the rule a trial's `refine_trace` applies), and sorts each rewritten
 computing or check step by what it states against the problem's true value: the same value as the original
@@ -21,13 +22,13 @@ from collections import Counter
 
 from tiny_world_errors import true_chain  # a sibling diagnostic (scripts run from here)
 
+from objectives.tokensqueeze.check import load_cached_candidates, load_cached_inputs
 from tsq.cache import Cache, cache_dir_of
-from tsq.config.spec import load_spec
 from tsq.data.loading import load_problem_set
 from tsq.data.tiny_world import VARIABLES, step_meaning
 from tsq.data.traces import join_steps
 from tsq.method.refinement import TraceCandidates, refine_step
-from tsq.study.check import load_cached_candidates, load_cached_inputs
+from tsq.recipe import load_spec
 
 KINDS = ("same value", "repaired slip", "new slip", "other wrong value", "other step")
 

@@ -1,6 +1,7 @@
 """What each selection variant trains on, per depth: the positives and negatives `shortest` and q-dyn pick.
 
-Reads a spec's cached self-samples (`tsq.study.check.load_cached_inputs`: it never generates; a cache miss
+Reads a spec's cached self-samples (`objectives.tokensqueeze.check.load_cached_inputs`: it never generates; a
+cache miss
 stops the script), forms each variant's pairs with `tsq.method.select.select_pairs` exactly as a trial does
 (`build_pairs`, with the spec's `selection` settings and its fixed α), and prints per difficulty level
 (tiny world: chain depth) and variant:
@@ -37,13 +38,14 @@ from dataclasses import dataclass
 
 from tiny_world_errors import checks_after_slips, true_chain  # a sibling diagnostic (scripts run from here)
 
+from objectives.tokensqueeze.check import knob_values, load_cached_inputs
 from tsq.cache import Cache, cache_dir_of
-from tsq.config.spec import Spec, load_spec
+from tsq.config.spec import Spec
 from tsq.data.loading import load_problem_set
 from tsq.data.tiny_world import has_verification, step_meaning
 from tsq.data.traces import Response, split_steps
 from tsq.method.select import select_pairs
-from tsq.study.check import knob_values, load_cached_inputs
+from tsq.recipe import load_spec
 
 # The first word of each long phrasing the tiny world writes (tiny_world._compute_step: "now we work out",
 # "next we want"; the answer's "so c is ..."; the restatement's "first we have"); the short forms start with

@@ -50,11 +50,11 @@ def main() -> None:
     traces = [(_prompt(qwen, "Find x."), reasoning_trace(rng, rng.randint(2, 8))) for _ in range(args.traces)]
     rows.append(("Qwen-like BPE", "R1-style synthetic", *fallback(qwen, traces)))
 
+    from objectives.tokensqueeze.check import load_cached_inputs
     from tsq.cache import Cache, cache_dir_of
-    from tsq.config.spec import load_spec
     from tsq.engines.models import load_tokenizer, resolve_model
     from tsq.errors import UserError
-    from tsq.study.check import load_cached_inputs
+    from tsq.recipe import load_spec
 
     spec = load_spec(Path(args.spec))
     try:

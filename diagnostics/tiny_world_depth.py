@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from tsq.cache import Cache, cache_dir_of
-from tsq.config.spec import Spec, load_spec
+from tsq.config.spec import Spec
 from tsq.data.tiny_world import has_verification
 from tsq.data.traces import Response
 from tsq.engines.evaluate import EvalResult, evaluate
 from tsq.engines.generation import backend_from_spec
 from tsq.engines.models import resolve_model
+from tsq.recipe import load_spec
 
 # Per problem: [n, correct, tokens] for responses with a verification step, then the same without.
 _COLUMNS = 6

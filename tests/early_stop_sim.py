@@ -1,4 +1,5 @@
-"""Simulated staged evaluations for the early stop (tsq/method/early_stop.py), shared by tests/test_early_stop.py
+"""Simulated staged evaluations for the early stop (tsq/method/early_stop.py), shared by
+tests/test_early_stop.py
 and benchmarks/bench_early_stop.py --per-study: a tiny-world-like eval set (half easy problems at 95%, half
 anywhere in 20–80%), a baseline and trials drawn from it, every trial evaluated in stages by `run_stages`."""
 

@@ -1,6 +1,7 @@
 """Small trial programs for tests of the runner and the report, where the real pipeline is not what is under
-test. Each implements `tsq.recipe.TrialProgram` and is loaded by name (`study.program: programs:NAME`), so
-the tests folder must be on PYTHONPATH for spawned workers (`env_with_tests_on_path`).
+test. Each is a plain trial function made a recipe on TokenSqueeze's spec model (its knobs and sections:
+these programs stand in for its trials), loaded by name (`study.program: programs:NAME`), so the tests folder
+must be on PYTHONPATH for spawned workers (`env_with_tests_on_path`).
 
 `synthetic_trial` writes per-response records whose accuracy and length follow the trial's knobs and scores
 them with tsq's own statistics, so every registry metric, its interval and p_front come out as in a real
@@ -15,12 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from tsq.config.spec import Spec, TrialParams
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+from objectives.tokensqueeze.config import TrialParams
 from tsq.engines.evaluate import compare, intervals, read_records
 from tsq.errors import TrialFailed
 from tsq.fileio import write_atomic
 from tsq.method.metrics import ProblemSums, metric_values
-from tsq.recipe import TrialContext, TrialResult
+from tsq.recipe import FunctionRecipe, TrialContext, TrialResult
 
 TESTS = Path(__file__).resolve().parent
 N_PROBLEMS, N_SAMPLES = 24, 2
@@ -81,7 +83,7 @@ def _wait_for_workers() -> None:
         time.sleep(0.05)
 
 
-def synthetic_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
+def _synthetic_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
     """Accuracy rises with η and falls with α; length falls with α. Another training seed moves the length
     by a token or two (seed noise); the held-out split is 5 points harder (the winner's curse)."""
     _wait_for_workers()
@@ -117,11 +119,11 @@ def synthetic_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> Trial
     )
 
 
-def failing_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
+def _failing_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
     raise TrialFailed("a trial that cannot succeed")
 
 
-def interrupted_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
+def _interrupted_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
     """Makes what a real trial makes before its end (the Trainer's empty output folder, an adapter), says so
     in `ctx.out_dir.parent / "started"`, then waits to be interrupted (Ctrl-C)."""
     (ctx.out_dir / "trainer").mkdir(parents=True)
@@ -130,3 +132,8 @@ def interrupted_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> Tri
     (ctx.out_dir.parent / "started").touch()
     time.sleep(120)
     raise TrialFailed("not interrupted within 120 s")
+
+
+synthetic_trial = FunctionRecipe(_synthetic_trial, Spec)
+failing_trial = FunctionRecipe(_failing_trial, Spec)
+interrupted_trial = FunctionRecipe(_interrupted_trial, Spec)

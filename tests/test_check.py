@@ -12,11 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsq.cache import Cache
-from tsq.config.space import FloatRange
-from tsq.config.spec import Spec
-from tsq.data.traces import Response
-from tsq.study.check import (
+from objectives.tokensqueeze.check import (
     alpha_remedy,
     alpha_threshold,
     check_alpha,
@@ -24,10 +20,13 @@ from tsq.study.check import (
     check_spec,
     distinct_k_vectors,
     k_vector,
-    range_grid,
-    report_json,
     smallest_n_live,
 )
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+from tsq.cache import Cache
+from tsq.config.space import FloatRange, range_grid
+from tsq.data.traces import Response
+from tsq.recipe import CheckReport
 
 
 def make_spec(search: dict, **sections) -> Spec:
@@ -211,7 +210,7 @@ def test_json_shape():
         },
         training={"loss": "dpo+sft"},
     )
-    out = report_json(check_spec(spec))
+    out = CheckReport(check_spec(spec)).to_json()
     assert list(out) == ["knobs"] and list(out["knobs"]) == ["alpha", "epsilon", "lambda"]  # searched only
     for entry in out["knobs"].values():
         assert {"state", "live", "distinct", "reason"} <= set(entry)

@@ -75,9 +75,8 @@ def test_warm_fills_every_shared_stage_once_even_from_two_workers(tsq_home: Path
 
     import yaml
 
-    from objectives.tokensqueeze import run_trial
-    from tsq.config.spec import load_spec
-    from tsq.recipe import TrialContext, scope_of
+    from objectives.tokensqueeze.trial import run_trial
+    from tsq.recipe import TrialContext, load_spec, scope_of
 
     smoke = yaml.safe_load((Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml").read_text())
     spec_path = tmp_path / "warm.yaml"

@@ -21,14 +21,15 @@ import yaml
 from programs import env_with_tests_on_path, synthetic_spec
 from typer.testing import CliRunner
 
+from objectives.tokensqueeze.config import KNOBS
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
 from tsq.cli.main import app
-from tsq.config.knobs import KNOBS
-from tsq.config.spec import Spec, load_spec
 from tsq.devices import gpu_assignment, visible_gpus
 from tsq.errors import UserError
 from tsq.method.losses import LOSSES
 from tsq.method.metrics import objective_metric_names
 from tsq.method.select import SELECTION_VARIANTS
+from tsq.recipe import load_spec
 from tsq.study.params import apply_params, default_point
 
 REPO = Path(__file__).resolve().parents[1]

@@ -33,9 +33,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from tsq.cache import Cache
-from tsq.config.spec import load_spec
 from tsq.engines.evaluate import evaluate
 from tsq.engines.models import resolve_model
+from tsq.recipe import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRIALS = 2
@@ -120,7 +120,8 @@ def _sampling(s: Sweep, w: Seen) -> bool:
     return s.lock_held("samples") and s.entries("samples") == 0
 
 
-# logged once the worker asks the engine for every step rewrite in one call (tsq.engines.refine.compute_candidates)
+# logged once the worker asks the engine for every step rewrite in one call
+# (tsq.engines.refine.compute_candidates)
 REWRITES_SAMPLED = re.compile(r"refinement: sampling \d+ x \d+ step rewrites")
 
 

@@ -24,8 +24,10 @@ from optuna.trial import TrialState
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+from objectives.tokensqueeze.config import TrialParams
 from tsq.compat.optuna import feasibility_value
-from tsq.config.spec import EvaluationSpec, Spec, TrialParams, load_spec
+from tsq.config.pipeline import EvaluationSpec
 from tsq.engines.evaluate import compare, intervals
 from tsq.errors import UserError
 from tsq.fileio import write_atomic
@@ -45,7 +47,7 @@ from tsq.method.early_stop import (
     stop_record,
 )
 from tsq.method.metrics import SUM_FIELDS, ProblemSums, metric_values
-from tsq.recipe import TrialContext, TrialResult
+from tsq.recipe import TrialContext, TrialResult, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 128
@@ -389,7 +391,7 @@ def test_staged_evaluation_draws_exactly_the_full_evaluations_responses(
 ) -> None:
     from contextlib import closing
 
-    from objectives.tokensqueeze import evaluate_staged
+    from objectives.tokensqueeze.trial import evaluate_staged
     from tsq.cache import Cache
     from tsq.engines.evaluate import baseline
     from tsq.engines.generation import backend_from_spec

@@ -10,9 +10,9 @@ import yaml
 from lora_util import perturbed_lora
 from typer.testing import CliRunner
 
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
 from tsq.cache import Cache
 from tsq.cli.main import app
-from tsq.config.spec import Spec, load_spec
 from tsq.engines.evaluate import baseline, compare, evaluate, intervals, read_records
 from tsq.engines.generation.hf import HFBackend
 from tsq.errors import UserError
@@ -23,6 +23,7 @@ from tsq.method.metrics import (
     metric_values,
     relative_metric_names,
 )
+from tsq.recipe import load_spec
 
 
 @pytest.fixture

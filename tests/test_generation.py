@@ -15,7 +15,8 @@ import torch
 from lora_util import perturbed_lora
 from transformers import AutoTokenizer
 
-from tsq.config.spec import SamplingSpec, Spec
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+from tsq.config.pipeline import SamplingSpec
 from tsq.data.formatting import format_prompt
 from tsq.data.tiny_world import tiny_problem_set
 from tsq.engines.generation import backend_from_spec, get_backend

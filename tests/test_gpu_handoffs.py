@@ -5,7 +5,8 @@ and LoRA training, and takes it back at wake-up. Seeing a wrong hand-off fail ne
 checked here is the orchestration that makes them right, on the real tiny model and the real HF backend:
 
 - `Recording` is a thin wrapper around the real backend that logs every sleep, wake-up and generate call;
-- the real model loaders of `tsq.engines.refine` and `tsq.engines.train` are wrapped to log each load with the backend's
+- the real model loaders of `tsq.engines.refine` and `tsq.engines.train` are wrapped to log each load with
+the backend's
   state and keep a weak reference to the model, and the real `release_accelerator_memory` is wrapped to log
   each call.
 
@@ -30,11 +31,12 @@ import yaml
 import tsq.engines.refine
 import tsq.engines.train
 import tsq.study.objective
-from objectives.tokensqueeze import TrialContext, run_trial
+from objectives.tokensqueeze.config import TrialParams
+from objectives.tokensqueeze.trial import TrialContext, run_trial
 from tsq.cache import Cache
-from tsq.config.spec import TrialParams, load_spec
 from tsq.engines.generation.base import BackendClosedError, BackendLifecycle, SamplingSettings
 from tsq.engines.generation.hf import HFBackend
+from tsq.recipe import load_spec
 from tsq.study.objective import TrialObjective
 from tsq.study.tracking import Tracker
 

@@ -1,4 +1,5 @@
-"""The GPU memory and time plan (tsq/engines/gpu_plan.py, objectives/tokensqueeze_plan.py) against hand-computed
+"""The GPU memory and time plan (tsq/engines/gpu_plan.py, objectives/tokensqueeze/plan.py) against
+hand-computed
 values, on the model configs tsq ships for the two real-model specs; `tsq sweep check` prints it; the docs
 show what it prints."""
 
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from objectives.tokensqueeze_plan import check_gpu_plan, gpu_plan
-from tsq.config.spec import Spec, load_spec
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+from objectives.tokensqueeze.plan import check_gpu_plan, gpu_plan
 from tsq.engines.gpu_plan import (
     CUDA_CONTEXT,
     H100_80GB,
@@ -26,6 +27,7 @@ from tsq.engines.gpu_plan import (
     shipped_config,
     training_items,
 )
+from tsq.recipe import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = {size: ROOT / "sweeps" / f"math500-r1-distill-qwen-{size}.yaml" for size in ("1.5b", "7b")}

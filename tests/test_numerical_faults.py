@@ -23,9 +23,10 @@ from optuna.trial import TrialState
 from peft.tuners.lora import LoraLayer
 from typer.testing import CliRunner
 
-from objectives.tokensqueeze import TrialContext, TrialResult, run_trial
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+from objectives.tokensqueeze.config import TrialParams
+from objectives.tokensqueeze.trial import TrialContext, TrialResult, run_trial
 from tsq.cli.main import app
-from tsq.config.spec import Spec, TrialParams
 
 REPO = Path(__file__).resolve().parents[1]
 __all__ = ["TrialContext", "faulty_trial", "nan_objective_trial"]  # the programs the studies load

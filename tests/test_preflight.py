@@ -1,5 +1,5 @@
-"""`tsq sweep check`'s selection pre-flight (tsq.study.preflight): counts on hand-made samples, and the CLI
-before any sample is cached and on cached samples that give no pairs."""
+"""`tsq sweep check`'s selection pre-flight (objectives.tokensqueeze.selection_check): counts on hand-made
+samples, and the CLI before any sample is cached and on cached samples that give no pairs."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import yaml
 from test_check import _put_samples
 
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+from objectives.tokensqueeze.selection_check import summarize
 from tsq.cache import Cache
-from tsq.config.spec import Spec
 from tsq.data.traces import Response
-from tsq.study.preflight import summarize
 
 
 def _r(n: int, correct: bool, finish: str = "stop") -> Response:

@@ -22,9 +22,10 @@ import torch
 from tokenizers import AddedToken
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from objectives.tokensqueeze import TrialContext, run_trial
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+from objectives.tokensqueeze.config import TrialParams
+from objectives.tokensqueeze.trial import TrialContext, run_trial
 from tsq.cache import Cache
-from tsq.config.spec import Spec, TrialParams
 from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
 from tsq.data.problems import Problem

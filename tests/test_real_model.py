@@ -23,10 +23,11 @@ import pytest
 import torch
 import yaml
 
-from objectives.tokensqueeze import TrialContext, run_trial
+from objectives.tokensqueeze.config import TrialParams
+from objectives.tokensqueeze.trial import TrialContext, run_trial
 from tsq.cache import Cache
-from tsq.config.spec import TrialParams, load_spec
 from tsq.data.reasoning import reasoning_parts
+from tsq.recipe import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "sweeps" / "smollm2-135m-cpu.yaml"
@@ -148,9 +149,9 @@ def test_two_trial_sweep_and_its_report(vllm_trial) -> None:
 
 
 def test_step_splitting_and_kl_rows_on_its_own_outputs(vllm_trial) -> None:
+    from objectives.tokensqueeze.check import load_cached_candidates, load_cached_inputs
     from tsq.engines.models import load_causal_lm, load_tokenizer
     from tsq.engines.refine import KL_NOISE_FLOOR, _plan, encode_prefix, measure_kl_noise_floor
-    from tsq.study.check import load_cached_candidates, load_cached_inputs
 
     spec = load_spec(vllm_trial[0] / "smollm2-vllm.yaml")
     cache = Cache(spec.cache_dir)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tsq.cache import Cache
-from tsq.config.spec import RefinementSpec
+from tsq.config.pipeline import RefinementSpec
 from tsq.data.tiny_world import ChainProblem
 from tsq.engines.candidate_store import CACHE_STAGE, load_candidates, store_candidates
 from tsq.engines.generation.base import Completion

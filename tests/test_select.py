@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tsq.config.spec import SelectionSpec
+from tsq.config.pipeline import SelectionSpec
 from tsq.data.traces import Response
 from tsq.method.select import Pair, adaptive_quantile, build_pairs, k_table, n_positives, select_pairs
 

@@ -1,6 +1,7 @@
 """The one-knob sensitivity specs (sweeps/sensitivity-*.yaml) and the paper ablations extend the quickstart:
 its pipeline, one knob varied over the quickstart's own search range end to end, the others at the paper's
-point (tsq.config.knobs: `default_value`), read from the registry rather than copied here. No model is loaded."""
+point (tsq.config.knobs: `default_value`), read from the registry rather than copied here. No model is
+loaded."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tsq.config.knobs import KNOBS, default_value
+from objectives.tokensqueeze.config import KNOBS
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+from tsq.config.knobs import default_value
 from tsq.config.space import Categorical, FloatRange, grid_values
-from tsq.config.spec import INHERITED, Spec, load_spec
+from tsq.config.spec import inherited
 from tsq.method.select import n_positives
+from tsq.recipe import load_spec
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 QUICKSTART = load_spec(SWEEPS / "quickstart.yaml")
@@ -23,7 +27,7 @@ TOKENSQUEEZE_KNOBS = ("alpha", "epsilon", "lambda", "eta")
 
 
 def _same_pipeline(spec: Spec, but: tuple[str, ...] = ()) -> None:
-    for section in INHERITED:
+    for section in inherited(Spec):
         if section not in but:
             assert getattr(spec, section) == getattr(QUICKSTART, section), section
 

@@ -16,8 +16,9 @@ from optuna.trial import TrialState
 from programs import synthetic_spec
 from tqdm import tqdm
 
-from tsq.config.spec import Spec, TrialParams, load_spec
-from tsq.recipe import TrialContext, TrialResult
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+from objectives.tokensqueeze.config import TrialParams
+from tsq.recipe import TrialContext, TrialResult, load_spec
 from tsq.signals import exit_if_stopping, sigterm_as_exit
 from tsq.study.objective import TrialObjective
 from tsq.study.storage import open_storage, parse_storage_url

@@ -7,9 +7,10 @@ from pathlib import Path
 import optuna
 import pytest
 
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
 from tsq.config.space import Categorical, FloatRange, IntRange, contains, grid_values
-from tsq.config.spec import Spec, load_spec
 from tsq.errors import UserError
+from tsq.recipe import load_spec
 from tsq.study.params import apply_params, default_point
 from tsq.study.sampler import build_sampler
 

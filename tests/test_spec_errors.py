@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsq.config.spec import load_spec
 from tsq.errors import UserError
+from tsq.recipe import load_spec
 
 BASE = {
     "name": "t",

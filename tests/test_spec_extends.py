@@ -1,4 +1,5 @@
-"""`extends:` in spec files (tsq.config.spec.load_spec): the base's pipeline sections are inherited and the child's
+"""`extends:` in spec files (tsq.config.spec.load_spec): the base's pipeline sections are inherited and the
+child's
 merge over them key by key; `name` and `study` never are; chains resolve; cycles, missing and non-mapping
 bases are one-line UserErrors naming the child file and its `extends` field."""
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tsq.config.spec import INHERITED, Spec, load_spec, merge_sections
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+from tsq.config.spec import inherited, merge_sections
 from tsq.errors import UserError
+from tsq.recipe import load_spec
 
 BASE = """\
 name: base
@@ -89,7 +92,7 @@ def test_name_and_study_are_not_inherited(tmp_path: Path) -> None:
 
 def test_inherited_is_every_section_but_name_and_study() -> None:
     # a section added to Spec is inherited unless someone decides otherwise here
-    assert set(INHERITED) == set(Spec.model_fields) - {"name", "study"}
+    assert set(inherited(Spec)) == set(Spec.model_fields) - {"name", "study"}
 
 
 def test_a_chain_resolves_nearest_first_and_paths_are_relative_to_each_file(tmp_path: Path) -> None:

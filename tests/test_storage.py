@@ -17,8 +17,8 @@ from pg import PASSWORD, PgServer, postgres_server  # noqa: F401  (session fixtu
 from proxy import storage_proxy
 from tqdm import tqdm
 
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
 from tsq.config.space import HeartbeatSpec
-from tsq.config.spec import Spec
 from tsq.errors import UserError
 from tsq.study.storage import StorageURL, load_study, mask_url, open_storage, parse_storage_url, scrub_argv
 from tsq.study.worker import _run_trials

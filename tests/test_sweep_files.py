@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tsq.config.spec import load_spec
 from tsq.data.sources import resolve_split
+from tsq.recipe import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from trl import DPOConfig, DPOTrainer
 
 from tsq.cache import Cache
-from tsq.config.spec import TrainingSpec
+from tsq.config.pipeline import TrainingSpec
 from tsq.data.tiny_world import TraceStyle, generate_trace, random_problem
 from tsq.engines import train as train_module
 from tsq.engines.models import model_fingerprint

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from objectives.tokensqueeze import TrialContext, reference_cover, run_trial
+from objectives.tokensqueeze.config import TrialParams
+from objectives.tokensqueeze.trial import TrialContext, reference_cover, run_trial
 from tsq.cache import Cache
-from tsq.config.spec import TrialParams, load_spec
 from tsq.data.traces import Response
 from tsq.method.select import Pair
+from tsq.recipe import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

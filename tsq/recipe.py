@@ -1,22 +1,29 @@
-"""The trial-program contract, owned by the library: what a program gets (`TrialContext`), what it returns
-(`TrialResult`), and the `TrialProgram` protocol it implements. `study.program` names one as
-`module:function`; the study runner and `tsq trial run` both load it with `load_program`.
+"""The recipe contract, owned by the library: what a method declares (`Recipe`), what a trial gets
+(`TrialContext`) and returns (`TrialResult`), and what its knob check says (`Finding`).
 
-`objectives/tokensqueeze.py` is the default program. A program never reads `spec.study`: what it needs to
-know of the study (how far each knob ranges, for study-wide caching) comes in `TrialContext.scope`.
+A recipe declares its spec model (the core spec plus its own sections, its knobs and its default search), its
+preflight, its knob check and study-wide plan, its warm-up, the engine a worker keeps for it, and its trial;
+and nothing else. `study.program` names one as `module:object`; a plain trial function (`module:function`,
+`fn(spec, spec.params, ctx) -> TrialResult`) is the simplest recipe (`FunctionRecipe`). The study runner, the
+CLI and `load_spec` all reach the method through `load_recipe`. TokenSqueeze is objectives/tokensqueeze/.
+
+A trial never reads `spec.study`: what it needs to know of the study (how far each knob ranges, for
+study-wide caching) comes in `TrialContext.scope`.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from tsq.cache import Cache
-from tsq.config.space import Categorical, FloatRange, IntRange, StudySpec
-from tsq.config.spec import Spec, TrialParams
+from tsq.config.pipeline import PlainSpec
+from tsq.config.space import DEFAULT_RECIPE, Categorical, FloatRange, IntRange, Range, StudySpec, range_grid
+from tsq.config.spec import Spec, read_spec
 from tsq.data.loading import Split
 from tsq.engines.generation.base import Backend
 from tsq.errors import UserError
@@ -81,7 +88,8 @@ class TrialContext:
         "eval"  # the split the trial is evaluated on ("test": the held-out split of `sweep confirm`)
     )
     # The study's max_accuracy_drop when the early stop is on (a constraint is set, no --no-early-stop): the
-    # program may then evaluate in stages and stop a trial that violates it (tsq/method/early_stop.py). None: off.
+    # program may then evaluate in stages and stop a trial that violates it (tsq/method/early_stop.py). None:
+    # off.
     early_stop_max_drop: float | None = None
 
 
@@ -106,37 +114,186 @@ class TrialResult:
         return out
 
 
-class TrialProgram(Protocol):
-    """One trial: train and evaluate at `params`; raise `tsq.errors.TrialFailed` when no meaningful result
-    can come out (the trial is then recorded FAIL with the reason)."""
-
-    def __call__(self, spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult: ...
+State = Literal["live", "inert", "moot", "unknown"]
 
 
-class WarmableProgram(TrialProgram, Protocol):
-    """A program whose parameter-independent stages can run ahead of any trial (`tsq cache warm`): it has a
-    `warm` attribute, `warm(spec, ctx) -> summary`, that fills the cache every trial of the study reads."""
+@dataclass(frozen=True)
+class Finding:
+    """What `tsq sweep check` says about one searched knob:
+    - **live**: two values of its range give trials different inputs (pairs, refined texts, a loss term, ...);
+    - **inert**: every value of its range gives the same trial;
+    - **moot**: a setting of another knob removes the term the knob acts on;
+    - **unknown**: the answer needs data that is not cached yet."""
 
-    warm: Callable[[Spec, TrialContext], dict[str, Any]]
+    knob: str
+    state: State
+    reason: str  # one line; for an inert or moot knob it carries the remedy
+    distinct: int | None = None  # distinct trial inputs across the range
+    warnings: tuple[str, ...] = ()  # e.g. a range below a noise floor, a choice equal to another
+
+    @property
+    def live(self) -> bool | None:
+        return None if self.state == "unknown" else self.state == "live"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "live": self.live,
+            "distinct": self.distinct,
+            "reason": self.reason,
+            "warnings": list(self.warnings),
+        }
+
+    def line(self) -> str:
+        return f"{self.knob}: {self.state}: {self.reason}"
 
 
-def warm_hook(program: TrialProgram, path: str) -> Callable[[Spec, TrialContext], dict[str, Any]]:
-    """The program's warm-up; UserError when it has none."""
-    warm = getattr(program, "warm", None)
-    if not callable(warm):
-        raise UserError(f"study.program: {path} has no warm-up (a `warm` attribute); nothing to warm")
-    return warm
+def plain_finding(name: str, entry: Range) -> Finding:
+    """A knob the recipe knows nothing more of: live unless its range holds one value."""
+    values = range_grid(entry)
+    span = span_of(entry)
+    if len(values) < 2 or (not isinstance(entry, Categorical) and entry.low == entry.high):
+        return Finding(
+            name, "inert", f"the range {span} holds one value; fix it in study.search or widen it", 1
+        )
+    if isinstance(entry, Categorical):
+        return Finding(name, "live", f"{len(values)} choices {span}", len(values))
+    return Finding(name, "live", f"{len(values)} grid values over {span}")
 
 
-def load_program(path: str) -> TrialProgram:
-    """`module:function`, e.g. `objectives.tokensqueeze:run_trial`."""
-    module_name, _, func_name = path.partition(":")
-    if not module_name or not func_name:
-        raise UserError(f"study.program: {path!r} is not module:function")
+def span_of(entry: Range) -> str:
+    if isinstance(entry, Categorical):
+        return "{" + ", ".join(map(str, entry.choices)) + "}"
+    return f"[{fmt_value(entry.low)}, {fmt_value(entry.high)}]"
+
+
+def fmt_value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@dataclass
+class CheckReport:
+    """A recipe's `tsq sweep check`: one finding per searched knob, in `study.search` order, and what else the
+    method checks (its own lines and JSON sections, and the warnings a launch logs)."""
+
+    findings: dict[str, Finding]
+    lines: list[str] = field(default_factory=list)  # printed after the findings
+    sections: dict[str, Any] = field(default_factory=dict)  # `--json`: beside "knobs"
+    launch_warnings: list[str] = field(default_factory=list)  # besides the knobs that are not live
+
+    def to_json(self) -> dict[str, Any]:
+        return {"knobs": {name: f.to_json() for name, f in self.findings.items()}, **self.sections}
+
+
+@runtime_checkable
+class Recipe(Protocol):
+    """A method, as the library sees it. `RecipeBase` gives each part a default."""
+
+    @property
+    def spec_model(self) -> type[Spec]:
+        """The core spec plus the method's sections, knobs and default search."""
+        ...
+
+    def preflight(self, spec: Spec) -> None:
+        """Before a launch writes anything: refuse bad input with one UserError line."""
+
+    def check(
+        self, spec: Spec, cache: Cache | None, *, source: str = "", gpu: str = "h100", launch: bool = False
+    ) -> CheckReport:
+        """`tsq sweep check` (and the warnings of `sweep launch`, `launch=True`): from the spec and the
+        cache only; never loads, builds or downloads a model. `source`: the spec file, for the lines' advice;
+        `gpu`: the GPU a memory plan is for."""
+        ...
+
+    def warm(self, spec: Spec, ctx: TrialContext) -> dict[str, Any]:
+        """`tsq cache warm`: fill the study-wide cache before any trial; a summary of cache use."""
+        ...
+
+    def open_engine(self, spec: Spec) -> Backend | None:
+        """The generation engine a worker keeps across trials (None: the recipe needs none)."""
+        ...
+
+    def run(self, spec: Spec, ctx: TrialContext) -> TrialResult:
+        """One trial at the point the spec holds; raise `tsq.errors.TrialFailed` when no meaningful result can
+        come out (the trial is then recorded FAIL with the reason)."""
+        ...
+
+
+class RecipeBase:
+    """Defaults for every part of a recipe but its trial: no preflight, every knob judged by its range alone,
+    no warm-up, no engine kept."""
+
+    spec_model: type[Spec] = PlainSpec
+
+    def preflight(self, spec: Spec) -> None:
+        return None
+
+    def check(
+        self, spec: Spec, cache: Cache | None, *, source: str = "", gpu: str = "h100", launch: bool = False
+    ) -> CheckReport:
+        return CheckReport({name: plain_finding(name, entry) for name, entry in spec.study.searched.items()})
+
+    def warm(self, spec: Spec, ctx: TrialContext) -> dict[str, Any]:
+        raise UserError(f"study.program: {spec.study.program} has no warm-up; nothing to warm")
+
+    def open_engine(self, spec: Spec) -> Backend | None:
+        return None
+
+    def run(self, spec: Spec, ctx: TrialContext) -> TrialResult:
+        raise NotImplementedError
+
+
+TrialFunction = Callable[[Any, Any, TrialContext], TrialResult]
+
+
+class FunctionRecipe(RecipeBase):
+    """A plain trial function as a recipe: `fn(spec, spec.params, ctx)`, on `spec_model` (default
+    `PlainSpec`: the pipeline sections and a free `params` mapping, every searched name a knob of its own)."""
+
+    def __init__(self, fn: TrialFunction, spec_model: type[Spec] = PlainSpec) -> None:
+        self.fn = fn
+        self.spec_model = spec_model
+
+    def run(self, spec: Spec, ctx: TrialContext) -> TrialResult:
+        return self.fn(spec, getattr(spec, "params", None), ctx)
+
+
+@functools.cache
+def load_recipe(path: str) -> Recipe:
+    """`module:object` (a Recipe) or `module:function` (a plain trial function), e.g.
+    `objectives.tokensqueeze:recipe`; UserError naming `study.program` when it cannot be loaded."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise UserError(f"study.program: {path!r} is not module:object")
     try:
-        program = getattr(importlib.import_module(module_name), func_name)
+        found = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise UserError(f"study.program: cannot load {path} ({exc})") from None
-    if not callable(program):
-        raise UserError(f"study.program: {path} is not callable")
-    return program
+    if isinstance(found, Recipe):
+        return found
+    if callable(found) and not isinstance(found, type):
+        return FunctionRecipe(found)
+    raise UserError(f"study.program: {path} is neither a recipe nor a trial function")
+
+
+def recipe_of(spec: Spec) -> Recipe:
+    return load_recipe(spec.study.program)
+
+
+def _model_of(raw: dict[str, Any]) -> type[Spec]:
+    study = raw.get("study")
+    program = study.get("program", DEFAULT_RECIPE) if isinstance(study, dict) else DEFAULT_RECIPE
+    if not isinstance(program, str):
+        raise UserError(f"study.program: {program!r} is not module:object")
+    return load_recipe(program).spec_model
+
+
+def load_spec(path: Path | str) -> Spec:
+    """Read and validate a spec file with its recipe's spec model (`study.program`; default TokenSqueeze);
+    raises UserError with one line naming the file and field."""
+    try:
+        return read_spec(path, _model_of)
+    except UserError as err:
+        if str(err).startswith("study.program"):
+            raise UserError(f"{path}: {err}") from None
+        raise

@@ -11,7 +11,8 @@ from rich.table import Table
 
 from tsq.cache import Cache, cache_dir_of
 from tsq.cli.console import make_console
-from tsq.config.spec import Spec, load_spec
+from tsq.config.spec import Spec
+from tsq.recipe import load_spec
 from tsq.signals import sigterm_as_exit
 
 

@@ -32,18 +32,16 @@ def warm(spec: Path = typer.Argument(..., help="sweep spec YAML")) -> None:
     import tempfile
 
     from tsq.cache import cache_dir_of
-    from tsq.config.spec import load_spec
-    from tsq.recipe import TrialContext, load_program, scope_of, warm_hook
+    from tsq.recipe import TrialContext, load_spec, recipe_of, scope_of
     from tsq.signals import sigterm_as_exit
 
     loaded = load_spec(spec)
-    program = load_program(loaded.study.program)
-    hook = warm_hook(program, loaded.study.program)
+    recipe = recipe_of(loaded)
     with tempfile.TemporaryDirectory(prefix="tsq-warm-") as work, sigterm_as_exit():
         ctx = TrialContext(
             cache=Cache(cache_dir_of(loaded.cache_dir)), out_dir=Path(work), scope=scope_of(loaded.study)
         )
-        summary = hook(loaded, ctx)
+        summary = recipe.warm(loaded, ctx)
     table = Table(title=f"cache warmed for {spec}")
     for column in ("stage", "hits", "misses"):
         table.add_column(column)

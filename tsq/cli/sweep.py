@@ -13,7 +13,7 @@ from rich.table import Table
 
 from tsq.cli import check
 from tsq.cli.console import make_console
-from tsq.config.spec import load_spec
+from tsq.recipe import load_spec
 from tsq.study.storage import load_study, scrub_argv
 from tsq.study.tracking import TrackerKind
 

@@ -1,21 +1,26 @@
 """The spec's `study:` section: search space, objectives, constraint, sampler, budgets, heartbeats.
 
-Validated with pydantic (extra keys forbidden). Knob names come from `tsq.config.knobs.KNOBS`, metric names and
-directions from `tsq.method.metrics.METRICS`. Whether each value a range can produce (low, high, each choice, a
-fixed value) is a valid setting of its knob is checked by `tsq.config.spec.Spec`, which applies it to the spec's
-own section: the bounds live in one place (tsq/config/spec.py) and are never copied here.
+Validated with pydantic (extra keys forbidden). Metric names and directions come from
+`tsq.method.metrics.METRICS`; knob names, kinds and the default search from the recipe's spec model
+(`tsq.config.spec.Spec.knobs`), which validates them. Whether each value a range can produce (low, high,
+each choice, a fixed value) is a valid setting of its knob is checked by `tsq.config.spec.Spec`, which applies
+it to the spec's own section: the bounds live in one place (the section's model) and are never copied here.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from tsq.config.knobs import KNOBS
 from tsq.method.metrics import METRICS
+
+# The default method (a string, never imported by the library: tsq.recipe loads it)
+DEFAULT_RECIPE = "objectives.tokensqueeze:recipe"
 
 
 class _Model(BaseModel):
@@ -88,6 +93,12 @@ class Objective(_Model):
 class Constraint(_Model):
     # Feasible trials keep accuracy >= baseline accuracy - max_accuracy_drop (fractions, 0.02 = 2 points).
     max_accuracy_drop: Annotated[float, Field(ge=0)]
+    # the metric it bounds: the paired change of accuracy against the baseline (tsq.method.metrics)
+    metric: ClassVar[str] = "accuracy_delta"
+
+    def value(self, metrics: Mapping[str, Any]) -> float:
+        """Optuna's constraint value for a trial's metrics: feasible when <= 0."""
+        return -float(metrics[self.metric]) - self.max_accuracy_drop
 
 
 class SamplerSpec(_Model):
@@ -135,15 +146,6 @@ class WandbSpec(_Model):
     entity: str | None = None
 
 
-def _default_search() -> dict[str, SearchEntry]:
-    return {
-        "alpha": FloatRange(low=0.05, high=0.5),
-        "epsilon": FloatRange(low=1e-4, high=0.05, log=True),
-        "lambda": FloatRange(low=0.0, high=2.0),
-        "eta": FloatRange(low=0.0, high=1.0),
-    }
-
-
 def _default_objectives() -> list[Objective]:
     return [Objective(metric="accuracy"), Objective(metric="len_all")]
 
@@ -151,17 +153,21 @@ def _default_objectives() -> list[Objective]:
 class StudySpec(_Model):
     name: str | None = None  # default: the spec's name
     storage: str | None = None  # default: SQLite under $TSQ_HOME (see tsq.study.storage)
-    search: dict[str, SearchEntry] = Field(default_factory=_default_search)
+    # empty: the recipe's default search (its spec model's `default_search`), filled in by
+    # tsq.config.spec.Spec
+    search: dict[str, SearchEntry] = Field(default_factory=dict)
     objectives: Annotated[list[Objective], Field(min_length=1)] = Field(default_factory=_default_objectives)
     constraint: Constraint | None = None
     # With a constraint: evaluate in stages (evaluation.stages) and stop a trial, recorded infeasible, once a
-    # test shows it violates the constraint (tsq/method/early_stop.py); `tsq sweep launch --no-early-stop`: False.
+    # test shows it violates the constraint (tsq/method/early_stop.py); `tsq sweep launch --no-early-stop`:
+    # False.
     early_stop: bool = True
     sampler: SamplerSpec = SamplerSpec()
     # Target number of COMPLETE trials in the study (a relaunch continues up to it, it does not add more).
     n_trials: Annotated[int, Field(gt=0)] | None = 20
     timeout: Annotated[float, Field(gt=0)] | None = None  # seconds per launch
-    program: str = "objectives.tokensqueeze:run_trial"  # the trial program, module:function
+    # the method: a recipe (module:object, tsq.recipe.Recipe) or a plain trial function (module:function)
+    program: str = DEFAULT_RECIPE
     enqueue_defaults: bool = True
     max_consecutive_failures: Annotated[int, Field(gt=0)] = 5  # a worker stops after this many in a row
     heartbeat: HeartbeatSpec = HeartbeatSpec()
@@ -233,16 +239,9 @@ def _error(loc: tuple[str | int, ...], msg: str, value: Any) -> InitErrorDetails
 
 
 def _check_entry(name: str, entry: SearchEntry) -> list[InitErrorDetails]:
+    """A range's own consistency; whether `name` is a knob of the recipe, and of which kind, is the spec
+    model's check (tsq.config.spec.Spec)."""
     loc: tuple[str, ...] = ("search", name)
-    knob = KNOBS.get(name)
-    if knob is None:
-        return [_error(loc, f"not a searchable parameter (one of: {', '.join(KNOBS)})", name)]
-    if knob.kind == "categorical" and isinstance(entry, FloatRange | IntRange):
-        return [
-            _error((*loc, "type"), "this parameter takes categorical choices or a fixed value", entry.type)
-        ]
-    if knob.kind == "int" and isinstance(entry, FloatRange):
-        return [_error((*loc, "type"), "this parameter is an integer: use type: int", "float")]
     errors: list[InitErrorDetails] = []
     if isinstance(entry, FloatRange | IntRange):
         if entry.low > entry.high:
@@ -313,3 +312,24 @@ def contains(entry: Range, value: float | int | str) -> bool:
         return True
     k = (value - entry.low) / entry.step
     return abs(k - round(k)) < 1e-9
+
+
+def range_grid(entry: Range, n: int = 16) -> list[Any]:
+    """`n` values spread over a range, ends included (log-spaced on a log range; on a range with a step, its
+    grid values, thinned evenly to `n`); a categorical's choices."""
+    if isinstance(entry, Categorical):
+        return list(entry.choices)
+    if entry.step is not None and not entry.log:
+        values = grid_values(entry)
+        if len(values) <= n:
+            return values
+        picks = sorted({round(i * (len(values) - 1) / (n - 1)) for i in range(n)})
+        return [values[i] for i in picks]
+    if entry.low == entry.high:
+        return [entry.low]
+    space = np.geomspace if entry.log else np.linspace
+    values = [float(v) for v in space(entry.low, entry.high, n)]
+    values[0], values[-1] = entry.low, entry.high  # exact ends (geomspace rounds them)
+    if isinstance(entry, IntRange):
+        return sorted({round(v) for v in values})
+    return values

@@ -1,11 +1,13 @@
-"""The sweep spec (`sweeps/*.yaml`): validated with pydantic; errors name the field.
+"""The core of the sweep spec (`sweeps/*.yaml`): validated with pydantic; errors name the field.
 
-One spec drives everything: `tsq baseline`, `tsq trial run` and `tsq sweep launch`. Sections:
-model, data, sampling (self-samples for training), evaluation, selection (α acts there), refinement (ε),
-training (λ, η, β), params (the default trial point), and the study sections (search, objectives, ...).
+One spec drives everything: `tsq baseline`, `tsq trial run` and `tsq sweep launch`. The library owns the
+sections every method shares: name, model, data, cache_dir and the study section (search, objectives, ...).
+A recipe's spec model extends `Spec` with the method's own sections and declares its knobs
+(`Spec.knobs`); TokenSqueeze's is objectives/tokensqueeze/config.py, over the pipeline components' sections
+of tsq/config/pipeline.py. `tsq.recipe.load_spec` picks the model by the spec's `study.program`.
 
 Inheritance: `extends: base.yaml` (a path relative to the spec file's folder) takes the base's pipeline
-sections (`INHERITED`: every Spec field but name and study: model, data, sampling, ..., params, cache_dir)
+sections (`inherited(model)`: every field but name and study: model, data, sampling, ..., params, cache_dir)
 and merges the child's over them key by key, recursively: a mapping in the child merges into the base's, a
 scalar, list or null replaces it. `name` and `study` are never inherited: a spec extends the pipeline, not
 the experiment (a study section merged into another would mix two search spaces). The base is a spec of its
@@ -16,22 +18,22 @@ one-line UserError naming the child file and its `extends` field.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from tsq.config.knobs import KNOBS
-from tsq.config.space import StudySpec, bounding_values
+from tsq.config.knobs import Knob
+from tsq.config.space import FloatRange, IntRange, SearchEntry, StudySpec, bounding_values
 from tsq.errors import UserError
-from tsq.method.early_stop import check_fractions
-from tsq.method.losses import DEFAULT_LOSS, LossName
-from tsq.method.select import DEFAULT_VARIANT, VariantName
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A spec section: unknown keys refused, frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -39,7 +41,7 @@ class _Section(BaseModel):
 TinyVariant = Literal["default", "test"]
 
 
-class ModelSpec(_Section):
+class ModelSpec(Section):
     # "tiny" is the built-in tiny reasoning model (shipped with tsq, tsq/assets/); anything else is an HF hub
     # id or a local model directory.
     path: str = "tiny"
@@ -50,7 +52,7 @@ class ModelSpec(_Section):
     download: bool = False
 
 
-class SplitSpec(_Section):
+class SplitSpec(Section):
     # HF sources: a split name of data.source, or a local .json/.jsonl/.parquet file holding this split;
     # unset: "train" / "test" for hub ids, the file itself for a local source. The tiny world uses train/eval.
     split: str | None = None
@@ -58,7 +60,7 @@ class SplitSpec(_Section):
     ids: list[str] | None = None  # explicit problem ids
 
 
-class DataSpec(_Section):
+class DataSpec(Section):
     source: str = "tiny"  # "tiny", an HF hub id, or a local .json/.jsonl/.parquet file
     format: Literal["auto", "tiny", "math500", "gsm8k", "aime"] = "auto"
     config: str | None = None  # HF dataset config name (e.g. "main" for openai/gsm8k)
@@ -75,147 +77,96 @@ class DataSpec(_Section):
     max_steps: Annotated[int, Field(ge=1)] = 4
 
 
-class SamplingSpec(_Section):
-    backend: Literal["hf", "vllm"] = "hf"
-    n: Annotated[int, Field(gt=0)] = 8
-    temperature: Annotated[float, Field(ge=0)] = 0.6
-    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
-    max_new_tokens: Annotated[int, Field(gt=0)] = 256
-    batch_size: Annotated[int, Field(gt=0)] = 64
-    seed: int = 0
-    # vLLM only (see "GPU memory plan" in docs/real-models.md). The share of the GPU's memory the engine
-    # takes (weights + KV cache), and the longest prompt + response it serves (None: the model's own
-    # limit; keep it above the longest prompt plus the larger of the two max_new_tokens).
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
-    max_model_len: Annotated[int, Field(gt=0)] | None = None
-    # vLLM on CUDA: the engine sleeps (weights to CPU RAM, KV cache dropped) while refinement scoring, the
-    # reference pass and training use the GPU, and checks a greedy probe when it wakes. Ignored on CPU.
-    sleep_mode: bool = True
+class Spec(Section):
+    """The sections every method shares. A recipe's spec model subclasses it with its own sections and
+    declares its knobs and default search; the library reads knobs only through `knob`."""
 
+    # the recipe's knobs (what `study.search` may name) and the search a spec without one gets
+    knobs: ClassVar[Mapping[str, Knob]] = {}
+    default_search: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
-class EvaluationSpec(_Section):
-    n: Annotated[int, Field(gt=0)] = 8  # samples per eval problem (paper: 16)
-    temperature: Annotated[float, Field(ge=0)] = 0.6
-    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
-    max_new_tokens: Annotated[int, Field(gt=0)] = 256
-    budget: Annotated[int, Field(gt=0)] = 128  # token budget B of the budgeted AUC
-    seed: int = 1234
-    bootstrap: Annotated[int, Field(gt=0)] = 2000  # resamples for the accuracy-delta CI
-    # Staged evaluation (tsq/method/early_stop.py): cumulative fractions of the eval problems, increasing, the last
-    # 1.0. Used only when a study constraint is set and the early stop is on (study.early_stop).
-    stages: tuple[float, ...] = (0.25, 0.5, 1.0)
-
-    @model_validator(mode="after")
-    def _check_stages(self) -> EvaluationSpec:
-        check_fractions(self.stages)
-        return self
-
-
-class SelectionSpec(_Section):
-    variant: VariantName = DEFAULT_VARIANT  # the variants: tsq.method.select.SELECTION_VARIANTS
-    max_pairs: Annotated[int, Field(gt=0)] = 64  # M: pairs per problem
-    extra_neg_ratio: Annotated[float, Field(gt=1)] = 1.5
-    # (our reading) k = max(min_positives, ceil(q*c)) when 1 <= c < N; binds only at alpha = 0. 0 = literal
-    min_positives: Annotated[int, Field(ge=0)] = 1
-
-
-class RefinementSpec(_Section):
-    enabled: bool = True
-    k: Annotated[int, Field(gt=0)] = 8  # candidates per step (paper: 64)
-    window: Annotated[int, Field(gt=0)] = 32  # L: KL window in tokens (paper: 512)
-    temperature: Annotated[float, Field(gt=0)] = 1.0
-    max_step_tokens: Annotated[int, Field(gt=0)] = 48
-    # (our reading) KL averaged over the window ("mean", so ε is per token) or summed as written ("sum")
-    kl_reduction: Literal["mean", "sum"] = "mean"
-    batch_size: Annotated[int, Field(gt=0)] = 64
-    seed: int = 0
-    # steps searched per trace, its longest first (None = all); bounds the one-off cost on long traces
-    max_steps_per_trace: Annotated[int, Field(gt=0)] | None = 64
-
-
-class LoraSpec(_Section):
-    r: Annotated[int, Field(gt=0)] = 16
-    alpha: Annotated[int, Field(gt=0)] = 32
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    target_modules: list[str] | str = "all-linear"
-
-
-class TrainingSpec(_Section):
-    loss: LossName = DEFAULT_LOSS  # the variants and their terms: tsq.method.losses.LOSSES
-    beta: Annotated[float, Field(gt=0)] = 0.1
-    learning_rate: Annotated[float, Field(gt=0)] = 2e-4
-    max_steps: Annotated[int, Field(gt=0)] = 100
-    batch_size: Annotated[int, Field(gt=0)] = 32
-    # tokens of prompt + response + EOS; None = derived from the longest prompt + sampling.max_new_tokens + 1
-    # (tsq.engines.train.check_max_length, which also refuses a value too small for them)
-    max_length: Annotated[int, Field(gt=0)] | None = None
-    seed: int = 0
-    gradient_checkpointing: bool = False
-    lora: LoraSpec = LoraSpec()
-
-
-class TrialParams(_Section):
-    """One point of the search space: the four TokenSqueeze knobs."""
-
-    alpha: Annotated[float, Field(ge=0, le=1)] = 0.2
-    epsilon: Annotated[float, Field(gt=0)] = 0.005
-    lam: Annotated[float, Field(ge=0, alias="lambda")] = 1.0
-    eta: Annotated[float, Field(ge=0)] = 0.5
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class Spec(_Section):
     name: str = "tsq"
     model: ModelSpec = ModelSpec()
     data: DataSpec = DataSpec()
-    sampling: SamplingSpec = SamplingSpec()
-    evaluation: EvaluationSpec = EvaluationSpec()
-    selection: SelectionSpec = SelectionSpec()
-    refinement: RefinementSpec = RefinementSpec()
-    training: TrainingSpec = TrainingSpec()
-    params: TrialParams = TrialParams()
     cache_dir: str | None = None  # default: $TSQ_HOME/cache
     # The study section (search space, objectives, sampler, budgets): schema in tsq.config.space.
     study: StudySpec = Field(default_factory=StudySpec)
 
+    @classmethod
+    def knob(cls, name: str) -> Knob | None:
+        """The knob `study.search.<name>` sets, or None when the recipe has none of that name."""
+        return cls.knobs.get(name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_default_search(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or not cls.default_search:
+            return raw
+        study = raw.get("study", {})
+        if isinstance(study, dict) and "search" not in study:
+            return {**raw, "study": {**study, "search": dict(cls.default_search)}}
+        return raw
+
     @model_validator(mode="after")
-    def _check_ranges(self) -> Spec:
+    def _check_search(self) -> Spec:
         if self.data.min_steps > self.data.max_steps:
             raise ValueError("data.min_steps must be <= data.max_steps")
-        errors = [
-            error
-            for name, entry in self.study.search.items()
-            for where, value in bounding_values(entry)
-            if (error := self._setting_error(name, where, value)) is not None
-        ]
+        errors: list[InitErrorDetails] = []
+        for name, entry in self.study.search.items():
+            knob = self.knob(name)
+            if knob is None:
+                known = ", ".join(self.knobs) or "the recipe declares none"
+                errors.append(_study_error((name,), f"not a searchable parameter (one of: {known})", name))
+                continue
+            if (error := _kind_error(knob, entry)) is not None:
+                errors.append(error)
+                continue
+            errors += [
+                error
+                for where, value in bounding_values(entry)
+                if (error := self._setting_error(knob, where, value)) is not None
+            ]
         if errors:
             raise ValidationError.from_exception_data("Spec", errors)
         return self
 
     def _setting_error(
-        self, name: str, where: tuple[str | int, ...], value: object
+        self, knob: Knob, where: tuple[str | int, ...], value: object
     ) -> InitErrorDetails | None:
-        """Whether `value` is a valid setting of knob `name`: applied to the knob's own spec section, so a
-        search range is held to exactly the bounds a spec file is."""
-        knob = KNOBS[name]
+        """Whether `value` is a valid setting of `knob`: applied to the knob's own spec section, so a search
+        range is held to exactly the bounds a spec file is."""
         head, *rest = knob.path
+        section = getattr(self, head)
+        if not isinstance(section, BaseModel):  # a free mapping (a plain function's params): any value
+            return None
         data: object = knob.to_spec(value)
         for key in reversed(rest):
             data = {key: data}
         try:
-            type(getattr(self, head)).model_validate(data)
+            type(section).model_validate(data)
         except ValidationError as err:
-            msg = err.errors()[0]["msg"]
-            return InitErrorDetails(
-                type=PydanticCustomError("study", "{msg}", {"msg": msg}),
-                loc=("study", "search", name, *where),
-                input=value,
-            )
+            return _study_error((knob.name, *where), err.errors()[0]["msg"], value)
         return None
 
 
-def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
+def _study_error(loc: tuple[str | int, ...], msg: str, value: object) -> InitErrorDetails:
+    # "{msg}" template: the message is ours, pydantic must not reinterpret braces in it
+    return InitErrorDetails(
+        type=PydanticCustomError("study", "{msg}", {"msg": msg}), loc=("study", "search", *loc), input=value
+    )
+
+
+def _kind_error(knob: Knob, entry: SearchEntry) -> InitErrorDetails | None:
+    if knob.kind == "categorical" and isinstance(entry, FloatRange | IntRange):
+        return _study_error(
+            (knob.name, "type"), "this parameter takes categorical choices or a fixed value", entry.type
+        )
+    if knob.kind == "int" and isinstance(entry, FloatRange):
+        return _study_error((knob.name, "type"), "this parameter is an integer: use type: int", "float")
+    return None
+
+
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] = Spec) -> str:
     """One line: the first bad field as a dotted path and what is wrong with it.
 
     An unknown key comes first (a misspelt key is also why its real name reads as missing), with the nearest
@@ -226,7 +177,7 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
-        names = _field_names(model or Spec, first["loc"][:-1])
+        names = _field_names(model, first["loc"][:-1])
         if close := difflib.get_close_matches(str(first["loc"][-1]), names, n=1, cutoff=0.6):
             msg += f" (did you mean {close[0]}?)"
     extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -256,19 +207,25 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-# The sections a spec inherits from the spec it `extends`: every field of Spec but the experiment's own
-INHERITED = tuple(name for name in Spec.model_fields if name not in ("name", "study"))
+# Picks the spec model of a raw spec mapping: its recipe's (tsq.recipe.load_spec passes it)
+ModelOf = Callable[[dict[str, Any]], type[Spec]]
 
 
-def load_spec(path: Path | str) -> Spec:
-    """Read and validate a spec file (resolving `extends`); raises UserError with one line naming the file
-    and field."""
+def inherited(model: type[Spec]) -> tuple[str, ...]:
+    """The sections a spec inherits from the spec it `extends`: every field but the experiment's own."""
+    return tuple(name for name in model.model_fields if name not in ("name", "study"))
+
+
+def read_spec(path: Path | str, model_of: ModelOf) -> Spec:
+    """Read and validate a spec file (resolving `extends`) with the model `model_of` picks for it; raises
+    UserError with one line naming the file and field."""
     path = Path(path)
-    raw = _resolve(path, _read_raw(path), ())
+    raw = _resolve(path, _read_raw(path), (), model_of)
+    model = model_of(raw)
     try:
-        return Spec.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
-        raise UserError(format_validation_error(err, str(path))) from None
+        raise UserError(format_validation_error(err, str(path), model)) from None
 
 
 def merge_sections(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
@@ -282,8 +239,8 @@ def merge_sections(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def _resolve(path: Path, raw: dict[str, Any], seen: tuple[Path, ...]) -> dict[str, Any]:
-    """`raw` with its `extends` resolved: the base's INHERITED sections (its own chain resolved first), the
+def _resolve(path: Path, raw: dict[str, Any], seen: tuple[Path, ...], model_of: ModelOf) -> dict[str, Any]:
+    """`raw` with its `extends` resolved: the base's inherited sections (its own chain resolved first), the
     child's merged over them. `seen`: the files of the chain so far, to refuse a cycle."""
     if "extends" not in raw:
         return raw
@@ -297,15 +254,16 @@ def _resolve(path: Path, raw: dict[str, Any], seen: tuple[Path, ...]) -> dict[st
     if base_path.resolve() in chain:
         raise UserError(f"{where}: {ref} is already in this chain of extends (a cycle)")
     try:
-        base = _resolve(base_path, _read_raw(base_path), chain)
+        base = _resolve(base_path, _read_raw(base_path), chain, model_of)
         # the base must be a spec on its own: its errors name it, not the child that merged them in
-        Spec.model_validate(base)
+        base_model = model_of(base)
+        base_model.model_validate(base)
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
     except ValidationError as err:
-        raise UserError(f"{where}: {format_validation_error(err, str(base_path))}") from None
-    inherited = {key: base[key] for key in INHERITED if key in base}
-    return merge_sections(inherited, raw)
+        raise UserError(f"{where}: {format_validation_error(err, str(base_path), base_model)}") from None
+    taken = {key: base[key] for key in inherited(model_of(raw)) if key in base}
+    return merge_sections(taken, raw)
 
 
 def _read_raw(path: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from tsq.cache import Cache, content_key
-from tsq.config.spec import RefinementSpec
+from tsq.config.pipeline import RefinementSpec
 from tsq.method.refinement import TraceCandidates
 
 CACHE_STAGE = "candidates"

@@ -4,8 +4,8 @@ The responses come from `sample_responses`, so evaluation is cached like any sam
 model without adapter) is computed once per sweep, and re-evaluating an unchanged adapter is free.
 An `EvalResult` exposes its per-response table (`records`, `write_records` / `read_records` as JSONL), so
 any later analysis, such as a report rebuilt on another machine, recomputes every metric and interval from
-it (`tsq.method.metrics.ProblemSums.from_records`). `intervals` and `compare` give 95% problem-bootstrap intervals
-(`tsq.method.stats`), paired with the baseline for relative metrics.
+it (`tsq.method.metrics.ProblemSums.from_records`). `intervals` and `compare` give 95% problem-bootstrap
+intervals (`tsq.method.stats`), paired with the baseline for relative metrics.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tsq.cache import Cache
-from tsq.config.spec import EvaluationSpec, Spec
+from tsq.config.pipeline import EvaluationSpec, PipelineSpec
 from tsq.data.loading import Split, load_problem_set
 from tsq.data.traces import Response
 from tsq.engines.generation import backend_from_spec
@@ -48,7 +48,8 @@ class EvalResult:
         return {pid: [r.correct for r in rs] for pid, rs in self.responses.items()}
 
     def records(self) -> list[dict[str, Any]]:
-        """One row per response (`tsq.method.metrics.RECORD_FIELDS`): problem id, sample index, tokens, correct,
+        """One row per response (`tsq.method.metrics.RECORD_FIELDS`): problem id, sample index, tokens,
+        correct,
         finish reason, truncated, difficulty, thinking steps. The text is left out; it stays in the cache."""
         return [
             response_record(pid, j, r, self.difficulty.get(pid))
@@ -104,7 +105,7 @@ def _flatten(estimates: dict[str, Estimate]) -> dict[str, float | None]:
 
 
 def evaluate(
-    spec: Spec,
+    spec: PipelineSpec,
     model_path: Path,
     cache: Cache,
     *,
@@ -126,7 +127,7 @@ def evaluate(
 
 
 def baseline(
-    spec: Spec, cache: Cache, *, backend: Backend | None = None, split: Split = "eval"
+    spec: PipelineSpec, cache: Cache, *, backend: Backend | None = None, split: Split = "eval"
 ) -> EvalResult:
     """The base model (no adapter) on the eval split (or `test`): computed once, then read from the cache."""
     return evaluate(spec, resolve_model(spec.model), cache, backend=backend, split=split)

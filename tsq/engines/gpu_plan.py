@@ -2,7 +2,7 @@
 
 The library's half of a trial program's GPU plan: what one model needs on one GPU in each kind of stage (a
 vLLM engine, an HF forward that scores, a reference pass, LoRA training with checkpointing), and the GPU's
-own figures. A program composes its stages from these (objectives/tokensqueeze_plan.py) and says which one
+own figures. A program composes its stages from these (objectives/tokensqueeze/plan.py) and says which one
 does not fit. Every figure is an estimate from shapes; the assumptions are the constants below, each with
 its source, and the closing line of a plan names the log lines that measure them on a real GPU.
 
@@ -251,7 +251,8 @@ def reference_items(shape: ModelShape, tokens: int, *, dtype_bytes: int = 2) -> 
 def scoring_items(
     shape: ModelShape, rows: int, context: int, row_tokens: int, window: int, *, dtype_bytes: int = 2
 ) -> dict[str, int]:
-    """KL scoring of `rows` rows of `row_tokens` tokens behind a cached `context` (tsq.engines.refine's scheme).
+    """KL scoring of `rows` rows of `row_tokens` tokens behind a cached `context` (tsq.engines.refine's
+    scheme).
 
     The trace's KV cache is expanded to every row (the cache update materialises one copy per row, context
     and row); the window's logits and the KL's temporaries are fp32 [rows, window, vocab] tensors, four at the

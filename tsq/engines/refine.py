@@ -69,7 +69,7 @@ import torch
 from tqdm import tqdm
 
 from tsq.cache import Cache
-from tsq.config.spec import RefinementSpec
+from tsq.config.pipeline import RefinementSpec
 from tsq.data.reasoning import THINK_CLOSE, THINK_OPEN, prompt_opens_think, reasoning_parts
 from tsq.data.traces import STEP_SEPARATOR, join_steps
 from tsq.devices import pick_device, pick_dtype, release_accelerator_memory

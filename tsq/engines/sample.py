@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tsq.cache import Cache, content_key
-from tsq.config.spec import EvaluationSpec, SamplingSpec
+from tsq.config.pipeline import EvaluationSpec, SamplingSpec
 from tsq.data.formatting import format_prompt
 from tsq.data.problems import Grader, ProblemSet
 from tsq.data.reasoning import grade_completion, prompt_opens_think

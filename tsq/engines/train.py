@@ -46,7 +46,7 @@ from trl import DPOConfig
 
 from tsq.cache import Cache, content_key
 from tsq.compat.trl import FencedDPOTrainer
-from tsq.config.spec import TrainingSpec
+from tsq.config.pipeline import TrainingSpec
 from tsq.devices import mixed_precision_flags, pick_device, pick_dtype, release_accelerator_memory
 from tsq.engines.models import load_causal_lm, load_tokenizer, model_fingerprint
 from tsq.errors import TrialFailed, UserError

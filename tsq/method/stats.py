@@ -4,8 +4,8 @@ Why these choices (docs/method.md, "Statistics"):
 - The unit of resampling is the problem. A problem is easy or hard for all its samples, so its responses are
   correlated and an interval over responses would be too narrow.
 - A resample is a weight vector over problems (multinomial counts: how often each problem was drawn), so the
-  metrics of a resample are ratios of weighted per-problem sums (`tsq.method.metrics.ProblemSums`), computed for all
-  resamples at once as (W @ numerator) / (W @ denominator).
+  metrics of a resample are ratios of weighted per-problem sums (`tsq.method.metrics.ProblemSums`), computed
+  for all resamples at once as (W @ numerator) / (W @ denominator).
 - Deltas against the baseline are paired: the trial and the baseline are weighted by the same W, so problem
   difficulty cancels. `p_front` weights every trial and the baseline by the same W (joint resampling).
 - Intervals are 95% percentile intervals of the resampled values. The weights depend only on (number of

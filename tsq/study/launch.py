@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -12,40 +13,48 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from tsq.cache import Cache, cache_dir_of
 from tsq.config.spec import Spec
-from tsq.data.formatting import format_prompt
-from tsq.data.loading import load_problem_set
 from tsq.devices import gpu_assignment, visible_gpus
-from tsq.engines.generation import lora_rank_bound
-from tsq.engines.generation.vllm import vllm_lora_rank
-from tsq.engines.models import load_tokenizer, resolve_model
-from tsq.engines.train import check_max_length
 from tsq.errors import UserError
-from tsq.recipe import load_program
+from tsq.recipe import recipe_of
 from tsq.signals import sigterm_as_exit
-from tsq.study.check import warn_before_launch
 from tsq.study.lifecycle import check_compatible, create_or_load, study_name_of
 from tsq.study.storage import StorageURL, open_storage, parse_storage_url
 from tsq.study.tracking import TrackerKind
 from tsq.study.worker import POLL_S, WorkerReport, run_worker, state_counts
 
+log = logging.getLogger(__name__)
+
 
 def preflight(spec: Spec, storage: StorageURL, name: str) -> None:
-    """Check what a launch needs before anything is written: the model, both problem sets, the storage (it
-    opens; a study of this name must match the spec), `training.max_length` against the longest prompt, and
-    the trial program (a slow import: last). A bad input is then one UserError line and exit 2, not a study
+    """Check what a launch needs before anything is written: the recipe's own preflight (TokenSqueeze: the
+    model, both problem sets, `training.max_length` against the longest prompt) and the storage (it opens; a
+    study of this name must match the spec). A bad input is then one UserError line and exit 2, not a study
     full of failed trials."""
-    model_path = resolve_model(spec.model)
-    train = load_problem_set(spec.data, "train")
-    load_problem_set(spec.data, "eval")
-    tokenizer = load_tokenizer(model_path, trust_remote_code=spec.model.trust_remote_code)
-    prompts = [format_prompt(tokenizer, p) for p in train.problems]
-    check_max_length(spec.training.max_length, prompts, tokenizer, spec.sampling.max_new_tokens)
-    if spec.sampling.backend == "vllm":  # the adapters of every rank the study trains must fit vLLM's slots
-        vllm_lora_rank(lora_rank_bound(spec))
+    recipe_of(spec).preflight(spec)
     if storage.path is None or storage.path.exists():  # a new SQLite/journal file is made only by the launch
         check_compatible(spec, open_storage(storage), name)
-    load_program(spec.study.program)
+
+
+def warn_before_launch(spec: Spec) -> None:
+    """Log the recipe's check: one warning per searched knob that is not live, each finding's warnings, and
+    the recipe's own (TokenSqueeze: a GPU plan that does not fit). Spawned workers (TSQ_WORKER_INDEX) skip
+    it: the launching process has said it once."""
+    if os.environ.get("TSQ_WORKER_INDEX"):
+        return
+    try:
+        report = recipe_of(spec).check(spec, Cache(cache_dir_of(spec.cache_dir)), launch=True)
+    except Exception as exc:  # a report must never stop a launch
+        log.warning("sweep check: could not check the knobs (%s)", exc)
+        return
+    for finding in report.findings.values():
+        if finding.state != "live":
+            log.warning("sweep check: %s", finding.line())
+        for warning in finding.warnings:
+            log.warning("sweep check: %s", warning)
+    for warning in report.launch_warnings:
+        log.warning("sweep check: %s", warning)
 
 
 def launch(

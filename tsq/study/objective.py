@@ -1,4 +1,4 @@
-"""The Optuna objective: sample a point, apply it to the spec, run the trial program, record what it returned
+"""The Optuna objective: sample a point, apply it to the spec, run the recipe's trial, record what it returned
 (metrics with their intervals, per-response records, provenance) in the trial's user attrs and W&B."""
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import optuna
 from tsq.cache import Cache, cache_dir_of
 from tsq.compat.optuna import set_feasibility
 from tsq.config.spec import Spec
-from tsq.engines.generation import backend_from_spec
 from tsq.engines.generation.base import Backend
-from tsq.engines.models import resolve_model
 from tsq.errors import TrialFailed
 from tsq.paths import tsq_home
-from tsq.recipe import TrialContext, TrialResult, TrialSeeds, load_program, scope_of
+from tsq.recipe import TrialContext, TrialResult, TrialSeeds, recipe_of, scope_of
 from tsq.records import TrialRecord, record_baseline, write_trial_record
 from tsq.signals import exit_if_stopping
 from tsq.study.params import apply_params
@@ -31,27 +29,27 @@ log = logging.getLogger(__name__)
 
 
 class TrialObjective:
-    """Optuna objective: sample → apply to the spec → run the trial program → record and return values.
+    """Optuna objective: sample → apply to the spec → run the recipe's trial → record and return values.
 
-    It owns the worker's generation backend: made at the first trial, handed to every trial (each trial's
-    adapter goes in per call), closed by `close()` when the worker ends. A backend that a failed wake-up
-    closed is replaced at the next trial, so that trial does not queue on a half-awake engine.
+    It owns the engine the recipe keeps across trials (TokenSqueeze: its generation backend), made at the
+    first trial, handed to every trial (each trial's adapter goes in per call), closed by `close()` when the
+    worker ends. An engine that a failed wake-up closed is replaced at the next trial, so that trial does not
+    queue on a half-awake engine. A recipe that keeps none gets None.
     """
 
     def __init__(self, spec: Spec, tracker: Tracker, storage_masked: str) -> None:
         self.spec = spec
         self.tracker = tracker
         self.storage_masked = storage_masked
-        self.program = load_program(spec.study.program)
+        self.recipe = recipe_of(spec)
         self.scope = scope_of(spec.study)
         self.cache = Cache(cache_dir_of(spec.cache_dir))
         self.provenance = provenance()
         self._backend: Backend | None = None
 
-    def backend(self) -> Backend:
-        # Trials differ only in α, ε, λ, η and training extras, never in the model or the sampling settings
+    def backend(self) -> Backend | None:
         if self._backend is None or self._backend.closed:
-            self._backend = backend_from_spec(self.spec, resolve_model(self.spec.model))
+            self._backend = self.recipe.open_engine(self.spec)
         return self._backend
 
     def close(self) -> None:
@@ -97,7 +95,7 @@ class TrialObjective:
                     else None
                 ),
             )
-            result = self.program(trial_spec, trial_spec.params, ctx)
+            result = self.recipe.run(trial_spec, ctx)
             objective_values = [result.metrics.get(m) for m in study_cfg.metrics]
             bad = [m for m, v in zip(study_cfg.metrics, objective_values, strict=True) if not _finite(v)]
             if bad:
@@ -143,9 +141,7 @@ class TrialObjective:
         record_baseline(trial.study, record.baseline or {})
         constraint = self.spec.study.constraint
         if constraint is not None:
-            drop = float(result.metrics["accuracy_delta"])
-            # Feasible (<= 0) when accuracy >= baseline accuracy - max_accuracy_drop.
-            value = -drop - constraint.max_accuracy_drop
+            value = constraint.value(result.metrics)  # feasible (<= 0) within the allowed drop
             if early_stop is not None and early_stop.get("stopped"):
                 value = max(value, 1e-9)  # the test showed it violated, so samplers see it infeasible
             set_feasibility(trial, value)  # where optuna-dashboard reads it too (tsq.compat.optuna)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from tsq.config.knobs import KNOBS
+from tsq.config.pipeline import PipelineSpec
 from tsq.config.space import bounding_values
-from tsq.config.spec import Spec
 from tsq.engines.generation.base import Backend
 
 
@@ -27,26 +26,26 @@ def get_backend(name: Literal["hf", "vllm"], model_path: Path, **kwargs: Any) ->
     raise ValueError(f"unknown generation backend {name!r} (expected 'hf' or 'vllm')")
 
 
-def study_values(spec: Spec, path: tuple[str, ...]) -> list[Any]:
+def study_values(spec: PipelineSpec, path: tuple[str, ...]) -> list[Any]:
     """Every value that bounds the spec field at `path` across the spec's study: its own value, and the
-    bounding values (tsq.config.space) of each searched or fixed knob that `tsq.config.knobs` declares on that field."""
+    bounding values (tsq.config.space) of each searched or fixed knob the spec's recipe puts on that field."""
     value: Any = spec
     for key in path:
         value = getattr(value, key)
     values = [value]
-    for knob in KNOBS.values():
-        entry = spec.study.search.get(knob.name)
-        if knob.path == path and entry is not None:
+    for name, entry in spec.study.search.items():
+        knob = type(spec).knob(name)
+        if knob is not None and knob.path == path:
             values += [knob.to_spec(v) for _, v in bounding_values(entry)]
     return values
 
 
-def lora_rank_bound(spec: Spec) -> int:
+def lora_rank_bound(spec: PipelineSpec) -> int:
     """The largest `training.lora.r` a trial of the spec's study trains (vLLM sizes its LoRA slots by it)."""
     return max(int(r) for r in study_values(spec, ("training", "lora", "r")))
 
 
-def backend_from_spec(spec: Spec, model_path: Path, *, progress: bool = True) -> Backend:
+def backend_from_spec(spec: PipelineSpec, model_path: Path, *, progress: bool = True) -> Backend:
     """The backend a spec asks for (`sampling.backend`), with the spec's dtype, batch size and vLLM memory
     settings, its LoRA slots sized for the largest rank the spec's study trains. Close it when done (`with
     backend_from_spec(...) as backend:`)."""

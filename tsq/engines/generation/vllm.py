@@ -5,7 +5,8 @@ vLLM starts an engine process (`VLLM::EngineCore`), so a script that creates thi
 engine process keeps the interpreter from exiting. Construction takes tens of seconds (engine start-up);
 create one backend and reuse it.
 
-Each (prompt, sample) is its own request with n=1 and its own seed (`tsq.engines.generation.base.sample_seed`),
+Each (prompt, sample) is its own request with n=1 and its own seed
+(`tsq.engines.generation.base.sample_seed`),
 so a sample does not depend on the other requests in the engine's batch.
 
 Sleep mode (CUDA only, `sleep_mode=True`): `sleep()` puts the engine to sleep at level 1, which copies the

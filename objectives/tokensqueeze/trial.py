@@ -1,4 +1,4 @@
-"""The default trial program: one reduced TokenSqueeze run for a point (α, ε, λ, η).
+"""TokenSqueeze's trial: one reduced TokenSqueeze run for a point (α, ε, λ, η), straight through.
 
 cached self-samples → selection (α) → refinement (ε) → LoRA DPO-L + SFT (λ, η) → evaluation vs the cached
 baseline. Everything that does not depend on the trial's parameters comes from the cache, so a warm trial
@@ -19,9 +19,10 @@ from typing import Any
 
 from filelock import FileLock
 
-from objectives.tokensqueeze_plan import check_gpu_plan
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+from objectives.tokensqueeze.config import TrialParams
 from tsq.cache import Cache
-from tsq.config.spec import Spec, TrainingSpec, TrialParams
+from tsq.config.pipeline import TrainingSpec
 from tsq.data.formatting import format_prompt
 from tsq.data.loading import load_problem_set
 from tsq.data.traces import Response
@@ -159,11 +160,6 @@ def warm_cache(spec: Spec, ctx: TrialContext) -> dict[str, Any]:
         "reference_sequences_computed": shared.ref_computed,
         "cache": {stage: dict(c) for stage, c in ctx.cache.stage_stats.items()},
     }
-
-
-run_trial.warm = warm_cache  # type: ignore[attr-defined]  # tsq.recipe.WarmableProgram
-# The program's own check before a sweep (`tsq sweep check`, `tsq sweep launch`): its GPU plan
-run_trial.check = check_gpu_plan  # type: ignore[attr-defined]
 
 
 def _shared_key(spec: Spec) -> str:
@@ -347,7 +343,8 @@ def evaluate_staged(
     backend: Backend,
 ) -> tuple[EvalResult, dict[str, Any]]:
     """Evaluate in `spec.evaluation.stages` and stop once the staged test shows the accuracy-drop constraint
-    violated (`tsq.method.early_stop`). Returns the evaluation of the problems evaluated so far and the record of
+    violated (`tsq.method.early_stop`). Returns the evaluation of the problems evaluated so far and the
+    record of
     the looks: `stopped`, `stage`, `problems` of `of`, and each look's statistic, p-value and threshold.
 
     Each stage samples only the problems it adds (stages are prefixes of one seeded order); a problem's

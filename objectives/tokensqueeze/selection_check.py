@@ -1,13 +1,13 @@
 """`tsq sweep check`'s selection pre-flight: can the base model's self-samples give TokenSqueeze any pairs?
 
 A pair needs a problem with both a correct and an incorrect sample (the incorrect one longer than the
-shortest correct one): a problem the model always solves, or never does, gives none (tsq.method.select). A base
-model too weak for the problems, or cut off by too few tokens, leaves every trial without pairs, and each
+shortest correct one): a problem the model always solves, or never does, gives none (tsq.method.select). A
+base model too weak for the problems, or cut off by too few tokens, leaves every trial without pairs, and each
 one fails (TrialFailed). The pre-flight reads the self-samples a trial or `tsq cache warm` left in the cache
 and counts; before any exist it says it cannot tell yet and how to find out.
 
 `summarize` is pure (tests/test_check.py checks it against hand counts); `selection_preflight` only reads
-the cache, through `tsq.study.check.load_cached_inputs`.
+the cache, through `objectives.tokensqueeze.check.load_cached_inputs`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from tsq.study.check import CachedInputs, knob_values, pair_set
+from objectives.tokensqueeze.check import CachedInputs, knob_values, pair_set
 
 if TYPE_CHECKING:
-    from tsq.config.spec import Spec
+    from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
     from tsq.data.traces import Response
 
 # Below this share of train problems with pairs, trials train on a handful of problems: said, as a warning.
@@ -110,7 +110,7 @@ def summarize(
 
 
 def selection_preflight(spec: Spec, inputs: CachedInputs) -> SelectionPreflight:
-    """The pre-flight on the spec's cached self-samples (`tsq.study.check.load_cached_inputs`)."""
+    """The pre-flight on the spec's cached self-samples (through `check.load_cached_inputs`)."""
     if inputs.samples is None:
         return SelectionPreflight(why_not=inputs.why_not)
     return summarize(inputs.samples, spec)

@@ -1,6 +1,6 @@
 """The TokenSqueeze program's GPU plan: its stages on one GPU, from the model's config.json and the spec.
 
-Part of the program's knob check (`run_trial.check`, printed by `tsq sweep check` for vLLM specs and logged
+Part of the recipe's check (`TokenSqueeze.check`, printed by `tsq sweep check` for vLLM specs and logged
 by `tsq sweep launch`): every trial of the study must fit, so knobs that change memory are taken at their
 largest across the study (LoRA rank) and a stage any trial can run is planned (refinement on in some trial).
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from tsq.config.spec import Spec
+from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
 from tsq.engines.generation import lora_rank_bound, study_values
 from tsq.engines.generation.vllm import vllm_lora_rank
 from tsq.engines.gpu_plan import (
@@ -48,7 +48,8 @@ DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "float32": 4}
 
 
 def check_gpu_plan(spec: Spec, gpu: str = "h100") -> Plan | None:
-    """The program's GPU plan for a vLLM spec on one `gpu` (a key of `tsq.engines.gpu_plan.GPUS`); None for a spec
+    """The program's GPU plan for a vLLM spec on one `gpu` (a key of `tsq.engines.gpu_plan.GPUS`); None for a
+    spec
     that samples with the HF backend or on the tiny model (CPU-sized). A model whose config.json cannot be
     read without downloading gets a plan without stages that says so."""
     if spec.sampling.backend != "vllm" or spec.model.path == "tiny":
@@ -139,9 +140,9 @@ def gpu_plan(
 
 
 _NOTES = (
-    "estimates from shapes (tsq/engines/gpu_plan.py lists each assumption); on the GPU, vLLM's start-up lines "
-    "'Available KV cache memory' and 'Sleep mode freed ... still in use' and benchmarks/gpu_trial_check.py "
-    "--plan measure them",
+    "estimates from shapes (tsq/engines/gpu_plan.py lists each assumption); on the GPU, vLLM's start-up "
+    "lines 'Available KV cache memory' and 'Sleep mode freed ... still in use' and "
+    "benchmarks/gpu_trial_check.py --plan measure them",
     "times are upper bounds (every response at its cap) at assumed efficiencies; step rewrites and their "
     "scoring depend on the positives and are not timed",
 )

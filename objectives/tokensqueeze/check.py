@@ -1,16 +1,11 @@
-"""`tsq sweep check`: before a sweep spends compute, say for each searched knob whether it can change what a
-trial computes (docs/sweeps.md, "Checking knobs before a sweep").
-
-A knob is in one of four states:
-- **live**: two values of its range give trials different inputs (pairs, refined texts, a loss term, ...);
-- **inert**: every value of its range gives the same trial (e.g. α when every α selects k = 1);
-- **moot**: a setting of another knob removes the term the knob acts on (λ under `dpo`, ε with refinement off,
-  α under `shortest`);
-- **unknown**: the answer needs data that is not cached yet (ε before any candidates exist).
+"""TokenSqueeze's knob check (`tsq sweep check`): before a sweep spends compute, say for each searched knob
+whether it can change what a trial computes (docs/sweeps.md, "Checking knobs before a sweep"; the four states
+are `tsq.recipe.Finding`'s): e.g. α is inert when every α selects k = 1, λ is moot under `dpo`, ε with
+refinement off, α under `shortest`; ε is unknown before any candidates exist.
 
 It reads the spec and the cache only: it never loads, builds or downloads a model. α is judged on the cached
-self-samples when the cache holds them under the exact key `tsq.engines.sample` uses (forming that key reads the
-model's files for their hash and its tokenizer for the prompts, both local), else on the k-table of
+self-samples when the cache holds them under the exact key `tsq.engines.sample` uses (forming that key reads
+the model's files for their hash and its tokenizer for the prompts, both local), else on the k-table of
 `sampling.n` alone (docs/method.md, section 1). ε is judged on the cached step candidates of those samples.
 
 Everything below `check_spec` is pure (hand-checked in tests/test_check.py); only `load_cached_inputs` and
@@ -20,64 +15,35 @@ Everything below `check_spec` is pure (hand-checked in tests/test_check.py); onl
 from __future__ import annotations
 
 import logging
-import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tsq.config.knobs import KNOBS, spec_value
-from tsq.config.space import Categorical, FloatRange, IntRange, Range, grid_values
+from objectives.tokensqueeze.config import KNOBS, TokenSqueezeSpec
+from tsq.config.knobs import spec_value
+from tsq.config.space import Categorical, FloatRange, IntRange, Range, range_grid
 from tsq.engines.gguf_import import imported_model, is_import_name
 from tsq.errors import UserError
 from tsq.method.losses import LOSSES
-from tsq.method.select import SELECTION_VARIANTS, n_positives, select_pairs
+from tsq.method.refinement import refine_trace, refinement_breakpoints
+from tsq.method.select import SELECTION_VARIANTS, k_table, n_positives, select_pairs
+from tsq.recipe import Finding, fmt_value, plain_finding, span_of
 
 if TYPE_CHECKING:
     from tsq.cache import Cache
-    from tsq.config.spec import Spec
     from tsq.data.traces import Response
     from tsq.method.refinement import TraceCandidates
 
 log = logging.getLogger(__name__)
 
-State = Literal["live", "inert", "moot", "unknown"]
-GRID = 16  # α values tried across its range (the issue's figure); ends included
 N_SEARCH_LIMIT = 4096  # the largest sampling.n a remedy proposes
 
 
-@dataclass(frozen=True)
-class Finding:
-    """What `sweep check` says about one searched knob."""
-
-    knob: str
-    state: State
-    reason: str  # one line; for an inert or moot knob it carries the remedy
-    distinct: int | None = None  # distinct trial inputs across the range (α: pair sets; ε: refinements)
-    warnings: tuple[str, ...] = ()  # e.g. an ε range below the KL noise floor, a choice equal to another
-
-    @property
-    def live(self) -> bool | None:
-        return None if self.state == "unknown" else self.state == "live"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "live": self.live,
-            "distinct": self.distinct,
-            "reason": self.reason,
-            "warnings": list(self.warnings),
-        }
-
-    def line(self) -> str:
-        return f"{self.knob}: {self.state}: {self.reason}"
-
-
 # -- the values a study can give a knob ----------------------------------------------------------------------
-def knob_values(spec: Spec, name: str) -> list[Any]:
+def knob_values(spec: TokenSqueezeSpec, name: str) -> list[Any]:
     """Every value knob `name` takes across the study, in search-space terms: a categorical's choices, the
     fixed value of `study.search`, or the spec's own value when the study does not search it (numeric
     ranges: the grid of `range_grid`)."""
@@ -87,43 +53,6 @@ def knob_values(spec: Spec, name: str) -> list[Any]:
     if isinstance(entry, FloatRange | IntRange | Categorical):
         return range_grid(entry)
     return [entry]
-
-
-def range_grid(entry: Range, n: int = GRID) -> list[Any]:
-    """`n` values spread over a range, ends included (log-spaced on a log range; on a range with a step, its
-    grid values, thinned evenly to `n`); a categorical's choices."""
-    if isinstance(entry, Categorical):
-        return list(entry.choices)
-    if entry.step is not None and not entry.log:
-        values = grid_values(entry)
-        if len(values) <= n:
-            return values
-        picks = sorted({round(i * (len(values) - 1) / (n - 1)) for i in range(n)})
-        return [values[i] for i in picks]
-    if entry.low == entry.high:
-        return [entry.low]
-    space = np.geomspace if entry.log else np.linspace
-    values = [float(v) for v in space(entry.low, entry.high, n)]
-    values[0], values[-1] = entry.low, entry.high  # exact ends (geomspace rounds them)
-    if isinstance(entry, IntRange):
-        return sorted({round(v) for v in values})
-    return values
-
-
-def _bounds(entry: Range) -> tuple[Any, Any]:
-    if isinstance(entry, Categorical):
-        return entry.choices[0], entry.choices[-1]
-    return entry.low, entry.high
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _span(entry: Range) -> str:
-    if isinstance(entry, Categorical):
-        return "{" + ", ".join(map(str, entry.choices)) + "}"
-    return f"[{_fmt(entry.low)}, {_fmt(entry.high)}]"
 
 
 # -- α: the k-table (docs/method.md, section 1) --------------------------------------------------------------
@@ -160,13 +89,6 @@ def alpha_threshold(high: float, n: int, variant: str, min_positives: int = 1) -
     return best
 
 
-def _k_row(alpha: float, n: int, variant: str, min_positives: int) -> np.ndarray:
-    # vectorised n_positives (same rounding guard), for the remedy's scan over n
-    c = np.arange(1, n)
-    q_c = alpha * _gain(c, n, variant)
-    return np.minimum(c, np.maximum(min_positives, np.ceil(np.round(q_c, 9))))
-
-
 def smallest_n_live(
     low: float, high: float, variant: str, min_positives: int = 1, start: int = 2
 ) -> int | None:
@@ -175,12 +97,8 @@ def smallest_n_live(
     if not SELECTION_VARIANTS[variant].uses_alpha:
         return None
     for n in range(max(start, 2), N_SEARCH_LIMIT + 1):
-        fast_differs = not np.array_equal(
-            _k_row(low, n, variant, min_positives), _k_row(high, n, variant, min_positives)
-        )
-        # confirmed with the exact rule (the scan's rounding is numpy's)
-        if fast_differs and k_vector(low, n, variant, min_positives) != k_vector(
-            high, n, variant, min_positives
+        if not np.array_equal(
+            k_table(low, n, variant, min_positives), k_table(high, n, variant, min_positives)
         ):
             return n
     return None
@@ -221,7 +139,7 @@ PairSet = tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
 def pair_set(
     samples: Mapping[str, Sequence[Response]], alpha: float, selection: Any, variant: str
 ) -> PairSet:
-    """The pairs `tsq.method.select.build_pairs` forms at α, as (problem id, (chosen index, rejected index) ...)."""
+    """The pairs `tsq.method.select.build_pairs` forms at α: (problem id, ((chosen, rejected) index, ...))."""
     return tuple(
         (
             pid,
@@ -261,7 +179,10 @@ def _n_pairs(pairs: PairSet) -> int:
 
 
 def check_alpha(
-    spec: Spec, entry: Range, samples: Mapping[str, Sequence[Response]] | None, why_no_samples: str = ""
+    spec: TokenSqueezeSpec,
+    entry: Range,
+    samples: Mapping[str, Sequence[Response]] | None,
+    why_no_samples: str = "",
 ) -> Finding:
     """α: distinct pair sets over a 16-value grid of its range, per selection variant the study proposes."""
     variants = sorted({str(v) for v in knob_values(spec, "selection_variant")})
@@ -284,14 +205,15 @@ def check_alpha(
         where = f"on the cached self-samples ({len(samples)} problems x {n})"
         detail = ", ".join(
             ("" if len(using) == 1 else f"{v}: ")
-            + f"{d} distinct pair sets ({lo_n} pairs at α = {_fmt(low)}, {hi_n} at α = {_fmt(high)})"
+            + f"{d} distinct pair sets ({lo_n} pairs at α = {fmt_value(low)}, "
+            + f"{hi_n} at α = {fmt_value(high)})"
             for v, (d, lo_n, hi_n) in counts.items()
         )
         if distinct > 1:
             return Finding(
                 "alpha",
                 "live",
-                f"{len(alphas)} values in {_span(entry)} give {detail} {where}{note}",
+                f"{len(alphas)} values in {span_of(entry)} give {detail} {where}{note}",
                 distinct,
             )
         remedies = "; ".join(
@@ -301,7 +223,7 @@ def check_alpha(
         return Finding(
             "alpha",
             "inert",
-            f"every value in {_span(entry)} selects the same {n_pairs} pairs {where}; {remedies}{note}",
+            f"every value in {span_of(entry)} selects the same {n_pairs} pairs {where}; {remedies}{note}",
             1,
         )
     rows = {v: distinct_k_vectors(alphas, n, v, m) for v in using}
@@ -312,17 +234,20 @@ def check_alpha(
     if distinct > 1:
         detail = ", ".join(
             ("" if len(using) == 1 else f"{v}: ")
-            + f"{len(r)} distinct k-table rows ({_k_summary(r[0])} at α = {_fmt(low)}, "
-            f"{_k_summary(r[-1])} at α = {_fmt(high)})"
+            + f"{len(r)} distinct k-table rows ({_k_summary(r[0])} at α = {fmt_value(low)}, "
+            f"{_k_summary(r[-1])} at α = {fmt_value(high)})"
             for v, r in rows.items()
         )
         return Finding(
-            "alpha", "live", f"{len(alphas)} values in {_span(entry)} give {detail}; {source}{note}", distinct
+            "alpha",
+            "live",
+            f"{len(alphas)} values in {span_of(entry)} give {detail}; {source}{note}",
+            distinct,
         )
     parts = []
     for v in using:
         parts.append(
-            f"{'' if len(using) == 1 else v + ': '}every value in {_span(entry)} selects "
+            f"{'' if len(using) == 1 else v + ': '}every value in {span_of(entry)} selects "
             f"{_k_summary(rows[v][0])} at sampling.n = {n}; {alpha_remedy(low, high, n, v, m)}"
         )
     tail = "" if not why_no_samples else f" (k-table; no cached self-samples: {why_no_samples})"
@@ -330,24 +255,12 @@ def check_alpha(
 
 
 # -- ε on cached candidates ---------------------------------------------------------------------------------
-def refinement_breakpoints(cands: TraceCandidates, low: float, high: float) -> set[float]:
-    """The ε in (low, high] at which `refine_trace` changes this trace's text (rule: KL < ε)."""
-    from tsq.method.refinement import refine_trace
-
-    kls = sorted({c.kl for s in cands.steps for c in s.candidates if low <= c.kl < high})
-    points: set[float] = set()
-    text = refine_trace(cands, low).text
-    for kl in kls:
-        eps = math.nextafter(kl, math.inf)
-        new = refine_trace(cands, eps).text
-        if new != text:
-            points.add(eps)
-            text = new
-    return points
-
-
 def check_epsilon(
-    spec: Spec, entry: Range, candidates: Sequence[TraceCandidates] | None, why_none: str, n_traces: int = 0
+    spec: TokenSqueezeSpec,
+    entry: Range,
+    candidates: Sequence[TraceCandidates] | None,
+    why_none: str,
+    n_traces: int = 0,
 ) -> Finding:
     """ε: moot with refinement off; else the share of steps rewritten at both ends, from cached candidates."""
     enabled = {KNOBS["refinement"].to_spec(v) for v in knob_values(spec, "refinement")}
@@ -359,7 +272,7 @@ def check_epsilon(
     floor = _noise_floor(spec.model.dtype)
     if floor is not None and low <= floor:
         warnings.append(
-            f"epsilon: the range starts at {_fmt(low)}, at or below the KL noise floor {floor:g} of "
+            f"epsilon: the range starts at {fmt_value(low)}, at or below the KL noise floor {floor:g} of "
             f"model.dtype {spec.model.dtype}: values there measure rounding, not wording"
         )
     note = "; moot when refinement is off" if False in enabled else ""
@@ -372,7 +285,6 @@ def check_epsilon(
             None,
             tuple(warnings),
         )
-    from tsq.method.refinement import refine_trace
 
     steps = sum(len(c.steps) for c in candidates)
     at_low = sum(refine_trace(c, low).n_rewritten for c in candidates)
@@ -387,8 +299,9 @@ def check_epsilon(
     )
     cached = f"{len(candidates)} positives" + (f" of {n_traces}" if n_traces > len(candidates) else "")
     shares = (
-        f"rewrites {at_low} of {steps} steps ({at_low / max(1, steps):.0%}) at ε = {_fmt(low)} and {at_high} "
-        f"({at_high / max(1, steps):.0%}) at ε = {_fmt(high)} on the cached candidates of {cached}"
+        f"rewrites {at_low} of {steps} steps ({at_low / max(1, steps):.0%}) at ε = {fmt_value(low)} and "
+        f"{at_high} ({at_high / max(1, steps):.0%}) at ε = {fmt_value(high)} "
+        f"on the cached candidates of {cached}"
     )
     if distinct > 1:
         return Finding(
@@ -420,7 +333,7 @@ def _noise_floor(dtype: str) -> float | None:
 
 
 # -- the other knobs -----------------------------------------------------------------------------------------
-def _moot_by_loss(spec: Spec, name: str, entry: Range) -> Finding | None:
+def _moot_by_loss(spec: TokenSqueezeSpec, name: str, entry: Range) -> Finding | None:
     losses = [str(v) for v in knob_values(spec, "loss")]
     if name == "beta":
         without = [lo for lo in losses if not LOSSES[lo].dpo]
@@ -439,30 +352,23 @@ def _moot_by_loss(spec: Spec, name: str, entry: Range) -> Finding | None:
             f"{which} has no {term}; use a loss with it ({', '.join(with_term)}) or stop searching {name}",
         )
     return Finding(
-        name, "live", f"{len(range_grid(entry))} values over {_span(entry)}; moot under {', '.join(without)}"
+        name,
+        "live",
+        f"{len(range_grid(entry))} values over {span_of(entry)}; moot under {', '.join(without)}",
     )
 
 
-def check_plain(spec: Spec, name: str, entry: Range) -> Finding:
+def check_plain(spec: TokenSqueezeSpec, name: str, entry: Range) -> Finding:
     """β, lr, LoRA rank and the categorical switches: live unless the range holds one value or a loss the
     study proposes removes their term."""
-    values = range_grid(entry)
-    if len(values) < 2 or (not isinstance(entry, Categorical) and entry.low == entry.high):
-        return Finding(
-            name, "inert", f"the range {_span(entry)} holds one value; fix it in study.search or widen it", 1
-        )
-    if name in ("lambda", "eta", "beta"):
-        found = _moot_by_loss(spec, name, entry)
-        if found is not None:
-            return found
-    lo, hi = _bounds(entry)
-    if isinstance(entry, Categorical):
-        return Finding(name, "live", f"{len(values)} choices {_span(entry)}", len(values))
-    return Finding(name, "live", f"{len(values)} grid values over [{_fmt(lo)}, {_fmt(hi)}]")
+    found = plain_finding(name, entry)
+    if found.state == "live" and name in ("lambda", "eta", "beta"):
+        return _moot_by_loss(spec, name, entry) or found
+    return found
 
 
 def check_variants(
-    spec: Spec, entry: Categorical, samples: Mapping[str, Sequence[Response]] | None
+    spec: TokenSqueezeSpec, entry: Categorical, samples: Mapping[str, Sequence[Response]] | None
 ) -> Finding:
     """selection_variant: choices that select the same pairs at every α the study gives (e.g. q-dyn and
     `shortest` when every α selects k = 1) are one choice; inert when all coincide."""
@@ -479,7 +385,9 @@ def check_variants(
     for choice in entry.choices:
         groups.setdefault(signature(str(choice)), []).append(str(choice))
     where = "on the cached self-samples" if samples is not None else f"by the k-table at sampling.n = {n}"
-    alpha_txt = _fmt(alphas[0]) if len(alphas) == 1 else f"[{_fmt(min(alphas))}, {_fmt(max(alphas))}]"
+    alpha_txt = (
+        fmt_value(alphas[0]) if len(alphas) == 1 else f"[{fmt_value(min(alphas))}, {fmt_value(max(alphas))}]"
+    )
     same = [g for g in groups.values() if len(g) > 1]
     warnings = tuple(
         f"selection_variant: {' = '.join(g)}: the same pairs at α = {alpha_txt} {where}" for g in same
@@ -513,7 +421,7 @@ class CachedInputs:
     why_not: str = ""
 
 
-def _local_model(spec: Spec) -> Path | str:
+def _local_model(spec: TokenSqueezeSpec) -> Path | str:
     """The model's local directory without building or downloading it, or why there is none."""
     if spec.model.path == "tiny":
         from tsq.engines.tiny_model import tiny_model
@@ -538,7 +446,7 @@ def _local_model(spec: Spec) -> Path | str:
         return f"{spec.model.path} is not in the local HF cache"
 
 
-def load_cached_inputs(spec: Spec, cache: Cache, *, hub_data: bool = False) -> CachedInputs:
+def load_cached_inputs(spec: TokenSqueezeSpec, cache: Cache, *, hub_data: bool = False) -> CachedInputs:
     """The spec's self-samples if the cache holds them under `tsq.engines.sample`'s key; never computes them.
 
     `hub_data`: allow reading a hub dataset's problems (through the datasets cache, which may download); off
@@ -574,7 +482,7 @@ def load_cached_inputs(spec: Spec, cache: Cache, *, hub_data: bool = False) -> C
 
 
 def load_cached_candidates(
-    spec: Spec, inputs: CachedInputs, cache: Cache
+    spec: TokenSqueezeSpec, inputs: CachedInputs, cache: Cache
 ) -> tuple[list[TraceCandidates], int, str]:
     """Cached candidates for the positives at the largest α the study can propose (what the trial program
     computes them for); (found, traces asked for, why none)."""
@@ -610,7 +518,9 @@ def load_cached_candidates(
 
 
 # -- the check -----------------------------------------------------------------------------------------------
-def check_spec(spec: Spec, cache: Cache | None = None, *, hub_data: bool = False) -> dict[str, Finding]:
+def check_spec(
+    spec: TokenSqueezeSpec, cache: Cache | None = None, *, hub_data: bool = False
+) -> dict[str, Finding]:
     """One finding per searched knob, in `study.search` order."""
     searched = spec.study.searched
     inputs = CachedInputs(why_not="no cache given")
@@ -632,51 +542,3 @@ def check_spec(spec: Spec, cache: Cache | None = None, *, hub_data: bool = False
         else:
             findings[name] = check_plain(spec, name, entry)
     return findings
-
-
-def report_json(findings: Mapping[str, Finding]) -> dict[str, Any]:
-    return {"knobs": {name: f.to_json() for name, f in findings.items()}}
-
-
-def program_check(spec: Spec, gpu: str = "h100") -> Any:
-    """The trial program's own check, when it has one (a `check` attribute, `check(spec, gpu) -> report`;
-    TokenSqueeze's is its GPU plan, tsq.engines.gpu_plan.Plan: `lines()`, `to_json()`, `misfits()`), for specs that
-    sample with vLLM (GPU specs; loading a program imports its engines, so HF specs skip it). None: none."""
-    if spec.sampling.backend != "vllm":
-        return None
-    import contextlib
-    import sys
-
-    from tsq.recipe import load_program
-
-    # what the program's imports print (W&B's offline notice) must not mix into `--json` on stdout
-    with contextlib.redirect_stdout(sys.stderr):
-        check = getattr(load_program(spec.study.program), "check", None)
-    return None if check is None else check(spec, gpu)
-
-
-def warn_before_launch(spec: Spec) -> None:
-    """`sweep launch`: log one warning per searched knob that is not live (and each finding's warnings).
-
-    Spawned workers (TSQ_WORKER_INDEX) skip it: the launching process has said it once."""
-    if os.environ.get("TSQ_WORKER_INDEX"):
-        return
-    from tsq.cache import Cache, cache_dir_of
-
-    try:
-        findings = check_spec(spec, Cache(cache_dir_of(spec.cache_dir)), hub_data=True)
-    except Exception as exc:  # a report must never stop a launch
-        log.warning("sweep check: could not check the knobs (%s)", exc)
-        return
-    for finding in findings.values():
-        if finding.state != "live":
-            log.warning("sweep check: %s", finding.line())
-        for warning in finding.warnings:
-            log.warning("sweep check: %s", warning)
-    try:
-        report = program_check(spec)
-    except Exception as exc:  # a report must never stop a launch
-        log.warning("sweep check: the program's check failed (%s)", exc)
-        return
-    for stage in [] if report is None else report.misfits():
-        log.warning("sweep check: GPU plan: %s", stage.line())
