@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from tsq.data.loading import Split
 from tsq.method.metrics import IntervalPart, interval_key
+
+if TYPE_CHECKING:  # the data loaders are slow to import (graders), and a record only names the split
+    from tsq.data.loading import Split
 
 FORMAT = 2  # the format this code writes
 FORMAT_ATTR = "tsq_format"
