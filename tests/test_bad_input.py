@@ -73,13 +73,23 @@ CASES = [
     # -- a knob on the command line is validated like one in the spec
     Case(
         "trial-knob-too-high",
-        "--alpha 1.5: Input should be less than or equal to 1",
-        args=("trial", "run", "{spec}", "--alpha", "1.5"),
+        "--set alpha=1.5: Input should be less than or equal to 1",
+        args=("trial", "run", "{spec}", "--set", "alpha=1.5"),
     ),
     Case(
         "trial-knob-negative",
-        "--eta -1.0: Input should be greater than or equal to 0",
-        args=("trial", "run", "{spec}", "--eta", "-1"),
+        "--set eta=-1: Input should be greater than or equal to 0",
+        args=("trial", "run", "{spec}", "--set", "eta=-1"),
+    ),
+    Case(
+        "trial-knob-unknown",
+        "--set alpah=0.5: alpah is not a knob of objectives.tokensqueeze:recipe (one of: alpha, epsilon,",
+        args=("trial", "run", "{spec}", "--set", "alpah=0.5"),
+    ),
+    Case(
+        "trial-knob-malformed",
+        "--set alpha: write NAME=VALUE, e.g. --set alpha=0.5",
+        args=("trial", "run", "{spec}", "--set", "alpha"),
     ),
     Case("wrong-type-int", "sampling.n", patch={"sampling": {"n": "many"}}),
     Case("wrong-type-section", "training", patch={"training": 5}),
@@ -326,7 +336,7 @@ def _selected(request: pytest.FixtureRequest) -> set[str]:
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A TSQ_HOME holding the study "existing" (smoke spec, no trials run) and one cache entry."""
     from tsq.cache import Cache, content_key
-    from tsq.config.spec import Spec
+    from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
     from tsq.study.lifecycle import create_or_load
     from tsq.study.storage import parse_storage_url
 

@@ -129,7 +129,7 @@ def test_a_lucky_original_is_shown_beside_the_fresh_seeds_never_averaged_in() ->
 
 
 def test_plan_seeds_new_on_eval_and_original_first_on_test() -> None:
-    from tsq.config.spec import Spec
+    from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
 
     spec = Spec()
     trial = TrialRecord(number=5, values=(0.0,))

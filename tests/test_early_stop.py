@@ -375,7 +375,7 @@ def test_no_early_stop_flag_and_trial_run(tmp_path: Path, tiny_model_dir: Path) 
 
     # `tsq trial run` has no constraint to keep: a collapsing point is evaluated on every problem
     out = tmp_path / "trial"
-    ran = runner.invoke(app, ["trial", "run", str(spec_path), "--alpha", "0.9", "--out", str(out)])
+    ran = runner.invoke(app, ["trial", "run", str(spec_path), "--set", "alpha=0.9", "--out", str(out)])
     assert ran.exit_code == 0, ran.output
     assert load_spec(spec_path).study.early_stop  # on in the spec, yet no study, so no early stop
     rows = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]

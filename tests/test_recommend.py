@@ -72,8 +72,8 @@ def test_knobs_ready_to_use_are_exact() -> None:
     params = {"alpha": 0.23330448123, "lambda": 1.7, "epsilon": 0.00684, "eta": 0.1}
     assert fragment(params) == "params: {alpha: 0.23330448123, epsilon: 0.00684, eta: 0.1, lambda: 1.7}"
     assert trial_command("sweeps/q.yaml", params) == (
-        "tsq trial run sweeps/q.yaml --alpha 0.23330448123 --epsilon 0.00684 --eta 0.1 --lambda 1.7 "
-        "--out runs/recommended"
+        "tsq trial run sweeps/q.yaml --set alpha=0.23330448123 --set epsilon=0.00684 --set eta=0.1 "
+        "--set lambda=1.7 --out runs/recommended"
     )
 
 

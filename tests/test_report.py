@@ -286,7 +286,7 @@ def test_the_report_names_the_configuration_to_train(tmp_path: Path) -> None:
     assert "the noise cannot separate trials 1, 0, 2 from it in Len-A (tokens)" in section
     assert "trial 3, trial 1, trial 0, trial 2 are equally good choices" in section
     assert "- its knobs, as a spec fragment: `params: {alpha: 0.4}`" in section
-    assert "`tsq trial run sweeps/crowded.yaml --alpha 0.4 --out runs/recommended`" in section
+    assert "`tsq trial run sweeps/crowded.yaml --set alpha=0.4 --out runs/recommended`" in section
     assert "tsq sweep confirm sweeps/crowded.yaml --top" in section
     assert "evaluation noise only: no fresh-seed replicates yet" in section
     table = md[md.index("## Every trial") :]
@@ -296,7 +296,7 @@ def test_the_report_names_the_configuration_to_train(tmp_path: Path) -> None:
     assert "| trial 3 ★ ◆ |" in table and "| no (stopped early) |" in table
     html = files["pareto.html"].read_text()
     assert html.index("tsq recommends trial 3") < html.index("<script")  # above the plot
-    assert "<code>tsq trial run sweeps/crowded.yaml --alpha 0.4 --out runs/recommended</code>" in html
+    assert "<code>tsq trial run sweeps/crowded.yaml --set alpha=0.4 --out runs/recommended</code>" in html
     assert files["pareto.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -37,8 +37,8 @@ def smoke_spec(tmp_path: Path, tiny_model_dir: Path) -> Path:
 @pytest.mark.slow
 def test_trial_cli_then_warm_trial_reuses_caches(smoke_spec: Path, tmp_path: Path) -> None:
     out = tmp_path / "trial1"
-    cmd = [sys.executable, "-m", "tsq", "trial", "run", str(smoke_spec), "--alpha", "0.2", "--epsilon",
-           "0.01", "--lambda", "1.0", "--eta", "1.5", "--out", str(out)]  # fmt: skip
+    cmd = [sys.executable, "-m", "tsq", "trial", "run", str(smoke_spec), "--set", "alpha=0.2", "--set",
+           "epsilon=0.01", "--set", "lambda=1.0", "--set", "eta=1.5", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # η 1.5 is valid but outside the smoke spec's search range [0, 1]: said, then run
@@ -126,7 +126,7 @@ def test_ctrl_c_says_what_stopped_and_leaves_no_empty_folder(tmp_path: Path) -> 
 
     spec = synthetic_spec(tmp_path / "spec.yaml", "ctrlc", 1, program="programs:interrupted_trial")
     out = tmp_path / "runs" / "t"
-    cmd = [sys.executable, "-m", "tsq", "trial", "run", str(spec), "--out", str(out), "--alpha", "0.3"]
+    cmd = [sys.executable, "-m", "tsq", "trial", "run", str(spec), "--out", str(out), "--set", "alpha=0.3"]
     env = {**env_with_tests_on_path(), "TSQ_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300

@@ -23,14 +23,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from objectives.tokensqueeze.config import KNOBS, TokenSqueezeSpec
+from objectives.tokensqueeze.cover import covering_pairs
 from tsq.config.knobs import spec_value
 from tsq.config.space import Categorical, FloatRange, IntRange, Range, range_grid
 from tsq.engines.gguf_import import imported_model, is_import_name
 from tsq.errors import UserError
 from tsq.method.losses import LOSSES
-from tsq.method.refinement import refine_trace, refinement_breakpoints
+from tsq.method.refinement import refine_trace, refinement_breakpoints, restrict
 from tsq.method.select import SELECTION_VARIANTS, k_table, n_positives, select_pairs
-from tsq.recipe import Finding, fmt_value, plain_finding, span_of
+from tsq.recipe import Finding, fmt_value, plain_finding, scope_of, span_of
 
 if TYPE_CHECKING:
     from tsq.cache import Cache
@@ -484,23 +485,16 @@ def load_cached_inputs(spec: TokenSqueezeSpec, cache: Cache, *, hub_data: bool =
 def load_cached_candidates(
     spec: TokenSqueezeSpec, inputs: CachedInputs, cache: Cache
 ) -> tuple[list[TraceCandidates], int, str]:
-    """Cached candidates for the positives at the largest α the study can propose (what the trial program
-    computes them for); (found, traces asked for, why none)."""
+    """Cached candidates for the positives any trial of the study can train on (the covering set the trial
+    computes them for, objectives/tokensqueeze/cover.py); (found, traces asked for, why none)."""
     if inputs.samples is None or inputs.model_path is None:
         return [], 0, f"no cached self-samples: {inputs.why_not}"
     from tsq.engines.candidate_store import CACHE_STAGE, candidates_key
     from tsq.engines.models import model_fingerprint
     from tsq.method.refinement import TraceCandidates
 
-    top = max(float(a) for a in knob_values(spec, "alpha"))
-    traces = sorted(
-        {
-            (inputs.prompts[pid], inputs.samples[pid][ci].text)
-            for variant in {str(v) for v in knob_values(spec, "selection_variant")}
-            for pid, pairs in pair_set(inputs.samples, top, spec.selection, variant)
-            for ci, _ in pairs
-        }
-    )
+    cover = covering_pairs(spec, inputs.samples, inputs.prompts, spec.params.alpha, scope_of(spec.study))
+    traces = sorted({(p.prompt, p.chosen) for p in cover})
     if not traces:
         return [], 0, "selection gives no pairs"
     fingerprint = model_fingerprint(inputs.model_path)
@@ -511,7 +505,8 @@ def load_cached_candidates(
             for p, t in traces
         ]
         raw = [cache.get_json(CACHE_STAGE, k) for k in keys]
-        found = [TraceCandidates.from_json(r) for r in raw if r is not None]
+        rule = spec.refinement.candidates
+        found = [restrict(TraceCandidates.from_json(r), rule) for r in raw if r is not None]
         if found:
             return found, len(traces), ""
     return [], len(traces), "none for these positives"

@@ -21,6 +21,7 @@ from filelock import FileLock
 
 from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
 from objectives.tokensqueeze.config import TrialParams
+from objectives.tokensqueeze.cover import covering_pairs, reference_cover
 from tsq.cache import Cache
 from tsq.config.pipeline import TrainingSpec
 from tsq.data.formatting import format_prompt
@@ -37,9 +38,9 @@ from tsq.errors import TrialFailed
 from tsq.fileio import write_atomic
 from tsq.method.early_stop import look_line, run_stages, stage_problems, stop_record
 from tsq.method.metrics import ProblemSums, budget_curve, summarize
-from tsq.method.refinement import TraceCandidates, reachable_refinements, refine_trace
+from tsq.method.refinement import TraceCandidates, reachable_refinements, refine_trace, restrict
 from tsq.method.select import Pair, build_pairs
-from tsq.recipe import StudyScope, TrialContext, TrialResult, TrialSeeds
+from tsq.recipe import TrialContext, TrialResult, TrialSeeds
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ def shared_stages(
                 trust_remote_code=spec.model.trust_remote_code,
                 dtype=spec.model.dtype,
             )
-            candidates = dict(zip(traces, found, strict=True))
+            rule = spec.refinement.candidates
+            candidates = {t: restrict(c, rule) for t, c in zip(traces, found, strict=True)}
             low, high = ctx.scope.extent("epsilon", params.epsilon)
             reachable = {t: reachable_refinements(c, low, high) for t, c in candidates.items()}
 
@@ -267,49 +269,6 @@ def _run(
     write_atomic(ctx.out_dir / "metrics.json", json.dumps(trial.to_json(), indent=2, default=str))
     log.info("trial done: cache use by stage %s", trial.stats["cache"])
     return trial
-
-
-def covering_pairs(
-    spec: Spec, samples: dict[str, list[Response]], prompts: dict[str, str], alpha: float, scope: StudyScope
-) -> list[Pair]:
-    """Pairs at the largest α (and every selection variant) the study can propose.
-
-    Positives only grow with α (same length order, k non-decreasing) and shortest ⊆ q-dyn ⊆ q-fix, so
-    step candidates computed for these chosen traces serve every later trial: a trial thresholds cached
-    candidates at its own ε and never generates new ones.
-    """
-    bound = scope.extent("alpha", alpha)[1]
-    variants = scope.values("selection_variant", spec.selection.variant)
-    return [
-        pair
-        for variant in sorted(variants)
-        for pair in build_pairs(
-            samples, prompts, bound, spec.selection.model_copy(update={"variant": variant})
-        )
-    ]
-
-
-def reference_cover(
-    cover: Sequence[Pair], reachable: dict[tuple[str, str], list[str]], samples: dict[str, list[Response]]
-) -> list[Pair]:
-    """Pairs that hold every sequence a trial of the study can train on, for the reference pass.
-
-    Chosen side: each covering positive in every refinement some ε of the study reaches. Rejected side:
-    every sampled response of the covered problems (each selection variant draws its negatives there).
-    Reference log-probs are cached per sequence, so the pairing is arbitrary: each distinct sequence is
-    put in one pair, two to a pair.
-    """
-    chosen: dict[str, tuple[str, list[str]]] = {}
-    for p in cover:
-        texts = chosen.setdefault(p.problem_id, (p.prompt, []))[1]
-        texts.extend(t for t in reachable[p.prompt, p.chosen] if t not in texts)
-    out = []
-    for problem_id, (prompt, texts) in chosen.items():
-        sequences = list(dict.fromkeys([*texts, *(r.text for r in samples[problem_id])]))
-        for i in range(0, len(sequences), 2):
-            second = sequences[i + 1] if i + 1 < len(sequences) else sequences[0]
-            out.append(Pair(problem_id, prompt, sequences[i], second))
-    return out
 
 
 def refine_pairs(

@@ -17,6 +17,7 @@ from tsq.config.knobs import Knob
 from tsq.config.spec import Section, Spec
 from tsq.method.early_stop import check_fractions
 from tsq.method.losses import DEFAULT_LOSS, LossName
+from tsq.method.refinement import CandidateFilter
 from tsq.method.select import DEFAULT_VARIANT, VariantName
 
 
@@ -76,6 +77,9 @@ class RefinementSpec(Section):
     seed: int = 0
     # steps searched per trace, its longest first (None = all); bounds the one-off cost on long traces
     max_steps_per_trace: Annotated[int, Field(gt=0)] | None = 64
+    # which scored rewrites the ε rule may choose (tsq.method.refinement.CANDIDATE_FILTERS); not in the cache
+    # key: candidates are scored alike and filtered per trial
+    candidates: CandidateFilter = "all"
 
 
 class LoraSpec(Section):

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from tsq.data.tiny_world import step_meaning
 from tsq.data.traces import join_steps
 
 
@@ -116,3 +118,27 @@ def refinement_breakpoints(cands: TraceCandidates, low: float, high: float) -> s
             points.add(eps)
             text = new
     return points
+
+
+def _same_meaning(step: StepCandidates) -> StepCandidates:
+    meaning = step_meaning(step.original)
+    return dataclasses.replace(
+        step, candidates=tuple(c for c in step.candidates if step_meaning(c.text) == meaning)
+    )
+
+
+# Which scored rewrites a step may take (`refinement.candidates`), before the ε rule. "all": the paper's rule.
+# "same-meaning": only rewrites that state what the original step states (tsq.data.tiny_world.step_meaning: a
+# tiny-world reading, so a diagnostic of that world; it tells the gain of shorter phrasing from that of
+# value changes the windowed KL cannot see, docs/tiny-world.md). The order, and so the tie rules, are kept.
+CandidateFilter = Literal["all", "same-meaning"]
+CANDIDATE_FILTERS: dict[CandidateFilter, Callable[[StepCandidates], StepCandidates] | None] = {
+    "all": None,
+    "same-meaning": _same_meaning,
+}
+
+
+def restrict(cands: TraceCandidates, rule: CandidateFilter) -> TraceCandidates:
+    """The trace's candidates that `rule` (a key of CANDIDATE_FILTERS) lets the ε rule choose from."""
+    keep = CANDIDATE_FILTERS[rule]
+    return cands if keep is None else dataclasses.replace(cands, steps=tuple(keep(s) for s in cands.steps))

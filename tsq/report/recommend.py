@@ -165,9 +165,8 @@ def fragment(params: Mapping[str, object]) -> str:
 
 
 def trial_command(spec: str, params: Mapping[str, object]) -> str:
-    """`tsq trial run` with the trial's knobs (the four it takes as options; others go in the spec)."""
-    options = {"alpha": "--alpha", "epsilon": "--epsilon", "lambda": "--lambda", "eta": "--eta"}
-    given = " ".join(f"{options[k]} {_exact(v)}" for k, v in sorted(params.items()) if k in options)
+    """`tsq trial run` with the trial's knobs, each as `--set NAME=VALUE`."""
+    given = " ".join(f"--set {k}={_exact(v)}" for k, v in sorted(params.items()))
     return f"tsq trial run {spec} {given} --out runs/recommended".replace("  ", " ")
 
 
