@@ -102,7 +102,8 @@ class Constraint(_Model):
 
 
 class SamplerSpec(_Model):
-    name: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
+    # qmc: a scrambled Sobol sequence, a space-filling design (a census of the space, not a search)
+    name: Literal["tpe", "nsga2", "gp", "random", "grid", "qmc"] = "tpe"
     seed: int | None = 0
     n_startup_trials: Annotated[int, Field(ge=0)] | None = None  # tpe/gp: random trials before modelling
     population_size: Annotated[int, Field(ge=2)] | None = None  # nsga2

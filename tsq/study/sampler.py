@@ -18,6 +18,8 @@ def build_sampler(study: StudySpec, seed_offset: int = 0) -> optuna.samplers.Bas
     )
     if cfg.name == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)
+    if cfg.name == "qmc":
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=cfg.seed)
     if cfg.name == "grid":
         grid = {name: grid_values(entry) for name, entry in study.searched.items()}
         return optuna.samplers.GridSampler(grid, seed=cfg.seed)  # type: ignore[arg-type]
