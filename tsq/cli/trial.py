@@ -15,7 +15,7 @@ from tsq.cli.console import make_console
 from tsq.config.space import outside
 from tsq.config.spec import Spec
 from tsq.errors import TrialFailed, UserError
-from tsq.method.metrics import axis_label, format_estimate
+from tsq.method.metrics import axis_label, format_estimate, interval_key
 from tsq.recipe import load_spec
 from tsq.signals import sigterm_as_exit
 
@@ -164,4 +164,5 @@ def comparison_table(base: dict, new: dict, params: dict[str, float]) -> Table:
 
 
 def _estimate(values: dict, name: str) -> str:
-    return format_estimate(name, values.get(name), values.get(f"{name}_lo"), values.get(f"{name}_hi"))
+    lo, hi = values.get(interval_key(name, "lo")), values.get(interval_key(name, "hi"))
+    return format_estimate(name, values.get(name), lo, hi)
