@@ -134,6 +134,82 @@ def _interrupted_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> Tr
     raise TrialFailed("not interrupted within 120 s")
 
 
+# `fidelity_trial`'s reduced fidelity: what `fidelity_spec` sets; a promotion above it changes the values
+REDUCED_STEPS, REDUCED_TRAIN = 20, 8
+
+
+def fidelity_spec(path: Path, name: str, promote: dict[str, object]) -> Path:
+    """A spec for `fidelity_trial`: a 2 × 3 grid of α and η (6 trials, a front of 3 along η), a loose
+    accuracy constraint (so the report recommends a trial) and `promote` as study.promote."""
+    synthetic_spec(path, name, 6)
+    spec = yaml.safe_load(path.read_text())
+    spec["training"] = {"max_steps": REDUCED_STEPS}
+    spec["data"]["train"] = {"n": REDUCED_TRAIN}
+    spec["study"].update(
+        search={"alpha": {"type": "categorical", "choices": [0.1, 0.5]},
+                "eta": {"type": "categorical", "choices": [0.0, 0.5, 1.0]}},
+        sampler={"name": "grid", "seed": 1},
+        program="programs:fidelity_trial",
+        constraint={"max_accuracy_drop": 0.4},
+        promote=promote,
+        n_trials=6,
+    )  # fmt: skip
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _write_levels(path: Path, correct: int, length: int) -> Path:
+    """Records with exactly `correct` of the N_PROBLEMS × N_SAMPLES responses correct (draw k = 2i + j of
+    problem i is correct when k < correct) and `length` tokens (+ i mod 5)."""
+    import json
+
+    rows = [
+        {"problem_id": f"syn-{i:02d}", "sample": j, "n_tokens": length + (i % 5),
+         "correct": 2 * i + j < correct, "finish_reason": "stop", "truncated": False,
+         "difficulty": 1 + i % 3, "steps": 2}
+        for i in range(N_PROBLEMS)
+        for j in range(N_SAMPLES)
+    ]  # fmt: skip
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _fidelity_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
+    """Accuracy rises with η (8 of 48 responses per 0.5), Len-A rises with η and falls with α: a front of
+    three trials along η. Promoted to more training problems (data.train.n above REDUCED_TRAIN) every value
+    moves by a constant, a monotone function of the reduced one (τ = 1); promoted to more training steps
+    (training.max_steps above REDUCED_STEPS) η's effect on accuracy flips sign (τ = −1 on accuracy), Len-A
+    still moves by a constant. Another training seed lengthens answers by (seed mod 3) tokens."""
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    budget = spec.evaluation.budget
+    longer = spec.training.max_steps > REDUCED_STEPS
+    more = (spec.data.train.n or 0) > REDUCED_TRAIN
+    eta_effect = -1 if longer else 1
+    correct = 24 + eta_effect * round(16 * params.eta) + (4 if longer or more else 0)
+    length = 100 + round(40 * params.eta) - round(100 * params.alpha) - (10 if longer or more else 0)
+    length += (ctx.seeds.training or 0) % 3
+    base_path = _write_levels(ctx.out_dir / "baseline_records.jsonl", 30, 120)
+    path = _write_levels(ctx.out_dir / "records.jsonl", correct, length)
+    base = ProblemSums.from_records(read_records(base_path), budget)
+    new = ProblemSums.from_records(read_records(path), budget)
+    metrics = {
+        **metric_values(new, base),
+        **intervals(new, spec.evaluation),
+        **compare(base, new, spec.evaluation),
+    }
+    return TrialResult(
+        params={"alpha": params.alpha, "eta": params.eta},
+        metrics={**metrics, "budget": budget},
+        baseline={**metric_values(base), **intervals(base, spec.evaluation), "budget": budget},
+        budget_curve=[],
+        baseline_budget_curve=[],
+        adapter_dir=ctx.out_dir,
+        records=path,
+        baseline_records=base_path,
+    )
+
+
 synthetic_trial = FunctionRecipe(_synthetic_trial, Spec)
+fidelity_trial = FunctionRecipe(_fidelity_trial, Spec)
 failing_trial = FunctionRecipe(_failing_trial, Spec)
 interrupted_trial = FunctionRecipe(_interrupted_trial, Spec)

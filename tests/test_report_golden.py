@@ -21,7 +21,7 @@ from records_util import add_trial, make_study
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
-from tsq.records import FORMAT_ATTR, StudyRecord, TrialRecord
+from tsq.records import FORMAT, FORMAT_ATTR, StudyRecord, TrialRecord
 
 GOLDEN = Path(__file__).parent / "fixtures" / "report_golden"
 BASELINE = {"accuracy": 0.6, "len_all": 60.0, "len_correct": 50.0, "auc": 0.30, "budget": 128,
@@ -123,7 +123,7 @@ def current_format_study(url: str, old: optuna.Study) -> optuna.Study:
     study = make_study(url, StudyRecord.from_study(old), name=old.study_name, metric_names=old.metric_names)
     for t in old.trials:
         add_trial(study, TrialRecord.from_trial(t), *t.system_attrs.get("constraints", [None]))
-    assert study.user_attrs[FORMAT_ATTR] == study.trials[0].user_attrs[FORMAT_ATTR] == 2
+    assert study.user_attrs[FORMAT_ATTR] == study.trials[0].user_attrs[FORMAT_ATTR] == FORMAT
     return study
 
 

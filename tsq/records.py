@@ -11,6 +11,9 @@ Format versions, each older one read through its migration (`TRIAL_MIGRATIONS`, 
 - 1: no version attr: every study and trial written before this module. A replicate then carried no `split`
   or `replicate` index where a study was built by hand (readers took "eval" and 1, fresh seeds).
 - 2: the version attr; a replicate always carries its index and split.
+- 3: a replicate may carry `replicate_fidelity`, the spec overlay it ran at (`tsq sweep promote`: the
+  promoted fidelity); without it a replicate ran at the sweep's own fidelity, as every format-2 one did. The
+  bump keeps a format-2 reader from taking a promoted trial for a seed replicate at the sweep's fidelity.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from tsq.method.metrics import IntervalPart, interval_key
 if TYPE_CHECKING:  # the data loaders are slow to import (graders), and a record only names the split
     from tsq.data.loading import Split
 
-FORMAT = 2  # the format this code writes
+FORMAT = 3  # the format this code writes
 FORMAT_ATTR = "tsq_format"
 Attrs = Mapping[str, Any]
 
@@ -48,9 +51,15 @@ def _study_1_to_2(attrs: Attrs) -> dict[str, Any]:
     return {**attrs, FORMAT_ATTR: 2}
 
 
+def _2_to_3(attrs: Attrs) -> dict[str, Any]:
+    """Format 3 added `replicate_fidelity`, absent from a replicate at the sweep's fidelity: every format-2
+    record reads unchanged."""
+    return {**attrs, FORMAT_ATTR: 3}
+
+
 # version -> the migration of a record in that version to the next one
-TRIAL_MIGRATIONS: dict[int, Callable[[Attrs], dict[str, Any]]] = {1: _trial_1_to_2}
-STUDY_MIGRATIONS: dict[int, Callable[[Attrs], dict[str, Any]]] = {1: _study_1_to_2}
+TRIAL_MIGRATIONS: dict[int, Callable[[Attrs], dict[str, Any]]] = {1: _trial_1_to_2, 2: _2_to_3}
+STUDY_MIGRATIONS: dict[int, Callable[[Attrs], dict[str, Any]]] = {1: _study_1_to_2, 2: _2_to_3}
 
 
 def migrate(attrs: Attrs, migrations: Mapping[int, Callable[[Attrs], dict[str, Any]]]) -> dict[str, Any]:
@@ -67,12 +76,20 @@ def migrate(attrs: Attrs, migrations: Mapping[int, Callable[[Attrs], dict[str, A
 
 @dataclass(frozen=True)
 class Replicate:
-    """A re-run of another trial by `tsq sweep confirm`: not counted in n_trials, never a front point."""
+    """A re-run of another trial by `tsq sweep confirm` (at the sweep's fidelity) or `tsq sweep promote` (at
+    the promoted fidelity): not counted in n_trials, never a front point."""
 
     of: int  # the original trial's number
     index: int  # 0: the original's own seeds (held-out split only); >= 1: fresh seeds
     split: Split  # "eval": the sweep's split; "test": the held-out split the sweep never saw
     seeds: dict[str, int] = field(default_factory=dict)  # "training", "evaluation": the seeds it overrides
+    # `tsq sweep promote`: the spec overlay (study.promote) the trial ran at; None: the sweep's own fidelity
+    fidelity: dict[str, Any] | None = None
+
+    @property
+    def promoted(self) -> bool:
+        """Run at the promoted fidelity (`tsq sweep promote`), not a seed replicate of the sweep's."""
+        return self.fidelity is not None
 
     @property
     def fresh(self) -> bool:
@@ -81,7 +98,7 @@ class Replicate:
 
 
 # The attrs that store a trial's `Replicate`
-_REPLICATE_ATTRS = ("replicate_of", "replicate", "split", "replicate_seeds")
+_REPLICATE_ATTRS = ("replicate_of", "replicate", "split", "replicate_seeds", "replicate_fidelity")
 # TrialRecord's fields that Optuna holds: read by `from_trial`, never stored by `to_attrs`
 _OPTUNA_FACTS = ("number", "state", "params", "distributions", "values", "feasible", "grid_point")
 
@@ -143,6 +160,8 @@ class TrialRecord:
                     {"replicate_of": value.of, "replicate": value.index, "split": value.split,
                      "replicate_seeds": dict(value.seeds)}
                 )  # fmt: skip
+                if value.fidelity is not None:
+                    out["replicate_fidelity"] = dict(value.fidelity)
             else:
                 out[name] = value
         out[FORMAT_ATTR] = FORMAT
@@ -161,6 +180,7 @@ class TrialRecord:
                 int(current["replicate"]),
                 current["split"],
                 dict(current.get("replicate_seeds") or {}),
+                current.get("replicate_fidelity"),
             )
         return cls(
             **optuna_facts,
@@ -193,7 +213,8 @@ def _stored_fields() -> list[str]:
 
 
 def is_replicate(trial: FrozenTrial | optuna.Trial) -> bool:
-    """A replicate of another trial (`tsq sweep confirm`): not counted in n_trials, never a front point."""
+    """A replicate of another trial (`tsq sweep confirm`, or `tsq sweep promote` at the promoted fidelity):
+    not counted in n_trials, never a front point."""
     return trial.user_attrs.get("replicate_of") is not None
 
 

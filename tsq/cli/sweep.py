@@ -1,4 +1,4 @@
-"""`tsq sweep launch|status|best`."""
+"""`tsq sweep launch|confirm|promote|status|best`."""
 
 from __future__ import annotations
 
@@ -226,7 +226,8 @@ def _print_status(study: optuna.Study, table: StudyTable | None = None, spec: Pa
     from tsq.method.stats import FRONT_CLASS_LABELS
     from tsq.report.advice import recommendation_lines
     from tsq.report.data import study_data
-    from tsq.report.sections import importance_markdown, spread_lines
+    from tsq.report.fidelity import fidelity_check
+    from tsq.report.sections import fidelity_lines, importance_markdown, spread_lines
     from tsq.report.table import front_trials, table_hypervolume, table_of
 
     console = make_console()
@@ -256,6 +257,9 @@ def _print_status(study: optuna.Study, table: StudyTable | None = None, spec: Pa
                                                      table.importance_stability)))  # fmt: skip
     console.print("what to train with:")
     for line in recommendation_lines(table, None if spec is None else str(spec)):
+        console.print(line.replace("**", ""), markup=False, highlight=False)
+    fidelity = fidelity_check(data, table)
+    for line in fidelity_lines(fidelity) if fidelity is not None else []:
         console.print(line.replace("**", ""), markup=False, highlight=False)
 
 
@@ -290,6 +294,54 @@ def confirm(
     result, wanted = run_confirm(loaded, storage, study, top, replicates, split, tracker)
     trials = sorted({r.of for r in wanted})
     typer.echo(f"confirmed trials {trials}: {len(wanted)} replicates on the {split} split")
+    files = write_report(result, tsq_home() / "studies" / result.study_name / "report", spec=str(spec))
+    typer.echo(f"report: {files['pareto.md']}")
+
+
+@app.command()
+def promote(
+    spec: Annotated[
+        Path, typer.Argument(help="the sweep spec the study was launched with (its study.promote)")
+    ],
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", min=1, help="the K trials with the highest p_front (default: the whole front)"),
+    ] = None,
+    controls: Annotated[
+        int,
+        typer.Option("--controls", min=0, help="trials off the front, drawn at random (seeded), re-run too"),
+    ] = 3,
+    replicates: Annotated[
+        int, typer.Option("--replicates", min=1, help="fresh seeds per point (2 or more: the noise ceiling)")
+    ] = 2,
+    split: Annotated[
+        Literal["eval", "test"],
+        typer.Option("--split", help="eval: the sweep's split; test: the spec's held-out data.test"),
+    ] = "eval",
+    seed: Annotated[int, typer.Option("--seed", help="seed of the controls' draw")] = 0,
+    tracker: TrackerOpt = "wandb",
+) -> None:
+    """Re-run the front, the recommended trial and M controls at the full fidelity of study.promote.
+
+    The promoted runs are trials of the same study linked to their originals (user attr replicate_of, with
+    replicate_fidelity: the overlay), never counted as sweep trials; an interrupted promotion resumes when run
+    again. The report's section "At full fidelity" says whether the reduced sweep's answer holds.
+    """
+    from tsq.paths import tsq_home
+    from tsq.report.pareto import write_report
+    from tsq.study.promote import promote as run_promote
+
+    scrub_argv(sys.argv)
+    loaded = load_spec(spec)
+    result, roles, wanted = run_promote(
+        loaded, str(spec), storage, study, top, controls, replicates, split, seed, tracker
+    )
+    described = ", ".join(f"{role} {numbers}" for role, numbers in roles.items() if numbers)
+    typer.echo(
+        f"promoted trials ({described}): {len(wanted)} runs at study.promote's fidelity, {split} split"
+    )
     files = write_report(result, tsq_home() / "studies" / result.study_name / "report", spec=str(spec))
     typer.echo(f"report: {files['pareto.md']}")
 

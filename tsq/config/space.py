@@ -175,6 +175,10 @@ class StudySpec(_Model):
     front: FrontSpec = FrontSpec()
     effects: EffectsSpec = EffectsSpec()
     wandb: WandbSpec = WandbSpec()
+    # `tsq sweep promote`: the full fidelity, a partial spec merged over the spec's own sections (e.g.
+    # {training: {max_steps: 240}, data: {train: {n: 800}}}) and validated with the recipe's spec model when
+    # promoting (tsq.study.promote.overlay_of); it may not set a searched knob (the point sets those)
+    promote: dict[str, Any] | None = None
 
     @field_validator("search", mode="before")
     @classmethod

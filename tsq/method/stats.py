@@ -479,3 +479,96 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted
+
+
+# -- rank agreement: does a ranking measured at one fidelity hold at another --------------------------------
+
+
+def kendall_tau_b_many(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's τ_b of each row of `x` against the same row of `y` (both (rows, points)): Σ sign(Δx)·sign(Δy)
+    over the pairs of points, over √(pairs untied in x · pairs untied in y). A point that is NaN in either
+    row of a pair of rows is absent from it. NaN where a row has no pair untied in x or none in y."""
+    x, y = np.atleast_2d(np.asarray(x, dtype=float)), np.atleast_2d(np.asarray(y, dtype=float))
+    upper = np.triu(np.ones((x.shape[1], x.shape[1]), dtype=bool), k=1)
+    dx = (x[:, None, :] - x[:, :, None])[:, upper]
+    dy = (y[:, None, :] - y[:, :, None])[:, upper]
+    present = ~(np.isnan(dx) | np.isnan(dy))
+    sx, sy = np.where(present, np.sign(dx), 0.0), np.where(present, np.sign(dy), 0.0)
+    denominator = np.sqrt(np.abs(sx).sum(axis=1) * np.abs(sy).sum(axis=1))
+    numerator = (sx * sy).sum(axis=1)
+    return np.divide(numerator, denominator, out=np.full(len(numerator), np.nan), where=denominator > 0)
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Kendall's τ_b of paired values (ties in either corrected for); None where it is undefined (fewer than
+    two points, or every x or every y equal)."""
+    if len(x) != len(y):
+        raise ValueError(f"kendall_tau_b of {len(x)} and {len(y)} values")
+    if len(x) < 2:
+        return None
+    tau = float(kendall_tau_b_many(np.asarray([x]), np.asarray([y]))[0])
+    return None if math.isnan(tau) else tau
+
+
+def point_resamples(n_points: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n_points) indices of points drawn with replacement: the bootstrap over points (here the
+    unit is the configuration, not the problem)."""
+    if n_points <= 0 or n_resamples <= 0:
+        raise ValueError(f"need points and resamples, got {n_points} points, {n_resamples} resamples")
+    return np.random.default_rng([seed, 2]).integers(0, n_points, size=(n_resamples, n_points))
+
+
+def split_halves(runs: Sequence[float]) -> tuple[float, float] | None:
+    """The means of one configuration's runs in two halves, by position (runs 1, 3, ... and 2, 4, ...): two
+    independent measurements of it (None with fewer than two runs)."""
+    if len(runs) < 2:
+        return None
+    return float(np.mean(runs[0::2])), float(np.mean(runs[1::2]))
+
+
+@dataclass(frozen=True)
+class RankTransfer:
+    """How well the ranking of points by one metric at a reduced fidelity holds at the full one.
+
+    `tau`: Kendall's τ_b between the reduced values and the full ones (means over each point's seeds).
+    `ceiling`: the τ_b between the two split halves of each point's full-fidelity seeds (`split_halves`):
+    what two measurements of one and the same ranking show at the measured seed noise, so what perfect
+    transfer would show. `gap`: ceiling − τ. Each with a 95% percentile interval from one bootstrap over the
+    points (the same resamples for all three, so the gap is paired); None where undefined."""
+
+    n: int  # points with a full-fidelity value
+    n_split: int  # ... of them with two or more seeds (the ceiling's)
+    tau: Estimate
+    ceiling: Estimate
+    gap: Estimate
+
+
+def rank_transfer(
+    reduced: Sequence[float], full_runs: Sequence[Sequence[float]], *, n_resamples: int, seed: int
+) -> RankTransfer:
+    """`RankTransfer` of points given their reduced values and each one's full-fidelity runs (one per
+    seed, at least one)."""
+    if not reduced or len(reduced) != len(full_runs) or any(not runs for runs in full_runs):
+        raise ValueError("rank_transfer needs points, each with a reduced value and at least one full run")
+    x = np.asarray(reduced, dtype=float)
+    y = np.asarray([np.mean(runs) for runs in full_runs], dtype=float)
+    halves = np.asarray([split_halves(runs) or (math.nan, math.nan) for runs in full_runs], dtype=float)
+    a, b = halves[:, 0], halves[:, 1]
+    index = point_resamples(len(x), n_resamples, seed)
+    tau_draws = kendall_tau_b_many(x[index], y[index])
+    ceiling_draws = kendall_tau_b_many(a[index], b[index])  # a point of one seed is absent (NaN) from it
+    split = ~np.isnan(a)
+    tau = kendall_tau_b(list(x), list(y))
+    ceiling = kendall_tau_b(list(a[split]), list(b[split]))
+    gap = None if tau is None or ceiling is None else ceiling - tau
+
+    def estimate(value: float | None, draws: np.ndarray) -> Estimate:
+        return _estimate(math.nan if value is None else value, draws, LEVEL)
+
+    return RankTransfer(
+        len(x),
+        int(split.sum()),
+        estimate(tau, tau_draws),
+        estimate(ceiling, ceiling_draws),
+        estimate(gap, ceiling_draws - tau_draws),
+    )

@@ -9,7 +9,7 @@ folder's `records/` (where `export_records` copies them).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,19 @@ class StudyData:
 
     @property
     def replicates(self) -> list[TrialRecord]:
-        """The COMPLETE replicates (`tsq sweep confirm`)."""
-        return [t for t in self.trials if t.state == TrialState.COMPLETE and t.replicate is not None]
+        """The COMPLETE replicates at the sweep's fidelity (`tsq sweep confirm`)."""
+        return [
+            t
+            for t in self.trials
+            if t.state == TrialState.COMPLETE and t.replicate is not None and not t.replicate.promoted
+        ]
+
+    @property
+    def promoted(self) -> list[TrialRecord]:
+        """The COMPLETE re-runs at the promoted fidelity (`tsq sweep promote`): never a point of the sweep's,
+        nor a seed replicate of one (another fidelity measures other values)."""
+        return [t for t in self.trials if t.state == TrialState.COMPLETE and t.replicate is not None
+                and t.replicate.promoted]  # fmt: skip
 
     @property
     def objectives(self) -> list[tuple[str, str]]:
@@ -132,13 +143,17 @@ def provenance_lines(trials: Sequence[TrialRecord]) -> list[str]:
     return list(seen)
 
 
-def export_records(data: StudyData, numbers: Sequence[int], folder: Path) -> None:
-    """Copy the per-response records of the trials `numbers` and of the baseline into `folder` (a report
-    rebuilt elsewhere finds them there), and remove trial files of trials the report does not hold."""
+def export_records(
+    data: StudyData, numbers: Sequence[int], folder: Path, also: Mapping[str, Any] | None = None
+) -> None:
+    """Copy the per-response records of the trials `numbers`, of the baseline and of `also` (file name ->
+    the path a record stored) into `folder` (a report rebuilt elsewhere finds them there), and remove trial
+    files of trials the report does not hold."""
     trials = {t.number: t for t in data.trials}
     wanted = {f"trial-{n}.jsonl": trials[n].records for n in numbers}
     if numbers:
         wanted["baseline.jsonl"] = trials[numbers[0]].baseline_records
+    wanted.update(also or {})
     for name, attr in wanted.items():
         source = records_path(attr, None, name)
         if source is not None and source.resolve() != (folder / name).resolve():

@@ -215,7 +215,9 @@ def _eval_trials(data: StudyData, notes: list[str]) -> list[TrialRecord]:
     trials = [
         t
         for t in data.trials
-        if t.state == TrialState.COMPLETE and (t.replicate is None or t.replicate.split == "eval")
+        # a promoted re-run (`tsq sweep promote`) is another fidelity: never an arm's seed
+        if t.state == TrialState.COMPLETE
+        and (t.replicate is None or (t.replicate.split == "eval" and not t.replicate.promoted))
     ]
     stopped = [t.number for t in trials if t.stopped]
     if stopped:

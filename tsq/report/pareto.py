@@ -36,8 +36,9 @@ from tsq.method.stats import FRONT_CLASS_LABELS
 from tsq.records import TrialRecord
 from tsq.report.advice import feasible_cell, feasible_header, recommendation_lines
 from tsq.report.data import export_records, study_data
+from tsq.report.fidelity import FidelityCheck, fidelity_check
 from tsq.report.figures import cell, front_figure, knobs_figure, render_png
-from tsq.report.sections import importance_markdown, spread_lines
+from tsq.report.sections import fidelity_lines, importance_markdown, spread_lines
 from tsq.report.table import Row, StudyTable, front_trials, metric_columns, table_hypervolume, table_of
 
 
@@ -76,9 +77,10 @@ def _ordered_rows(table: StudyTable) -> list[Row]:
     return sorted(table.rows, key=lambda r: r.metrics.get("len_all") or math.inf)
 
 
-def render_markdown(table: StudyTable, spec: str | None = None) -> str:
+def render_markdown(table: StudyTable, spec: str | None = None, fidelity: FidelityCheck | None = None) -> str:
     """What to train with, then the paper-style table of every trial against the baseline, with intervals,
-    feasibility and p_front, then what the noise allows."""
+    feasibility and p_front, then what the noise allows; with `fidelity` (`tsq sweep promote`), whether the
+    answer holds at full fidelity."""
     names = _report_metrics(table)
     budget = table.budget
     header = [
@@ -134,6 +136,7 @@ def render_markdown(table: StudyTable, spec: str | None = None) -> str:
     lines += [f"- front spread in {line}" for line in spread_lines(table)]
     lines += [f"- note: {note}" for note in table.notes]
     lines += _replicated_markdown(table)
+    lines += fidelity_lines(fidelity) if fidelity is not None else []
     if table.importances:
         lines += ["", "## Which knob mattered (PED-ANOVA importance per objective)", ""]
         lines += importance_markdown(table.importances, table.importance_warning, table.importance_stability)
@@ -182,11 +185,11 @@ def _replicated_markdown(table: StudyTable) -> list[str]:
     return lines
 
 
-def render_html(table: StudyTable, spec: str | None = None) -> str:
+def render_html(table: StudyTable, spec: str | None = None, fidelity: FidelityCheck | None = None) -> str:
     parts = [front_figure(table).to_html(include_plotlyjs=True, full_html=False)]  # inlined: works offline
     if table.rows and table.param_names:
         parts.append(knobs_figure(table).to_html(include_plotlyjs=False, full_html=False))
-    text = render_markdown(table, spec).splitlines()[1:]  # the title is the plot's
+    text = render_markdown(table, spec, fidelity).splitlines()[1:]  # the title is the plot's
     split = text.index("## Every trial") if "## Every trial" in text else 0
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
@@ -252,11 +255,17 @@ def write_report(
         table = table_of(data, records_dir=out_dir / "records", thresholds=thresholds)
     if not table.rows:
         raise UserError(f"study {study.study_name}: no completed trial yet, nothing to report")
-    export_records(data, [r.number for r in table.rows], out_dir / "records")
+    # promoted runs (`tsq sweep promote`) and their baseline travel with the report too: its front check
+    # reads them
+    promoted = data.promoted
+    also = {"baseline-promoted.jsonl": promoted[0].baseline_records} if promoted else {}
+    numbers = [r.number for r in table.rows] + [t.number for t in promoted]
+    export_records(data, numbers, out_dir / "records", also)
+    fidelity = fidelity_check(data, table, out_dir / "records")
     renderers: dict[str, Callable[[StudyTable], str | bytes]] = {
         "pareto.csv": render_csv,
-        "pareto.md": lambda t: render_markdown(t, spec),
-        "pareto.html": lambda t: render_html(t, spec),
+        "pareto.md": lambda t: render_markdown(t, spec, fidelity),
+        "pareto.html": lambda t: render_html(t, spec, fidelity),
         "pareto.png": render_png,
     }
     written: dict[str, Path] = {}

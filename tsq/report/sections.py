@@ -1,5 +1,6 @@
 """Markdown sections that pareto.md and `tsq sweep status` share: how spread out the front is in each
-objective (`tsq.method.stats.front_spread`), and which knob mattered (`tsq.report.importance`)."""
+objective (`tsq.method.stats.front_spread`), which knob mattered (`tsq.report.importance`), and whether the
+reduced sweep's answer holds at full fidelity (`tsq.report.fidelity`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import itertools
 import math
 from collections.abc import Mapping
 
-from tsq.method.metrics import axis_label, display_value, metric
+from tsq.method.metrics import axis_label, display_value, format_value, metric
+from tsq.method.stats import FRONT_CLASS_LABELS, Estimate
+from tsq.report.fidelity import FidelityCheck, label, overlay_text
 from tsq.report.importance import ImportanceStability
 from tsq.report.table import StudyTable
 
@@ -120,3 +123,75 @@ def stability_line(objective: str, stability: ImportanceStability) -> str:
         return f"{objective}: {stability.top} stays first without any one trial"
     moved = ", ".join(f"without trial {n} {k}" for n, k in sorted(stability.top_without.items()))
     return f"{objective}: **not stable**: {stability.top} is first, but another knob is first {moved}"
+
+
+def _tau(estimate: Estimate) -> str:
+    if estimate.value is None:
+        return "n/a"
+    if estimate.lo is None or estimate.hi is None:
+        return f"{estimate.value:+.2f}"
+    return f"{estimate.value:+.2f} [{estimate.lo:+.2f}, {estimate.hi:+.2f}]"
+
+
+def fidelity_lines(check: FidelityCheck) -> list[str]:
+    """The section "At full fidelity" (`tsq sweep promote`): the verdict, each objective's rank transfer
+    against its noise ceiling, the front check, the hypervolume lost, each knob's sign at both fidelities."""
+    seeds = "/".join(map(str, sorted(set(check.seeds.values()))))
+    on_front = ", ".join(map(str, check.reduced_front)) or "none"
+    off_front = ", ".join(str(n) for n in check.points if n not in check.reduced_front) or "none"
+    lines = [
+        "",
+        "## At full fidelity (`tsq sweep promote`)",
+        "",
+        f'**Verdict: {check.verdict}** (the rule: docs/sweeps.md, "Does the answer hold at full fidelity").',
+        "",
+        f"Promoted at `{overlay_text(check.overlay)}`: {len(check.points)} points (on the sweep's front: "
+        f"{on_front}; off it: {off_front}), {seeds} fresh seeds each. A point's full value is the mean over "
+        "its promoted seeds, its reduced value the sweep's own run. τ_b: Kendall's rank correlation of the "
+        "two over the points, with a 95% bootstrap interval over the points. Noise ceiling: τ_b between the "
+        "means of the two halves of each point's seeds, what perfect transfer would show at the measured "
+        "seed noise (halves of R/2 seeds are noisier than a mean of R, so a τ at the ceiling is slightly "
+        "generous). A difference not separable from the noise is no measurable effect.",
+        "",
+        "| objective | points | τ_b reduced vs full | noise ceiling | ceiling − τ_b | verdict |",
+        "|---|---:|---|---|---|---|",
+    ]
+    for t in check.transfers:
+        lines.append(
+            f"| {label(t.metric)} | {t.transfer.n} | {_tau(t.transfer.tau)} | {_tau(t.transfer.ceiling)} "
+            f"| {_tau(t.transfer.gap)} | {t.verdict}: {t.reason} |"
+        )
+    lines.append("")
+    if check.pick_p_front is not None and check.pick_front is not None:
+        lines.append(
+            f"- the recommended trial {check.pick} at full fidelity: p_front {check.pick_p_front:.3f} among "
+            f"the promoted points, seed noise in ({FRONT_CLASS_LABELS[check.pick_front]})"
+        )
+    hv = check.hypervolume
+    if hv is not None:
+        reference = ", ".join(
+            f"{label(m)} {format_value(m, v)} ({why})" for m, (v, why) in hv.reference.items()
+        )
+        lost = "n/a (the promoted points dominate no volume)" if hv.lost is None else f"{100 * hv.lost:.1f}%"
+        lines.append(
+            f"- hypervolume at full fidelity: the sweep's front points {hv.reduced_front:.4g}, every "
+            f"promoted point {hv.full_front:.4g}: lost by choosing at reduced fidelity {lost} (reference "
+            f"point: {reference})"
+        )
+    if check.knobs:
+        lines += [
+            "",
+            "Each knob's rank correlation (τ_b) with each objective over the promoted points, at each "
+            "fidelity. Caveat: the points are not a designed experiment (the front's knobs move together, "
+            "so one knob's correlation carries the others'), and with few points most intervals reach 0: "
+            "*not measurable* says so, not that the knob has no effect.",
+            "",
+            "| knob | objective | τ_b reduced | τ_b full | sign |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k.knob} | {label(k.metric)} | {_tau(k.reduced)} | {_tau(k.full)} | {k.agreement} |"
+            for k in check.knobs
+        ]
+    lines += [f"- note: {note}" for note in check.notes]
+    return lines

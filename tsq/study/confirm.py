@@ -12,7 +12,9 @@ points of their own; the report aggregates them under their original.
 
 from __future__ import annotations
 
+import json
 from contextlib import closing
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -77,30 +79,50 @@ def confirm(
     if not targets:
         raise UserError(f"study {name}: no complete trial on the front to confirm yet")
     wanted = plan(spec, targets, replicates, split)
-    existing = _replicates(study, (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING))
-    params = {t.number: t.params for t in targets}
+    run_replicates(spec, storage, study, wanted, {t.number: t.params for t in targets}, tracker_kind)
+    return study, wanted
+
+
+def run_replicates(
+    spec: Spec,
+    storage: StorageURL,
+    study: optuna.Study,
+    wanted: list[Replicate],
+    params: dict[int, dict[str, Any]],
+    tracker_kind: TrackerKind,
+) -> None:
+    """Enqueue the replicates in `wanted` that the study lacks (`params`: each original's point) and run them
+    here, each failed one retried once; an interrupted run is resumed by running it again (the queue holds
+    what is left, a relaunch adds only what is missing)."""
+    existing = replicates_of(study, (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING))
     for r in wanted:
-        if (r.of, r.index, r.split) not in existing:  # a relaunch adds only what is missing
+        if key_of(r) not in existing:
             enqueue_replicate(study, params[r.of], r)
-    tracker = Tracker(tracker_kind, name, spec.study.wandb.project, spec.study.wandb.entity)
+    tracker = Tracker(tracker_kind, study.study_name, spec.study.wandb.project, spec.study.wandb.entity)
     with sigterm_as_exit(), closing(TrialObjective(spec, tracker, storage.masked)) as objective:
         for _ in range(2 * len(wanted)):  # room to retry each failed replicate once
-            missing = [r for r in wanted if (r.of, r.index, r.split) not in _replicates(study)]
+            done = replicates_of(study)
+            missing = [r for r in wanted if key_of(r) not in done]
             if not missing:
                 break
             if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 for r in missing:  # what failed goes back in the queue
                     enqueue_replicate(study, params[r.of], r)
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-    return study, wanted
 
 
-def _replicates(
+ReplicateKey = tuple[int, int, str, str]
+
+
+def key_of(replicate: Replicate) -> ReplicateKey:
+    """What makes a replicate the one asked for: its original, index, split and fidelity (a promoted re-run,
+    `tsq sweep promote`, at another overlay is another run; none of them is one `confirm` asks for)."""
+    fidelity = "" if replicate.fidelity is None else json.dumps(replicate.fidelity, sort_keys=True)
+    return (replicate.of, replicate.index, replicate.split, fidelity)
+
+
+def replicates_of(
     study: optuna.Study, states: tuple[TrialState, ...] = (TrialState.COMPLETE,)
-) -> set[tuple[int, int, str]]:
-    """(original, index, split) of the study's replicates in `states`."""
-    return {
-        (t.replicate.of, t.replicate.index, t.replicate.split)
-        for t in trial_records(study, states)
-        if t.replicate is not None
-    }
+) -> set[ReplicateKey]:
+    """The keys (`key_of`) of the study's replicates in `states`."""
+    return {key_of(t.replicate) for t in trial_records(study, states) if t.replicate is not None}

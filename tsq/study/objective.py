@@ -7,13 +7,14 @@ import logging
 import math
 import os
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
 
 from tsq.cache import Cache, cache_dir_of
 from tsq.compat.optuna import set_feasibility
-from tsq.config.spec import Spec
+from tsq.config.spec import Spec, merge_sections
 from tsq.engines.generation.base import Backend
 from tsq.errors import TrialFailed
 from tsq.paths import tsq_home
@@ -68,7 +69,15 @@ class TrialObjective:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         study_cfg = self.spec.study
         values = {name: suggest(trial, name, entry) for name, entry in study_cfg.searched.items()}
-        trial_spec = apply_params(self.spec, {**study_cfg.fixed, **values})
+        # a replicate enqueued by `tsq sweep confirm` carries its seeds and split, and is evaluated in full;
+        # one by `tsq sweep promote` also the overlay of its fidelity, applied under the point
+        replicate = TrialRecord.from_trial(trial).replicate
+        base = (
+            self.spec
+            if replicate is None or replicate.fidelity is None
+            else at_fidelity(self.spec, replicate.fidelity)
+        )
+        trial_spec = apply_params(base, {**study_cfg.fixed, **values})
         out_dir = tsq_home() / "studies" / trial.study.study_name / f"trial-{trial.number}"
         out_dir.mkdir(parents=True, exist_ok=True)
         run = self.tracker.trial(
@@ -77,8 +86,6 @@ class TrialObjective:
         write_trial_record(
             trial, TrialRecord(out_dir=str(out_dir), worker_pid=os.getpid(), wandb_run_id=run.run_id or None)
         )
-        # a replicate enqueued by `tsq sweep confirm` carries its seeds and split, and is evaluated in full
-        replicate = TrialRecord.from_trial(trial).replicate
         try:
             ctx = TrialContext(
                 cache=self.cache,
@@ -145,6 +152,15 @@ class TrialObjective:
             if early_stop is not None and early_stop.get("stopped"):
                 value = max(value, 1e-9)  # the test showed it violated, so samplers see it infeasible
             set_feasibility(trial, value)  # where optuna-dashboard reads it too (tsq.compat.optuna)
+
+
+def at_fidelity(spec: Spec, overlay: Mapping[str, Any]) -> Spec:
+    """`spec` at another fidelity (`study.promote`, `tsq sweep promote`): the overlay merged over its own
+    sections (`merge_sections`) and validated with its own spec model, the study section kept. Raises
+    pydantic's ValidationError (paths in the spec's own terms) for a field that does not exist or a bad
+    value."""
+    merged = merge_sections(spec.model_dump(by_alias=True, exclude={"study"}), dict(overlay))
+    return type(spec).model_validate(merged).model_copy(update={"study": spec.study})
 
 
 def _finite(value: Any) -> bool:
