@@ -49,7 +49,8 @@ class WorkerReport:
 
 
 def state_counts(study: optuna.Study) -> dict[TrialState, int]:
-    """Trials by state; replicates (`tsq sweep confirm`) do not count toward the study's n_trials."""
+    """Trials by state; replicates (`tsq sweep confirm`, and `tsq sweep promote`'s runs at the promoted
+    fidelity) do not count toward the study's n_trials."""
     counts = dict.fromkeys(TrialState, 0)
     for t in study.get_trials(deepcopy=False):
         if not is_replicate(t):
