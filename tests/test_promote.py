@@ -19,11 +19,13 @@ from typer.testing import CliRunner
 from tsq.cli.main import app
 from tsq.errors import UserError
 from tsq.method.stats import kendall_tau_b, rank_transfer, split_halves
-from tsq.records import FORMAT_ATTR, Replicate, StudyRecord, TrialRecord, is_replicate
-from tsq.report.data import StudyData
+from tsq.recipe import load_spec
+from tsq.records import FORMAT_ATTR, Replicate, StudyRecord, TrialRecord, enqueue_replicate, is_replicate
+from tsq.report.data import StudyData, study_data
 from tsq.report.fidelity import FAILS, HOLDS, UNDECIDED, MetricTransfer, judge, overall
 from tsq.report.importance import usable_trials
 from tsq.report.table import front_trials, table_of
+from tsq.study.promote import plan
 from tsq.study.worker import state_counts
 
 # -- the statistics, by hand -------------------------------------------------------------------------------
@@ -164,6 +166,11 @@ def test_monotone_full_fidelity_holds_and_a_reversed_eta_effect_does_not(
     promote = ("sweep", "promote", str(spec), "--storage", url, "--controls", "1", "--replicates", "2",
                "--tracker", "none")  # fmt: skip
     _cli("sweep", "launch", str(spec), "--storage", url, "--tracker", "none", "--no-summary")
+    # as an interrupted promotion leaves it: one run enqueued (WAITING), none run; promote takes it up
+    study = optuna.load_study(study_name=name, storage=url)
+    first = front_trials(study_data(study))[0]
+    (queued,) = plan(load_spec(spec), [first], 1, "eval", {"data": {"train": {"n": 16}}})
+    enqueue_replicate(study, first.params, queued)
     out = _cli(*promote)
     # the front: the shortest trial at each η (α 0.5); one control off it, drawn from the α 0.1 trials
     assert "promoted trials (front [" in out and "controls [" in out
