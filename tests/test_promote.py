@@ -22,6 +22,7 @@ from tsq.method.stats import kendall_tau_b, rank_transfer, split_halves
 from tsq.recipe import load_spec
 from tsq.records import FORMAT_ATTR, Replicate, StudyRecord, TrialRecord, enqueue_replicate, is_replicate
 from tsq.report.data import StudyData, study_data
+from tsq.report.effects import _eval_trials
 from tsq.report.fidelity import FAILS, HOLDS, UNDECIDED, MetricTransfer, judge, overall
 from tsq.report.importance import usable_trials
 from tsq.report.table import front_trials, table_of
@@ -143,6 +144,7 @@ def test_promoted_runs_are_no_sweep_trials() -> None:
     assert [t.number for t in data.promoted] == [3]
     assert [t.number for t in front_trials(data)] == [2]  # the promoted run would dominate: not a point
     assert [t.number for t in usable_trials(data)] == [0, 1, 2]
+    assert [t.number for t in _eval_trials(data, [])] == [0, 1, 2]  # no arm's seed in `report effects`
     assert table_of(data).replicated == []  # no seed replicate of trial 2: another fidelity
 
 
