@@ -335,8 +335,8 @@ def _selected(request: pytest.FixtureRequest) -> set[str]:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A TSQ_HOME holding the study "existing" (smoke spec, no trials run) and one cache entry."""
-    from tsq.cache import Cache, content_key
     from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
+    from tsq.cache import Cache, content_key
     from tsq.study.lifecycle import create_or_load
     from tsq.study.storage import parse_storage_url
 

@@ -14,6 +14,7 @@ import csv
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import optuna
 import pytest
@@ -28,6 +29,7 @@ from tsq.devices import gpu_assignment, visible_gpus
 from tsq.errors import UserError
 from tsq.method.losses import LOSSES
 from tsq.method.metrics import objective_metric_names
+from tsq.method.refinement import CANDIDATE_FILTERS, CandidateFilter
 from tsq.method.select import SELECTION_VARIANTS
 from tsq.recipe import load_spec
 from tsq.study.params import apply_params, default_point
@@ -44,8 +46,9 @@ def test_every_shipped_spec_validates_and_its_default_point_builds(path: Path) -
     point = default_point(spec)  # None: the paper's point lies outside the space, and is not enqueued
     if point is not None:
         trial_spec = apply_params(spec, {**spec.study.fixed, **point})
-        for name, value in point.items():  # the point lands where the knob registry says
-            knob = KNOBS[name]
+        for name, value in point.items():  # the point lands where the recipe's knob says
+            knob = type(spec).knob(name)
+            assert knob is not None
             got = trial_spec
             for key in knob.path:
                 got = getattr(got, key)
@@ -59,6 +62,7 @@ def test_registries_are_the_spec_s_vocabulary() -> None:
     assert set(Spec.model_fields["training"].annotation.model_fields["loss"].annotation.__args__) == set(
         LOSSES
     )
+    assert set(get_args(CandidateFilter)) == set(CANDIDATE_FILTERS)
     for knob in KNOBS.values():  # every knob's path exists in the spec
         section = Spec()
         for key in knob.path:
