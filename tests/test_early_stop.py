@@ -220,6 +220,7 @@ def test_false_stops_at_the_boundary_are_at_most_5_percent(concentrated: bool) -
     assert stopped > (180 if not concentrated else 50), stopped
 
 
+@pytest.mark.slow  # 80 simulated studies (~20 s); the per-trial boundary tests above stay in the fast loop
 def test_false_stops_at_the_boundary_hold_per_study() -> None:
     # Every trial of a study is tested against the study's one baseline draw: a lucky baseline makes every
     # trial look worse. Over 80 simulated studies of 80 boundary trials each, no study may see more than

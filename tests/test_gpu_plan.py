@@ -146,6 +146,7 @@ def test_config_lookup_without_download(tmp_path: Path) -> None:
     assert check_gpu_plan(Spec()) is None  # the tiny world on the HF backend: no GPU plan
 
 
+@pytest.mark.slow  # ~50 s of CLI start-up; the plan is tested in-process above, the CLI in test_check
 def test_sweep_check_prints_the_plan(tmp_path: Path) -> None:
     raw = yaml.safe_load(SPECS["7b"].read_text())
     raw["sampling"]["sleep_mode"] = False

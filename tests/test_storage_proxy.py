@@ -75,6 +75,7 @@ study.optimize(lambda t: (t.suggest_float("x", 0, 1), time.sleep(600))[0], n_tri
 """
 
 
+@pytest.mark.slow  # waits out heartbeat grace periods (~20 s); the proxy's other tests stay in the fast loop
 def test_heartbeats_through_the_proxy(tmp_path: Path) -> None:
     """A worker that beats keeps its trial past the grace period; killed, its trial is failed and re-queued
     by the next worker's stale check, as on PostgreSQL. Optuna's proxy client has no heartbeat: its trials

@@ -116,6 +116,7 @@ def test_a_failed_trial_is_one_line_and_exit_1(tiny_model_dir: Path, tmp_path: P
     )
 
 
+@pytest.mark.slow  # about a minute: a real SIGINT chain, like tests/test_crash.py
 def test_ctrl_c_says_what_stopped_and_leaves_no_empty_folder(tmp_path: Path) -> None:
     """A real SIGINT to `tsq trial run` while its program runs: one line naming the trial and that nothing
     was recorded, exit 130, the empty trainer/ folder gone (the adapter it had trained is named, and kept)."""
