@@ -81,6 +81,17 @@ CASES = [
         "--set eta=-1: Input should be greater than or equal to 0",
         args=("trial", "run", "{spec}", "--set", "eta=-1"),
     ),
+    # -- a full fidelity (study.promote) that is not one: refused at launch, not after the sweep
+    Case(
+        "promote-sets-a-knob",
+        "study.promote.params.alpha: sets alpha, a knob of study.search",
+        patch={"study": {"promote": {"params": {"alpha": 0.5}}}},
+    ),
+    Case(
+        "promote-unknown-field",
+        "study.promote: training.max_stepz: unknown key (did you mean max_steps?)",
+        patch={"study": {"promote": {"training": {"max_stepz": 240}}}},
+    ),
     Case(
         "trial-knob-unknown",
         "--set alpah=0.5: alpah is not a knob of objectives.tokensqueeze:recipe (one of: alpha, epsilon,",

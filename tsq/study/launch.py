@@ -20,6 +20,7 @@ from tsq.errors import UserError
 from tsq.recipe import recipe_of
 from tsq.signals import sigterm_as_exit
 from tsq.study.lifecycle import check_compatible, create_or_load, study_name_of
+from tsq.study.promote import overlay_of
 from tsq.study.storage import StorageURL, open_storage, parse_storage_url
 from tsq.study.tracking import TrackerKind
 from tsq.study.worker import POLL_S, WorkerReport, run_worker, state_counts
@@ -75,6 +76,8 @@ def launch(
     storage = parse_storage_url(storage_url or spec.study.storage)
     name = study_name_of(spec, study_name)
     preflight(spec, storage, name)
+    if spec.study.promote is not None:  # a bad full fidelity is said now, not after the sweep
+        overlay_of(spec, str(spec_path))
     warn_before_launch(spec)  # `tsq sweep check`'s findings on knobs that cannot matter
     target = n_trials if n_trials is not None else spec.study.n_trials
     if workers <= 1:
