@@ -47,7 +47,7 @@ from tsq.method.early_stop import (
     stop_record,
 )
 from tsq.method.metrics import SUM_FIELDS, ProblemSums, metric_values
-from tsq.recipe import TrialContext, TrialResult, load_spec
+from tsq.recipe import FunctionRecipe, TrialContext, TrialResult, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 128
@@ -248,7 +248,7 @@ def _records(ids: Sequence[str], accuracy: float, length: int) -> list[dict]:
     return rows
 
 
-def staged_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
+def _staged_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
     """A trial program whose evaluation is synthetic but staged by tsq.method.early_stop, as the default
     program's: α ≥ 0.5 collapses accuracy from 70% to 20% (and is shorter, so it would be on an unconstrained
     front)."""
@@ -425,3 +425,7 @@ def test_a_look_logs_readable_p_values_and_what_decides_at_the_last_stage() -> N
         "; p 0.4 (last stage: the full evaluation decides feasibility)"
     )  # it printed "(stop below None)"
     assert look_line(seen(1, None, 0.05, False)).endswith("; not tested (fewer than 2 problems)")
+
+
+# a plain trial function on TokenSqueeze's spec model (its knobs and sections), loaded by name
+staged_trial = FunctionRecipe(_staged_trial, Spec)

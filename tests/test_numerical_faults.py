@@ -27,6 +27,7 @@ from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
 from objectives.tokensqueeze.config import TrialParams
 from objectives.tokensqueeze.trial import TrialContext, TrialResult, run_trial
 from tsq.cli.main import app
+from tsq.recipe import FunctionRecipe
 
 REPO = Path(__file__).resolve().parents[1]
 __all__ = ["TrialContext", "faulty_trial", "nan_objective_trial"]  # the programs the studies load
@@ -65,7 +66,7 @@ def _eos_when_adapter_active(module: torch.nn.Module, _args: Any, output: Any) -
 FAULTS = {0: _nan_when_training, 1: _eos_when_adapter_active}
 
 
-def faulty_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
+def _faulty_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
     """`run_trial`, with the fault of FAULTS injected into the trials it names."""
     hook = FAULTS.get(ctx.trial_number if ctx.trial_number is not None else -1)
     if hook is None:
@@ -74,7 +75,7 @@ def faulty_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialRes
         return run_trial(spec, params, ctx)
 
 
-def nan_objective_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
+def _nan_objective_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
     """No model: trial 0 reports a NaN accuracy, the others a finite one."""
     accuracy = math.nan if ctx.trial_number == 0 else params.alpha
     metrics = {"accuracy": accuracy, "len_all": 10.0 + params.eta, "accuracy_delta": 0.0}
@@ -115,3 +116,11 @@ def test_nan_loss_and_empty_outputs_fail_their_trials_and_the_sweep_goes_on(
     for t in trials[2:]:
         assert math.isfinite(t.values[0]) and math.isfinite(t.values[1])
         assert t.user_attrs["stats"]["training"]["final_loss"] is not None
+
+
+# a plain trial function on TokenSqueeze's spec model (its knobs and sections), loaded by name
+faulty_trial = FunctionRecipe(_faulty_trial, Spec)
+
+
+# a plain trial function on TokenSqueeze's spec model (its knobs and sections), loaded by name
+nan_objective_trial = FunctionRecipe(_nan_objective_trial, Spec)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from objectives.tokensqueeze.config import TokenSqueezeSpec as Spec
 from objectives.tokensqueeze.config import TrialParams
-from tsq.recipe import TrialContext, TrialResult, load_spec
+from tsq.recipe import FunctionRecipe, TrialContext, TrialResult, load_spec
 from tsq.signals import exit_if_stopping, sigterm_as_exit
 from tsq.study.objective import TrialObjective
 from tsq.study.storage import open_storage, parse_storage_url
@@ -49,10 +49,13 @@ def test_a_dropped_sigterm_is_raised_again() -> None:
     exit_if_stopping()  # outside the block: nothing pending
 
 
-def dropped_sigterm_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
+def _dropped_sigterm_trial(spec: Spec, params: TrialParams, ctx: TrialContext) -> TrialResult:
     """A trial whose SIGTERM is dropped, then fails as W&B's next call did once its service was stopped."""
     _drop_a_sigterm()
     raise ConnectionResetError("Connection lost")
+
+
+dropped_sigterm_trial = FunctionRecipe(_dropped_sigterm_trial, Spec)
 
 
 def test_a_worker_whose_sigterm_was_dropped_leaves_its_trial_running(
