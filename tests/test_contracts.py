@@ -35,7 +35,14 @@ from tsq.recipe import load_spec
 from tsq.study.params import apply_params, default_point
 
 REPO = Path(__file__).resolve().parents[1]
-SPECS = sorted((REPO / "sweeps").glob("*.yaml"))
+# every spec the repository ships: the sweeps, and the specs of diagnostics and of the search benchmark
+SPECS = sorted(
+    [
+        *(REPO / "sweeps").glob("*.yaml"),
+        *(REPO / "diagnostics").glob("*.yaml"),
+        *(REPO / "benchmarks").rglob("*.yaml"),
+    ]
+)
 SMOKE = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
 TSQ = [sys.executable, "-m", "tsq"]
 
