@@ -60,6 +60,23 @@ def targets_of(study: optuna.Study, top: int | None) -> list[TrialRecord]:
     return [trials[r.number] for r in best]
 
 
+def open_targets(
+    spec: Spec, storage_url: str | None, study_name: str | None, top: int | None, split: Split, verb: str
+) -> tuple[StorageURL, optuna.Study, list[TrialRecord]]:
+    """The storage, the study and the trials to re-run (`targets_of`) for `confirm` and `promote` (`verb`);
+    a spec without the held-out split it asks for, or a study with no complete trial on its front, is one
+    UserError before any work."""
+    storage = parse_storage_url(storage_url or spec.study.storage)
+    name = study_name_of(spec, study_name)
+    if split == "test":
+        load_problem_set(spec.data, "test")
+    study = create_or_load(spec, storage, name)
+    targets = targets_of(study, top)
+    if not targets:
+        raise UserError(f"study {name}: no complete trial on the front to {verb} yet")
+    return storage, study, targets
+
+
 def confirm(
     spec: Spec,
     storage_url: str | None,
@@ -70,14 +87,7 @@ def confirm(
     tracker_kind: TrackerKind,
 ) -> tuple[optuna.Study, list[Replicate]]:
     """Enqueue the replicates a study lacks and run them here; returns the study and the replicates."""
-    storage: StorageURL = parse_storage_url(storage_url or spec.study.storage)
-    name = study_name_of(spec, study_name)
-    if split == "test":
-        load_problem_set(spec.data, "test")  # a spec without a held-out split: one line, before any work
-    study = create_or_load(spec, storage, name)
-    targets = targets_of(study, top)
-    if not targets:
-        raise UserError(f"study {name}: no complete trial on the front to confirm yet")
+    storage, study, targets = open_targets(spec, storage_url, study_name, top, split, "confirm")
     wanted = plan(spec, targets, replicates, split)
     run_replicates(spec, storage, study, wanted, {t.number: t.params for t in targets}, tracker_kind)
     return study, wanted

@@ -22,15 +22,13 @@ import optuna
 from pydantic import ValidationError
 
 from tsq.config.spec import Spec, format_validation_error, inherited
-from tsq.data.loading import Split, load_problem_set
+from tsq.data.loading import Split
 from tsq.errors import UserError
 from tsq.records import Replicate, TrialRecord
 from tsq.report.data import study_data
 from tsq.report.table import front_trials, table_of
-from tsq.study.confirm import run_replicates, targets_of
-from tsq.study.lifecycle import create_or_load, study_name_of
+from tsq.study.confirm import open_targets, run_replicates
 from tsq.study.objective import at_fidelity
-from tsq.study.storage import StorageURL, parse_storage_url
 from tsq.study.tracking import TrackerKind
 
 
@@ -116,14 +114,7 @@ def promote(
     """Check the overlay, enqueue the promoted runs the study lacks and run them here; returns the study, the
     points by role ("front", "recommended", "controls") and the runs."""
     overlay = overlay_of(spec, source)
-    storage: StorageURL = parse_storage_url(storage_url or spec.study.storage)
-    name = study_name_of(spec, study_name)
-    if split == "test":
-        load_problem_set(spec.data, "test")  # a spec without a held-out split: one line, before any work
-    study = create_or_load(spec, storage, name)
-    targets = targets_of(study, top)
-    if not targets:
-        raise UserError(f"study {name}: no complete trial on the front to promote yet")
+    storage, study, targets = open_targets(spec, storage_url, study_name, top, split, "promote")
     data = study_data(study)
     pick = table_of(data).recommendation
     by_number = {t.number: t for t in data.complete}
