@@ -28,9 +28,9 @@ import optuna
 import pytest
 import yaml
 
+import tsq.engines.generation
 import tsq.engines.refine
 import tsq.engines.train
-import tsq.study.objective
 from objectives.tokensqueeze.config import TrialParams
 from objectives.tokensqueeze.trial import TrialContext, run_trial
 from tsq.cache import Cache
@@ -165,7 +165,8 @@ def test_a_failed_wake_up_closes_the_backend_and_the_next_trial_builds_a_new_one
         built.append(FailingWake(model_path, progress=False))
         return built[-1]
 
-    monkeypatch.setattr(tsq.study.objective, "backend_from_spec", factory)
+    # the engine the TokenSqueeze recipe opens for the worker (objectives/tokensqueeze/recipe.py, open_engine)
+    monkeypatch.setattr(tsq.engines.generation, "backend_from_spec", factory)
     study = optuna.create_study(directions=["maximize", "minimize"])
     objective = TrialObjective(spec, Tracker("none", study.study_name, "tsq"), "memory")
     first = objective.backend()
