@@ -139,7 +139,7 @@ def test_ctrl_c_says_what_stopped_and_leaves_no_empty_folder(tmp_path: Path) -> 
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
-        f"interrupted: the trial of {spec} (alpha=0.3, epsilon=0.005, lambda=1, eta=0.5) stopped before it "
+        f"interrupted: the trial of {spec} (alpha=0.3, eta=0.5) stopped before it "
         f"finished; nothing was recorded (no {out / 'metrics.json'}); left in {out} by the interrupted run: "
         "adapter/; finished cache stages are kept, so a rerun starts after them"
     )

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from tsq.cli.baseline import cache_for
 from tsq.cli.console import make_console
+from tsq.config.knobs import spec_value
 from tsq.config.space import outside
 from tsq.config.spec import Spec
 from tsq.errors import TrialFailed, UserError
@@ -74,7 +75,7 @@ def run(
         raise typer.Exit(1) from None
     except KeyboardInterrupt:  # Ctrl-C: say what stopped, and leave no empty folders behind
         left = _tidy(out, existed)
-        knobs = ", ".join(f"{k}={v}" for k, v in given.items()) or "the spec's own values"
+        knobs = ", ".join(f"{k}={_fmt(v)}" for k, v in _point(trial_spec, given).items())
         typer.echo(
             f"interrupted: the trial of {spec} ({knobs}) stopped before it finished; nothing was recorded "
             f"(no {out / 'metrics.json'})"
@@ -105,6 +106,16 @@ def _setting(spec: Spec, text: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return name, value
+
+
+def _point(spec: Spec, given: dict[str, Any]) -> dict[str, Any]:
+    """The trial's point: each knob the spec's study searches (in its order), then any other one set."""
+    names = dict.fromkeys([*spec.study.search, *given])
+    return {name: spec_value(spec, knob) for name in names if (knob := type(spec).knob(name)) is not None}
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _path(spec: Spec, name: str) -> tuple[str, ...]:
