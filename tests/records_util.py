@@ -4,9 +4,12 @@ them, with no model and no trial run."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -52,3 +55,24 @@ def add_trial(
             system_attrs=system_attrs,
         )
     )
+
+
+def noisy_records(
+    path: Path, accuracy: float, length: float, seed: int, steps: Callable[[int], int] = lambda i: 3
+) -> str:
+    """Per-response records of 40 problems x 4 samples whose lengths vary by problem: alike for every result
+    (difficulty) and by the result's own noise (`seed`, SD 3 tokens, centred so that the mean length is
+    exactly `length` + the mean difficulty); gaps between trials then have a known size and a nonzero SE.
+    `steps(i)`: problem i's thinking steps. Returns the path written, as a string (a record's `records`)."""
+    n_problems, n_samples = 40, 4
+    difficulty = np.random.default_rng(0).normal(0, 8, n_problems)
+    own = np.random.default_rng(seed).normal(0, 3, n_problems)
+    own -= own.mean()
+    rows = [
+        {"problem_id": f"p{i:02d}", "sample": j, "n_tokens": float(length + difficulty[i] + own[i]),
+         "correct": (j * n_problems + i) < accuracy * n_problems * n_samples, "finish_reason": "stop",
+         "truncated": False, "difficulty": 1 + i % 3, "steps": steps(i)}
+        for i in range(n_problems) for j in range(n_samples)
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)

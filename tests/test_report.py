@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
-from records_util import add_trial, make_study
+from records_util import add_trial, make_study, noisy_records
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
@@ -197,25 +197,6 @@ def test_spread_lines_do_not_contradict_themselves_after_rounding() -> None:
     assert "2.0 tokens, i.e. 1.97 SE" in second, second
 
 
-def _noisy_records(path: Path, accuracy: float, length: float, seed: int) -> str:
-    """Records whose lengths vary by problem: alike for every result (difficulty) and by the result's own
-    noise (`seed`, SD 3 tokens, centred so that the mean length is exactly `length` + the mean difficulty);
-    gaps between trials then have a known size and a nonzero SE."""
-    import numpy as np
-
-    difficulty = np.random.default_rng(0).normal(0, 8, N_PROBLEMS)
-    own = np.random.default_rng(seed).normal(0, 3, N_PROBLEMS)
-    own -= own.mean()
-    rows = [
-        {"problem_id": f"p{i:02d}", "sample": j, "n_tokens": float(length + difficulty[i] + own[i]),
-         "correct": (j * N_PROBLEMS + i) < accuracy * N_PROBLEMS * N_SAMPLES, "finish_reason": "stop",
-         "truncated": False, "difficulty": 1 + i % 3, "steps": 3}
-        for i in range(N_PROBLEMS) for j in range(N_SAMPLES)
-    ]  # fmt: skip
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 # A crowded front 0.4 tokens apart (trials 0-4), one trial off it, one stopped early; the constraint 5 points
 CROWDED = [(0.60, 31.0), (0.59, 30.6), (0.61, 31.4), (0.585, 30.2), (0.62, 32.0), (0.55, 40.0), (0.50, 28.0)]
 
@@ -251,7 +232,7 @@ def crowded_study(url: str, folder: Path, run_ids: dict[int, str] | None = None)
     )
     study = make_study(url, record, name="crowded")
     folder.mkdir(parents=True, exist_ok=True)
-    base = _noisy_records(folder / "baseline.jsonl", 0.6, 60.0, 1)
+    base = noisy_records(folder / "baseline.jsonl", 0.6, 60.0, 1)
     for number, (acc, length) in enumerate(CROWDED):
         stopped = number == 6
         metrics = {
@@ -263,7 +244,7 @@ def crowded_study(url: str, folder: Path, run_ids: dict[int, str] | None = None)
         }  # fmt: skip
         _add_trial(
             study, 0.1 + number / 10, acc, length, metrics, 1e-9 if stopped else None,
-            records=_noisy_records(folder / f"t{number}.jsonl", acc, length, number + 2),
+            records=noisy_records(folder / f"t{number}.jsonl", acc, length, number + 2),
             baseline_records=base, early_stop={"stopped": stopped},
             wandb_run_id=run_ids[number] if run_ids else None,
         )  # fmt: skip

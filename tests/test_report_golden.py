@@ -8,16 +8,14 @@ reports must leave every byte as it was; a deliberate change of a report regener
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
-from records_util import add_trial, make_study
+from records_util import add_trial, make_study, noisy_records
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
@@ -26,7 +24,6 @@ from tsq.records import FORMAT, FORMAT_ATTR, StudyRecord, TrialRecord
 GOLDEN = Path(__file__).parent / "fixtures" / "report_golden"
 BASELINE = {"accuracy": 0.6, "len_all": 60.0, "len_correct": 50.0, "auc": 0.30, "budget": 128,
             "accuracy_lo": 0.55, "accuracy_hi": 0.65, "len_all_lo": 57.0, "len_all_hi": 63.0}  # fmt: skip
-N_PROBLEMS, N_SAMPLES = 40, 4
 # (alpha, accuracy, len_all): a crowded front, one trial off it, one stopped early (trial 6)
 POINTS = [(0.60, 31.0), (0.59, 30.6), (0.61, 31.4), (0.585, 30.2), (0.62, 32.0), (0.55, 40.0), (0.50, 28.0)]
 # fresh-seed replicates of trials 3 and 1 on the eval split, and of trial 3 on the held-out split (replicate
@@ -37,17 +34,7 @@ REPLICATES = [(3, 1, "eval", 0.57, 30.9), (3, 2, "eval", 0.565, 31.6), (3, 3, "e
 
 
 def _records(path: Path, accuracy: float, length: float, seed: int) -> str:
-    difficulty = np.random.default_rng(0).normal(0, 8, N_PROBLEMS)
-    own = np.random.default_rng(seed).normal(0, 3, N_PROBLEMS)
-    own -= own.mean()
-    rows = [
-        {"problem_id": f"p{i:02d}", "sample": j, "n_tokens": float(length + difficulty[i] + own[i]),
-         "correct": (j * N_PROBLEMS + i) < accuracy * N_PROBLEMS * N_SAMPLES, "finish_reason": "stop",
-         "truncated": False, "difficulty": 1 + i % 3, "steps": 3 + i % 2}
-        for i in range(N_PROBLEMS) for j in range(N_SAMPLES)
-    ]  # fmt: skip
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+    return noisy_records(path, accuracy, length, seed, steps=lambda i: 3 + i % 2)
 
 
 def _metrics(acc: float, length: float) -> dict[str, float]:
