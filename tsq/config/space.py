@@ -109,6 +109,7 @@ class SamplerSpec(_Model):
     seed: int | None = 0
     n_startup_trials: Annotated[int, Field(ge=0)] | None = None  # tpe/gp/botorch: random ones first
     population_size: Annotated[int, Field(ge=2)] | None = None  # nsga2
+    multivariate: bool = True  # tpe: one joint density over the knobs (False: one per knob, Optuna's default)
 
 
 class HeartbeatSpec(_Model):
