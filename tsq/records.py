@@ -247,6 +247,7 @@ class StudyRecord:
     front: dict[str, Any] | None = None  # p_front's thresholds, resamples and seed (study.front)
     effects: dict[str, Any] | None = None  # the effects report's primary family and margins
     constraint: dict[str, Any] | None = None  # study.constraint (max_accuracy_drop); None: none
+    sampler: dict[str, Any] | None = None  # study.sampler as first launched (the report's model view)
     baseline: dict[str, Any] | None = None  # the baseline's metrics, from its first trial
 
     @property

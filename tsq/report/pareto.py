@@ -38,6 +38,7 @@ from tsq.report.advice import feasible_cell, feasible_header, recommendation_lin
 from tsq.report.data import export_records, study_data
 from tsq.report.fidelity import FidelityCheck, fidelity_check
 from tsq.report.figures import cell, front_figure, knobs_figure, render_png
+from tsq.report.model_view import ModelView, model_view, model_view_lines
 from tsq.report.sections import fidelity_lines, importance_markdown, spread_lines
 from tsq.report.table import Row, StudyTable, front_trials, metric_columns, table_hypervolume, table_of
 
@@ -77,10 +78,15 @@ def _ordered_rows(table: StudyTable) -> list[Row]:
     return sorted(table.rows, key=lambda r: r.metrics.get("len_all") or math.inf)
 
 
-def render_markdown(table: StudyTable, spec: str | None = None, fidelity: FidelityCheck | None = None) -> str:
+def render_markdown(
+    table: StudyTable,
+    spec: str | None = None,
+    fidelity: FidelityCheck | None = None,
+    model: ModelView | None = None,
+) -> str:
     """What to train with, then the paper-style table of every trial against the baseline, with intervals,
     feasibility and p_front, then what the noise allows; with `fidelity` (`tsq sweep promote`), whether the
-    answer holds at full fidelity."""
+    answer holds at full fidelity; with `model` (a gp or botorch sampler), the sampler's view of the front."""
     names = _report_metrics(table)
     budget = table.budget
     header = [
@@ -137,6 +143,7 @@ def render_markdown(table: StudyTable, spec: str | None = None, fidelity: Fideli
     lines += [f"- note: {note}" for note in table.notes]
     lines += _replicated_markdown(table)
     lines += fidelity_lines(fidelity) if fidelity is not None else []
+    lines += model_view_lines(model) if model is not None else []
     if table.importances:
         lines += ["", "## Which knob mattered (PED-ANOVA importance per objective)", ""]
         lines += importance_markdown(table.importances, table.importance_warning, table.importance_stability)
@@ -185,11 +192,16 @@ def _replicated_markdown(table: StudyTable) -> list[str]:
     return lines
 
 
-def render_html(table: StudyTable, spec: str | None = None, fidelity: FidelityCheck | None = None) -> str:
+def render_html(
+    table: StudyTable,
+    spec: str | None = None,
+    fidelity: FidelityCheck | None = None,
+    model: ModelView | None = None,
+) -> str:
     parts = [front_figure(table).to_html(include_plotlyjs=True, full_html=False)]  # inlined: works offline
     if table.rows and table.param_names:
         parts.append(knobs_figure(table).to_html(include_plotlyjs=False, full_html=False))
-    text = render_markdown(table, spec, fidelity).splitlines()[1:]  # the title is the plot's
+    text = render_markdown(table, spec, fidelity, model).splitlines()[1:]  # the title is the plot's
     split = text.index("## Every trial") if "## Every trial" in text else 0
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
@@ -262,10 +274,11 @@ def write_report(
     numbers = [r.number for r in table.rows] + [t.number for t in promoted]
     export_records(data, numbers, out_dir / "records", also)
     fidelity = fidelity_check(data, table, out_dir / "records")
+    model = model_view(data)
     renderers: dict[str, Callable[[StudyTable], str | bytes]] = {
         "pareto.csv": render_csv,
-        "pareto.md": lambda t: render_markdown(t, spec, fidelity),
-        "pareto.html": lambda t: render_html(t, spec, fidelity),
+        "pareto.md": lambda t: render_markdown(t, spec, fidelity, model),
+        "pareto.html": lambda t: render_html(t, spec, fidelity, model),
         "pareto.png": render_png,
     }
     written: dict[str, Path] = {}

@@ -103,6 +103,7 @@ def create_or_load(
             front=spec.study.front.model_dump(),
             effects=spec.study.effects.model_dump(),  # the effects report's family
             constraint=None if constraint is None else constraint.model_dump(),
+            sampler=spec.study.sampler.model_dump(),
         )
     if recorded.objectives is None:
         settings.update(
