@@ -116,3 +116,19 @@ def test_optuna_dashboard_api_gives_each_trial_its_constraint(tmp_path: Path) ->
     for t in trials:
         alpha = next(p for p in t["params"] if p["name"] == "alpha")["param_internal_value"]
         assert t["constraints"] == [pytest.approx(alpha - 0.5)]
+
+
+def test_tpe_settings_reach_optuna() -> None:
+    """tsq's defaults keep what the quickstart has always run (multivariate, Optuna 5's constant liar)."""
+    from tsq.config.space import StudySpec
+    from tsq.study.sampler import build_sampler
+
+    def tpe(**settings: object) -> optuna.samplers.TPESampler:
+        spec = StudySpec.model_validate({"search": {"alpha": {"low": 0.0, "high": 1.0}}, "n_trials": 1,
+                                         "sampler": {"name": "tpe", **settings}})  # fmt: skip
+        sampler = build_sampler(spec)
+        assert isinstance(sampler, optuna.samplers.TPESampler)
+        return sampler
+
+    assert (tpe()._multivariate, tpe()._constant_liar) == (True, True)
+    assert (tpe(multivariate=False)._multivariate, tpe(constant_liar=False)._constant_liar) == (False, False)

@@ -66,12 +66,14 @@ N_STARTUP = 4  # the quickstart's, for every model-based sampler
 SAMPLERS: dict[str, dict[str, Any]] = {
     "tpe": {"name": "tpe", "n_startup_trials": N_STARTUP},
     "tpe-univariate": {"name": "tpe", "n_startup_trials": N_STARTUP, "multivariate": False},
+    "tpe-no-liar": {"name": "tpe", "n_startup_trials": N_STARTUP, "constant_liar": False},  # batches only
     "gp": {"name": "gp", "n_startup_trials": N_STARTUP},
     "botorch": {"name": "botorch", "n_startup_trials": N_STARTUP},
     "nsga2": {"name": "nsga2", "population_size": 8},
     "random": {"name": "random"},
 }
 REFERENCE = "tpe"
+BATCH_ONLY = {"tpe-no-liar"}  # without running trials the constant liar changes nothing
 
 
 # --------------------------------------------------------------------------------------------- the world
@@ -325,7 +327,8 @@ def run_all(seeds: int, samplers: Sequence[str], modes: Sequence[str], n_trials:
         if len(r["trials"]) >= n_trials
     }
     todo = [(s, name, mode, seed) for seed in range(seeds) for name in samplers for mode in modes
-            for s in SURROGATES if (s, name, mode, seed) not in done]  # fmt: skip
+            for s in SURROGATES if (s, name, mode, seed) not in done
+            and not (name in BATCH_ONLY and mode == "sequential")]  # fmt: skip
     print(f"{len(todo)} runs of {n_trials} trials to do ({len(done)} done in {RUNS.name})", flush=True)
     with ProcessPoolExecutor(workers, initializer=_worker_init) as pool, RUNS.open("a") as out:
         futures = {pool.submit(run_one, census, *job, n_trials): job for job in todo}

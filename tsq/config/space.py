@@ -110,6 +110,9 @@ class SamplerSpec(_Model):
     n_startup_trials: Annotated[int, Field(ge=0)] | None = None  # tpe/gp/botorch: random ones first
     population_size: Annotated[int, Field(ge=2)] | None = None  # nsga2
     multivariate: bool = True  # tpe: one joint density over the knobs (False: one per knob, Optuna's default)
+    # tpe: a running trial counts as a bad result (Optuna 5's constant liar, its default), so parallel workers
+    # spread out
+    constant_liar: bool = True
 
 
 class HeartbeatSpec(_Model):

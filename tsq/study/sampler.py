@@ -36,7 +36,9 @@ def build_sampler(study: StudySpec, seed_offset: int = 0) -> optuna.samplers.Bas
         return optuna.samplers.GPSampler(seed=cfg.seed, **startup)
     if cfg.name == "botorch":
         return _botorch_sampler(cfg.seed, startup)
-    return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=cfg.multivariate, **startup)
+    return optuna.samplers.TPESampler(
+        seed=cfg.seed, multivariate=cfg.multivariate, constant_liar=cfg.constant_liar, **startup
+    )
 
 
 def _botorch_sampler(seed: int | None, startup: dict[str, int]) -> optuna.samplers.BaseSampler:
