@@ -147,6 +147,11 @@ CASES = [
     ),
     Case("unknown-sampler", "study.sampler.name", patch={"study": {"sampler": {"name": "cmaes"}}}),
     Case(
+        "sampler-setting-of-another",
+        "study.sampler: Value error, population_size applies to the nsga2 sampler(s), not tpe",
+        patch={"study": {"sampler": {"name": "tpe", "population_size": 8}}},
+    ),
+    Case(
         "heartbeat-grace",
         "study.heartbeat.grace_period",
         patch={"study": {"heartbeat": {"interval": 10, "grace_period": 5}}},

@@ -114,6 +114,21 @@ class SamplerSpec(_Model):
     # spread out
     constant_liar: bool = True
 
+    # Each setting and the samplers it applies to: a setting given to another sampler is an error, not ignored
+    _APPLIES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "n_startup_trials": ("tpe", "gp", "botorch"),
+        "population_size": ("nsga2",),
+        "multivariate": ("tpe",),
+        "constant_liar": ("tpe",),
+    }
+
+    @model_validator(mode="after")
+    def _settings_apply(self) -> SamplerSpec:
+        for setting, samplers in self._APPLIES.items():
+            if setting in self.model_fields_set and self.name not in samplers:
+                raise ValueError(f"{setting} applies to the {'/'.join(samplers)} sampler(s), not {self.name}")
+        return self
+
 
 class HeartbeatSpec(_Model):
     # A RUNNING trial without a heartbeat for grace_period seconds is failed and re-queued (max_retry times).
