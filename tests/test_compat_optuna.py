@@ -50,8 +50,8 @@ def _constrained_study(sampler_name: str, write: Callable[[optuna.Trial, float],
     search = {"alpha": {"low": 0.0, "high": 1.0, "step": 0.25}, "eta": {"low": 0.0, "high": 1.0, "step": 0.5}}
     spec = StudySpec.model_validate({
         "search": search,
-        "sampler": {"name": sampler_name, "seed": 0, **({} if sampler_name in ("random", "grid", "nsga2")
-                                                       else {"n_startup_trials": 2})},
+        "sampler": {"name": sampler_name, "seed": 0,
+                    **({"n_startup_trials": 2} if sampler_name in ("tpe", "gp") else {})},
         "objectives": [{"metric": "accuracy"}, {"metric": "len_all"}],
     })  # fmt: skip
     study = optuna.create_study(directions=spec.directions, sampler=build_sampler(spec))
