@@ -101,5 +101,6 @@ def test_a_short_run_end_to_end(bench: Any, mode: str) -> None:
     best = bench.true_front_volume(world, m=10)
     scores = bench.score(run, world, best, budget=8)
     assert 0 < scores["reported"] <= scores["evaluated"] <= 1.0 + 1e-9
+    assert 0 <= scores["model"] <= scores["evaluated"]
     again = bench.run_one(census, "splines", "tpe", mode, seed=0, n_trials=8)
     assert [t["observed"] for t in again["trials"]] == [t["observed"] for t in trials]  # reproducible

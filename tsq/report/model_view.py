@@ -72,6 +72,26 @@ def undominated(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return keep
 
 
+def posterior(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A GP per column of `y` (rows: points `x` on the unit cube; every column maximised), BoTorch's
+    SingleTaskGP with standardised outcomes as qLogNEHVI fits it: the posterior mean and sd of the mean
+    function at the points `at`. Also scores the view in benchmarks/search/bench_samplers.py."""
+    import torch
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms import Standardize
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    train_x, train_y = (torch.tensor(v, dtype=torch.float64) for v in (x, y))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = SingleTaskGP(train_x, train_y, outcome_transform=Standardize(m=train_y.shape[-1]))
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    with torch.no_grad():
+        post = model.posterior(torch.tensor(at, dtype=torch.float64))
+        return post.mean.numpy(), post.variance.clamp_min(0).sqrt().numpy()
+
+
 def model_view(data: StudyData) -> ModelView | None:
     """The view for a study run by a model-based sampler (the one recorded at launch); None for any other."""
     sampler = (data.record.sampler or {}).get("name")
@@ -87,25 +107,15 @@ def model_view(data: StudyData) -> ModelView | None:
     if len(seen) < 3 or not names:
         return ModelView(sampler, objectives, note="fewer than 3 completed trials: nothing to model yet")
     try:
-        import torch
-        from botorch.fit import fit_gpytorch_mll
-        from botorch.models import SingleTaskGP
-        from botorch.models.transforms import Standardize
-        from gpytorch.mlls import ExactMarginalLogLikelihood
+        import botorch  # noqa: F401  (posterior's model)
     except ImportError:
         return ModelView(sampler, objectives, note="it needs the botorch extra (setup.sh --with-botorch)")
     sign = np.array([1.0 if d == "maximize" else -1.0 for d in data.directions])  # BoTorch maximises
-    x = torch.tensor([_unit(t, names) for t in seen], dtype=torch.float64)
-    y = torch.tensor(np.array([t.values for t in seen]) * sign, dtype=torch.float64)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = SingleTaskGP(x, y, outcome_transform=Standardize(m=y.shape[-1]))
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    x = np.array([_unit(t, names) for t in seen])
     points = data.complete
-    with torch.no_grad():
-        posterior = model.posterior(torch.tensor([_unit(t, names) for t in points], dtype=torch.float64))
-        mean = posterior.mean.numpy()
-        sd = posterior.variance.clamp_min(0).sqrt().numpy()
+    mean, sd = posterior(
+        x, np.array([t.values for t in seen]) * sign, np.array([_unit(t, names) for t in points])
+    )
     measured = np.array([t.values for t in points]) * sign
     feasible = np.array([t.feasible for t in points])
     on_measured, on_model = undominated(measured, feasible), undominated(mean, feasible)
