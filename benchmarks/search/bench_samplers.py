@@ -7,7 +7,7 @@ surrogate flatters GP samplers: a ranking counts only where it holds on both.
 
 Stages, each resumable and each writing beside this file (commit each as it finishes):
   export  the census study -> census.json (points, their noise, the replicates, the baseline, the space)
-  run     each (surrogate, sampler, mode, seed) run not yet in runs.jsonl: 40 trials, tsq's samplers as
+  run     each (surrogate, sampler, mode, seed) run not yet in runs.jsonl.gz: 40 trials, tsq's samplers as
           `tsq.study.sampler.build_sampler` builds them, the same enqueued default point first for all
   table   per surrogate, mode and budget (10, 20, 40: prefixes of one run): mean normalised hypervolume of
           the front the study would report, the paired difference against TPE (tsq's default), of the
@@ -44,6 +44,7 @@ The world, as simulated (each choice is the measured one where the census measur
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -61,7 +62,7 @@ from tsq.report.model_view import posterior, undominated
 
 HERE = Path(__file__).resolve().parent
 CENSUS = HERE / "census.json"
-RUNS = HERE / "runs.jsonl"
+RUNS = HERE / "runs.jsonl.gz"  # one JSON line per run, gzip members appended as runs finish
 N_TRIALS = 40
 BUDGETS = (10, 20, 40)
 BATCH = {"sequential": 1, "batch4": 4}
@@ -316,9 +317,10 @@ def _key(run: dict[str, Any]) -> tuple[str, str, str, int]:
 
 
 def load_runs() -> list[dict[str, Any]]:
-    """Every run in runs.jsonl; of runs of one (surrogate, sampler, mode, seed), the longest."""
+    """Every run in runs.jsonl.gz; of runs of one (surrogate, sampler, mode, seed), the longest."""
     runs: dict[tuple[str, str, str, int], dict[str, Any]] = {}
-    for line in RUNS.read_text().splitlines() if RUNS.exists() else []:
+    lines = gzip.decompress(RUNS.read_bytes()).decode().splitlines() if RUNS.exists() else []
+    for line in lines:
         run = json.loads(line)
         key = _key(run)
         if key not in runs or len(run["trials"]) > len(runs[key]["trials"]):
@@ -344,7 +346,7 @@ def run_all(seeds: int, samplers: Sequence[str], modes: Sequence[str], n_trials:
             for s in SURROGATES if (s, name, mode, seed) not in done
             and not (name in BATCH_ONLY and mode == "sequential")]  # fmt: skip
     print(f"{len(todo)} runs of {n_trials} trials to do ({len(done)} done in {RUNS.name})", flush=True)
-    with ProcessPoolExecutor(workers, initializer=_worker_init) as pool, RUNS.open("a") as out:
+    with ProcessPoolExecutor(workers, initializer=_worker_init) as pool, gzip.open(RUNS, "at") as out:
         futures = {pool.submit(run_one, census, *job, n_trials): job for job in todo}
         for i, future in enumerate(as_completed(futures), 1):
             run = future.result()
