@@ -125,7 +125,9 @@ class SamplerSpec(_Model):
     @model_validator(mode="after")
     def _settings_apply(self) -> SamplerSpec:
         for setting, samplers in self._APPLIES.items():
-            if setting in self.model_fields_set and self.name not in samplers:
+            # a dumped spec sets every field: only a value other than the default is a setting
+            changed = getattr(self, setting) != type(self).model_fields[setting].default
+            if changed and self.name not in samplers:
                 raise ValueError(f"{setting} applies to the {'/'.join(samplers)} sampler(s), not {self.name}")
         return self
 
