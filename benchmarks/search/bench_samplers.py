@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from tsq.report.model_view import posterior, undominated
+from tsq.report.table import hypervolume as report_hypervolume
 
 HERE = Path(__file__).resolve().parent
 CENSUS = HERE / "census.json"
@@ -165,6 +166,19 @@ def fit_surrogate(kind: str, x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarr
 SURROGATES = ("gp", "splines")
 
 
+def census_data(census: dict[str, Any]) -> tuple[Space, np.ndarray, np.ndarray]:
+    """The census's space, its points on the unit cube, and their (accuracy, len_all)."""
+    space = Space.from_json(census["search"])
+    x = np.array([space.to_unit(p["params"]) for p in census["points"]])
+    return space, x, np.array([[p["accuracy"], p["len_all"]] for p in census["points"]])
+
+
+def reference_point(census: dict[str, Any]) -> np.ndarray:
+    """The hypervolume's reference, fixed in advance: accuracy at the constraint, len_all at the baseline."""
+    base = census["baseline"]
+    return np.array([base["accuracy"] - census["max_accuracy_drop"], base["len_all"]])
+
+
 @dataclass
 class World:
     space: Space
@@ -179,18 +193,14 @@ class World:
 
     @classmethod
     def load(cls, surrogate: str, census: dict[str, Any]) -> World:
-        space = Space.from_json(census["search"])
-        x = np.array([space.to_unit(p["params"]) for p in census["points"]])
-        y = np.array([[p["accuracy"], p["len_all"]] for p in census["points"]])
-        base = census["baseline"]
-        drop = census["max_accuracy_drop"]
+        space, x, y = census_data(census)
         return cls(
             space=space,
             truth=fit_surrogate(surrogate, x, y),
             noise=Noise.measured(census),
-            baseline_accuracy=base["accuracy"],
-            max_drop=drop,
-            reference=np.array([base["accuracy"] - drop, base["len_all"]]),
+            baseline_accuracy=census["baseline"]["accuracy"],
+            max_drop=census["max_accuracy_drop"],
+            reference=reference_point(census),
             se_delta=float(np.sqrt(np.mean(np.square([p["accuracy_delta_se"] for p in census["points"]])))),
             default=census["default"],
             search=census["search"],
@@ -224,26 +234,19 @@ class World:
 
 
 # ----------------------------------------------------------------------------------------- the scores
+DIRECTIONS = ("maximize", "minimize")  # accuracy, len_all
+
+
 def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
-    """2-D hypervolume of (accuracy ↑, len_all ↓) points dominating `reference`."""
-    inside = points[(points[:, 0] > reference[0]) & (points[:, 1] < reference[1])]
-    volume, best_acc = 0.0, reference[0]
-    for acc, length in sorted(inside.tolist(), key=lambda p: p[1]):  # shortest first
-        if acc > best_acc:
-            volume += (acc - best_acc) * (reference[1] - length)
-            best_acc = acc
-    return volume
+    """Hypervolume of (accuracy, len_all) points over `reference`: the report's own
+    (`tsq.report.table.hypervolume`, Optuna's WFG); points not beating the reference add nothing."""
+    return report_hypervolume(points.tolist(), reference.tolist(), DIRECTIONS)
 
 
 def reported(observed: np.ndarray, feasible: np.ndarray) -> np.ndarray:
-    """Indices of the front Optuna reports (`best_trials`): feasible, undominated in observed values."""
-    idx = np.flatnonzero(feasible)
-    keep = [
-        i for i in idx
-        if not any((observed[j, 0] >= observed[i, 0]) and (observed[j, 1] <= observed[i, 1])
-                   and (observed[j] != observed[i]).any() for j in idx)
-    ]  # fmt: skip
-    return np.array(keep, int)
+    """Indices of the front Optuna reports (`best_trials`): feasible, undominated in observed values (the
+    model view's rule, `tsq.report.model_view.undominated`, on accuracy and −len_all)."""
+    return np.flatnonzero(undominated(observed * [1, -1], feasible))
 
 
 def true_front_volume(world: World, m: int = 15) -> float:
@@ -367,9 +370,7 @@ def bootstrap(values: np.ndarray, level: float, resamples: int = 10_000) -> tupl
 
 def cross_validated_r2(kind: str, census: dict[str, Any], folds: int = 8) -> list[float]:
     """Out-of-fold R² of each objective's surrogate: how much of the census it explains beyond noise."""
-    space = Space.from_json(census["search"])
-    x = np.array([space.to_unit(p["params"]) for p in census["points"]])
-    y = np.array([[p["accuracy"], p["len_all"]] for p in census["points"]])
+    _, x, y = census_data(census)
     pred = np.zeros_like(y)
     for k in range(folds):
         test = np.arange(len(x)) % folds == k
@@ -409,12 +410,12 @@ def print_table(workers: int) -> None:
         f"paired differences against {REFERENCE}: bootstrap over seeds, {100 * level:.1f}% intervals "
         f"(Bonferroni over the {contrasts} samplers compared within each block); * = interval excludes 0"
     )
+    reference = reference_point(census)
     for surrogate in SURROGATES:
-        world = World.load(surrogate, census)
         r2 = cross_validated_r2(surrogate, census)
         print(
             f"\n## surrogate: {surrogate} (8-fold CV R²: accuracy {r2[0]:.2f}, len_all {r2[1]:.2f}; "
-            f"reference point accuracy {world.reference[0]:.4f}, len_all {world.reference[1]:.2f})"
+            f"reference point accuracy {reference[0]:.4f}, len_all {reference[1]:.2f})"
         )
         for mode in BATCH:
             mine = [r for r in runs if r["surrogate"] == surrogate and r["mode"] == mode]
