@@ -9,8 +9,8 @@ fidelity, left out), as optuna-integration's qLogNEHVI fits it: for `botorch` it
 the objectives; for `gp` it is the same family refitted, not Optuna's own GP object (a private API). Both
 fronts hold the trials feasible as measured (the constraint is judged with its interval elsewhere in the
 report). Needs the botorch extra; without it the section says so. benchmarks/search/ measured what it is worth
-(docs/sweeps.md, "Choosing a sampler"): at 40 trials its front holds more of the true front than the measured
-one, at 10 trials the two agree.
+(docs/sweeps.md, "Choosing a sampler"): at 40 trials its front's gain over the measured one is small and
+beyond the noise on both surrogates for one sampler of seven; at 10 trials the two agree.
 """
 
 from __future__ import annotations
