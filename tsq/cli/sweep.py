@@ -126,6 +126,7 @@ def launch(
         typer.echo(
             f"worker {i}: ran {report.ran} trials ({report.completed} complete, {report.failed} failed"
             + (f", {report.reclaimed} lost to a peer's stale check" if report.reclaimed else "")
+            + (f", {report.surplus} ended as surplus beside a peer's" if report.surplus else "")
             + f"); stopped: {report.stopped_reason}"
         )
     if summary:

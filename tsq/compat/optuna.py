@@ -20,6 +20,9 @@
   Optuna alone: the dashboard showed `constraints: []` for every trial. Writing both would give every sampler
   two constraints (Optuna 5 reads the list as constraint "0" beside the named one).
 
+- `optuna.study._optimize` (its logger's name): `quiet_traceback` keeps Optuna from printing a traceback
+  for a trial a tsq worker ends on purpose (a surplus trial, `tsq.study.worker`): one line says why.
+
 `check_optuna()` runs before either is used: an Optuna outside `SUPPORTED`, or one whose private names are
 gone, fails with one line (`OptunaVersionError`, a `UserError`) instead of an override Optuna never calls.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 
@@ -49,6 +53,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("optuna.storages._heartbeat", "BaseHeartbeat"),
     ("optuna._hypervolume", "compute_hypervolume"),
     ("optuna.study._constrained_optimization", "_CONSTRAINTS_KEY"),
+    ("optuna.study._optimize", "_logger"),
 )
 
 
@@ -207,3 +212,23 @@ def feasibility_value(trial: FrozenTrial) -> float | None:
     tsq wrote the list); None without one."""
     values = list(trial.constraints.values())
     return float(values[0]) if values else None
+
+
+class _NoTraceback(logging.Filter):
+    def __init__(self, kind: type[BaseException]) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.kind):
+            record.exc_info = record.exc_text = None  # the message already names the error
+        return True
+
+
+def quiet_traceback(kind: type[BaseException]) -> None:
+    """Optuna logs a trial that raised `kind` in one line, without the traceback (idempotent)."""
+    check_optuna()
+    from optuna.study._optimize import _logger
+
+    if not any(isinstance(f, _NoTraceback) and f.kind is kind for f in _logger.filters):
+        _logger.addFilter(_NoTraceback(kind))

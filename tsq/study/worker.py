@@ -7,7 +7,7 @@ heartbeats were late, on an overloaded machine) loses that trial to the re-queue
 Optuna would raise "Cannot tell a FAIL trial" out of `optimize`. A trial that raises (TrialFailed, NaN
 metrics, OOM, anything) is recorded FAIL with its error in user attrs and the loop goes on; a worker gives up
 only after `study.max_consecutive_failures` failures in a row. Safe to run in many processes against one
-storage.
+storage: which trials may run is `tsq.study.slots`'s rule, so workers that race never run one too many.
 """
 
 from __future__ import annotations
@@ -18,16 +18,19 @@ import time
 import warnings
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tsq.compat.optuna import quiet_traceback
 from tsq.config.spec import Spec
-from tsq.records import TrialRecord, is_replicate
+from tsq.records import TrialRecord, is_replicate, write_trial_record
 from tsq.signals import exit_if_stopping, sigterm_as_exit
 from tsq.study.lifecycle import create_or_load
 from tsq.study.objective import TrialObjective
+from tsq.study.slots import RetryRule, held_slots, surplus
 from tsq.study.storage import StorageURL
 from tsq.study.tracking import Tracker, TrackerKind
 
@@ -39,12 +42,17 @@ POLL_S = 2.0
 log = logging.getLogger(__name__)
 
 
+class SurplusTrial(Exception):
+    """A trial that started when the study's n_trials slots were all held (`tsq.study.slots`)."""
+
+
 @dataclass
 class WorkerReport:
     ran: int = 0
     completed: int = 0
     failed: int = 0
     reclaimed: int = 0  # trials a peer declared stale (and failed) while this worker still ran them
+    surplus: int = 0  # trials started beside a peer's when all the study's slots were held (tsq.study.slots)
     stopped_reason: str = ""
 
 
@@ -95,9 +103,18 @@ def _run_trials(
     bar.update(state_counts(study)[TrialState.COMPLETE])
     consecutive_failures = 0
     started: list[int] = []  # the number of the trial this worker took up in this round
+    rule = RetryRule(storage.supports_heartbeat, spec.study.heartbeat.max_retry)
+    quiet_traceback(SurplusTrial)
+    skipped: list[int] = []  # the surplus trial this worker ended in this round
 
     def run(trial: optuna.Trial) -> Any:
         started.append(trial.number)
+        if n_trials is not None:
+            reason = surplus(study.get_trials(deepcopy=False), trial.number, n_trials, rule)
+            if reason is not None:  # FAIL, before any sampling: samplers and reports skip it
+                write_trial_record(trial, TrialRecord(error=reason))
+                skipped.append(trial.number)
+                raise SurplusTrial(reason)
         return objective(trial)
 
     while True:
@@ -119,11 +136,15 @@ def _run_trials(
         if settling:
             time.sleep(POLL_S)
             continue
-        busy = counts[TrialState.COMPLETE] + counts[TrialState.RUNNING]
-        if n_trials is not None and busy >= n_trials and counts[TrialState.WAITING] == 0:
+        if (
+            n_trials is not None
+            and counts[TrialState.WAITING] == 0
+            and held_slots(study.get_trials(deepcopy=False), rule, datetime.now()) >= n_trials
+        ):
             time.sleep(POLL_S)  # the last trials are running elsewhere: start one only if one of them fails
             continue
         started.clear()
+        skipped.clear()
         try:
             study.optimize(
                 run,
@@ -147,6 +168,10 @@ def _run_trials(
             report.stopped_reason = "the grid is exhausted"
             return report
         last = finished.pop()
+        if skipped:
+            log.info("trial %d ended as surplus: %s", last.number, TrialRecord.from_trial(last).error)
+            report.surplus += 1
+            continue
         report.ran += 1
         if last.state == TrialState.COMPLETE:
             report.completed += 1
