@@ -4,6 +4,7 @@ two races that ran 4 complete trials for n_trials 3 on a real Slurm cluster, rep
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,7 @@ def test_two_workers_that_see_one_waiting_retry_run_it_once_and_nothing_more(
     assert (ran, report.surplus, report.ran, report.failed) == ([], 1, 0, 0)
     assert TrialRecord.from_trial(trials[3]).error.startswith("surplus: 3 earlier trials")  # type: ignore[union-attr]
     assert trials[3].params == {}  # ended before it sampled: no point for a sampler to learn from
+    assert TrialRecord.from_trial(trials[3]).worker_pid == os.getpid()
     # one line from Optuna, no traceback: nothing went wrong
     failed = [r for r in caplog.records if "Trial 3 failed" in r.getMessage()]
     assert failed and all(r.exc_info is None for r in failed), failed

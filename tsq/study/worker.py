@@ -112,7 +112,7 @@ def _run_trials(
         if n_trials is not None:
             reason = surplus(study.get_trials(deepcopy=False), trial.number, n_trials, rule)
             if reason is not None:  # FAIL, before any sampling: samplers and reports skip it
-                write_trial_record(trial, TrialRecord(error=reason))
+                write_trial_record(trial, TrialRecord(worker_pid=os.getpid(), error=reason))
                 skipped.append(trial.number)
                 raise SurplusTrial(reason)
         return objective(trial)
