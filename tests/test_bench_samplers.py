@@ -104,3 +104,45 @@ def test_a_short_run_end_to_end(bench: Any, mode: str) -> None:
     assert 0 <= scores["model"] <= scores["evaluated"]
     again = bench.run_one(census, "splines", "tpe", mode, seed=0, n_trials=8)
     assert [t["observed"] for t in again["trials"]] == [t["observed"] for t in trials]  # reproducible
+
+
+@pytest.fixture(scope="module")
+def check(bench: Any) -> Any:
+    path = PATH.with_name("real_check.py")
+    spec = importlib.util.spec_from_file_location("real_check", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_only_front_points_inside_the_reference_box_are_replicated(check: Any) -> None:
+    ref = np.array([0.6, 40.0])
+    front = np.array([[0.7, 35.0], [0.6, 30.0], [0.8, 40.0], [0.65, 39.9]])  # 1 and 2 on its edges: no volume
+    assert check.contributing(front, ref).tolist() == [0, 3]
+    assert check.contributing(np.empty((0, 2)), ref).tolist() == []
+
+
+def test_a_replicated_point_is_the_mean_of_its_fresh_eval_replicates_only(check: Any) -> None:
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from tsq.records import Replicate, TrialRecord
+
+    def trial(values: list[float], replicate: Replicate | None = None, state: Any = "COMPLETE") -> Any:
+        state = TrialState[state]
+        done = state == TrialState.COMPLETE
+        return create_trial(state=state, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+                            values=values if done else None,
+                            user_attrs=TrialRecord(replicate=replicate).to_attrs())  # fmt: skip
+
+    trials = [
+        trial([0.9, 30.0]),  # the original: its own values never enter
+        trial([0.7, 34.0], Replicate(0, 1, "eval")),
+        trial([0.6, 36.0], Replicate(0, 2, "eval")),
+        trial([0.1, 10.0], Replicate(0, 0, "test")),  # held-out split, the original's seeds
+        trial([0.1, 10.0], Replicate(0, 1, "eval", fidelity={"training": {"max_steps": 9}})),  # promoted
+        trial([0.0, 0.0], Replicate(0, 3, "eval"), "FAIL"),
+        trial([0.5, 20.0], Replicate(1, 1, "eval")),
+    ]
+    assert check.replicated([0, 2], trials).tolist() == [[pytest.approx(0.65), pytest.approx(35.0)]]
