@@ -138,12 +138,16 @@ def test_two_workers_that_see_one_waiting_retry_run_it_once_and_nothing_more(
 
     ran: list[int] = []
     _peer_acts(monkeypatch, peer_takes_it_up, peer_finishes_it)
+    # Optuna's own warnings, whatever verbosity an earlier test left
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
     optuna.logging.enable_propagation()
     try:
         with caplog.at_level(logging.INFO):
             report = _run(study, url, ran)
     finally:
         optuna.logging.disable_propagation()
+        optuna.logging.set_verbosity(verbosity)
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [TrialState.FAIL]
     assert (ran, report.surplus, report.ran, report.failed) == ([], 1, 0, 0)

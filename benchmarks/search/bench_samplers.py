@@ -290,7 +290,6 @@ def run_one(
     from tsq.config.space import StudySpec
     from tsq.study.sampler import build_sampler, suggest
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     world = World.load(surrogate, census)
     spec = StudySpec.model_validate({
         "search": world.search, "sampler": {**SAMPLERS[sampler], "seed": seed},
@@ -332,8 +331,10 @@ def load_runs() -> list[dict[str, Any]]:
 
 
 def _worker_init() -> None:
+    import optuna
     import torch
 
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a line per trial, thousands of trials
     warnings.filterwarnings("ignore")  # BoTorch's and scikit-learn's numerical notices, per suggestion
     torch.set_num_threads(1)  # one core per run: the pool is the parallelism
 
