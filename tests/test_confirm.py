@@ -4,6 +4,7 @@ through the CLI with a synthetic trial program (tests/programs.py): what is unde
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import optuna
@@ -14,10 +15,12 @@ from programs import synthetic_spec
 from typer.testing import CliRunner
 
 from tsq.cli.main import app
-from tsq.records import Replicate, TrialRecord, is_replicate
+from tsq.config.space import HeartbeatSpec
+from tsq.records import Replicate, TrialRecord, enqueue_replicate, is_replicate
 from tsq.report.pareto import pareto_trials
 from tsq.report.table import replicate_groups, study_table
 from tsq.study.confirm import plan
+from tsq.study.storage import open_storage, parse_storage_url
 
 
 def _spec(tmp_path: Path, test_split: bool) -> Path:
@@ -72,6 +75,30 @@ def test_replicates_are_marked_not_counted_and_never_front_points(launched: tupl
     # averaged in as before, would make it 1); accuracy does not move with the seed
     assert table.seed_sd == pytest.approx({"len_all": 2**-0.5, "accuracy": 0.0, "auc": table.seed_sd["auc"]})
     assert any("seed noise measured from the fresh-seed replicates" in n for n in table.notes)
+
+
+def test_a_replicate_a_killed_confirm_left_running_runs_again(
+    tmp_path: Path, tsq_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TSQ_HOME", str(tsq_home))
+    monkeypatch.setenv("TSQ_NO_PROGRESS", "1")
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    spec = synthetic_spec(tmp_path / "k.yaml", "conf", 2,
+                          heartbeat={"interval": 1, "grace_period": 2, "max_retry": 1})  # fmt: skip
+    _cli("sweep", "launch", str(spec), "--storage", url, "--tracker", "none")
+    # through tsq's storage, as confirm's worker had it: heartbeats from the moment a trial runs
+    storage = open_storage(parse_storage_url(url), HeartbeatSpec(interval=1, grace_period=2, max_retry=1))
+    study = optuna.load_study(study_name="conf", storage=storage)
+    front = pareto_trials(study)
+    killed = Replicate(front[0].number, 1, "eval", {"training": 7919, "evaluation": 7919})
+    enqueue_replicate(study, front[0].params, killed)
+    study.ask()  # taken up, then its confirm was killed: RUNNING, its heartbeats stop
+    time.sleep(3)
+    _cli("sweep", "confirm", str(spec), "--storage", url, "--replicates", "1", "--tracker", "none")
+    reps = [t for t in optuna.load_study(study_name="conf", storage=url).get_trials() if is_replicate(t)]
+    states = sorted((t.user_attrs["replicate_of"], t.state.name) for t in reps)
+    # the killed one failed as stale and ran again: one COMPLETE replicate each, none RUNNING or WAITING
+    assert states == sorted([(front[0].number, "FAIL")] + [(t.number, "COMPLETE") for t in front]), states
 
 
 def test_confirm_on_the_held_out_split_shows_the_winners_curse(launched: tuple[Path, str]) -> None:

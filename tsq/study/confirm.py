@@ -103,7 +103,10 @@ def run_replicates(
 ) -> None:
     """Enqueue the replicates in `wanted` that the study lacks (`params`: each original's point) and run them
     here, each failed one retried once; an interrupted run is resumed by running it again (the queue holds
-    what is left, a relaunch adds only what is missing)."""
+    what is left, a relaunch adds only what is missing). A replicate a killed confirm left RUNNING is failed
+    as stale and re-queued with its record before the missing ones are counted: counted as RUNNING, then
+    re-queued by Optuna's own stale check as the run began, it was queued twice, one copy left WAITING."""
+    optuna.storages.fail_stale_trials(study)
     existing = replicates_of(study, (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING))
     for r in wanted:
         if key_of(r) not in existing:
