@@ -124,25 +124,38 @@ def test_only_front_points_inside_the_reference_box_are_replicated(check: Any) -
 
 
 def test_a_replicated_point_is_the_mean_of_its_fresh_eval_replicates_only(check: Any) -> None:
-    from optuna.distributions import FloatDistribution
-    from optuna.trial import TrialState, create_trial
-
-    from tsq.records import Replicate, TrialRecord
-
-    def trial(values: list[float], replicate: Replicate | None = None, state: Any = "COMPLETE") -> Any:
-        state = TrialState[state]
-        done = state == TrialState.COMPLETE
-        return create_trial(state=state, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
-                            values=values if done else None,
-                            user_attrs=TrialRecord(replicate=replicate).to_attrs())  # fmt: skip
+    def trial(values: list[float], of: int | None = None, index: int = 1, split: str = "eval",
+              promoted: bool = False, state: str = "COMPLETE") -> dict[str, Any]:  # fmt: skip
+        replicate = None if of is None else {"of": of, "index": index, "split": split, "promoted": promoted}
+        return {"state": state, "values": values, "replicate": replicate}
 
     trials = [
         trial([0.9, 30.0]),  # the original: its own values never enter
-        trial([0.7, 34.0], Replicate(0, 1, "eval")),
-        trial([0.6, 36.0], Replicate(0, 2, "eval")),
-        trial([0.1, 10.0], Replicate(0, 0, "test")),  # held-out split, the original's seeds
-        trial([0.1, 10.0], Replicate(0, 1, "eval", fidelity={"training": {"max_steps": 9}})),  # promoted
-        trial([0.0, 0.0], Replicate(0, 3, "eval"), "FAIL"),
-        trial([0.5, 20.0], Replicate(1, 1, "eval")),
+        trial([0.7, 34.0], of=0),
+        trial([0.6, 36.0], of=0, index=2),
+        trial([0.1, 10.0], of=0, index=0, split="test"),  # held-out split, the original's seeds
+        trial([0.1, 10.0], of=0, promoted=True),  # at the promoted fidelity
+        trial([0.0, 0.0], of=0, index=3, state="FAIL"),
+        trial([0.5, 20.0], of=1),
     ]
     assert check.replicated([0, 2], trials).tolist() == [[pytest.approx(0.65), pytest.approx(35.0)]]
+
+
+def test_an_exported_study_is_scored_on_its_front_measured_and_replicated(check: Any) -> None:
+    study = {
+        "reference": [0.6, 40.0],
+        "front": [0, 1, 2],
+        "trials": [
+            {"number": 0, "state": "COMPLETE", "values": [0.7, 30.0], "replicate": None},
+            {"number": 1, "state": "COMPLETE", "values": [0.8, 35.0], "replicate": None},
+            {"number": 2, "state": "COMPLETE", "values": [0.5, 20.0], "replicate": None},  # below the box
+            {"number": 3, "state": "COMPLETE", "values": [0.65, 32.0],
+             "replicate": {"of": 0, "index": 1, "split": "eval", "promoted": False}},
+        ],
+    }  # fmt: skip
+    # measured: (0.7 - 0.6) x (40 - 30) + (0.8 - 0.7) x (40 - 35) = 1.5; trial 1 has no replicate yet
+    assert check.front_volume(study) == (pytest.approx(1.5), 3, None, 2)
+    fresh = {"of": 1, "index": 1, "split": "eval", "promoted": False}
+    study["trials"].append({"number": 4, "state": "COMPLETE", "values": [0.7, 38.0], "replicate": fresh})
+    # replicated: (0.65, 32) and (0.7, 38): 0.05 x 8 + 0.05 x 2 = 0.5
+    assert check.front_volume(study) == (pytest.approx(1.5), 3, pytest.approx(0.5), 2)

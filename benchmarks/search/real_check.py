@@ -14,7 +14,8 @@ are computed once: the cache holds them.
 
   TSQ_HOME=~/check python benchmarks/search/real_check.py run --samplers tpe gp --seeds 5 --trials 20
   TSQ_HOME=~/check python benchmarks/search/real_check.py replicate --samplers tpe gp --seeds 5
-  TSQ_HOME=~/check python benchmarks/search/real_check.py table --samplers tpe gp --seeds 5
+  TSQ_HOME=~/check python benchmarks/search/real_check.py export --samplers tpe gp --seeds 5
+  python benchmarks/search/real_check.py table --samplers tpe gp --seeds 5   # from the export, committed
 
 Resumable: a study that exists continues to its n_trials (`tsq sweep launch`); `replicate` runs only the
 replicates a study lacks.
@@ -23,6 +24,7 @@ replicates a study lacks.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -39,6 +41,7 @@ sys.path.insert(0, str(HERE))
 from bench_samplers import REFERENCE, SAMPLERS, bootstrap, hypervolume  # noqa: E402 (beside this file)
 
 REPO = HERE.parents[1]
+EXPORT = HERE / "real_check.json"
 
 
 def study_name(sampler: str, seed: int) -> str:
@@ -85,39 +88,61 @@ def contributing(front: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.flatnonzero(inside)
 
 
-def replicated(originals: Sequence[int], trials: Sequence[Any]) -> np.ndarray:
+def replicated(originals: Sequence[int], trials: Sequence[dict[str, Any]]) -> np.ndarray:
     """Each original's (accuracy, len_all) over its fresh-seed replicates on the eval split (mean), one row
-    per original that has them."""
-    from tsq.records import TrialRecord
+    per original that has them (`trials`: the export's)."""
+
+    def fresh_of(number: int, t: dict[str, Any]) -> bool:
+        r = t["replicate"] or {}
+        return r.get("of") == number and r["index"] >= 1 and r["split"] == "eval" and not r["promoted"]
 
     rows = []
     for number in originals:
-        fresh = [t.values for t in trials if t.state.name == "COMPLETE"
-                 and (r := TrialRecord.from_trial(t).replicate) is not None
-                 and r.of == number and r.fresh and r.split == "eval" and r.fidelity is None]  # fmt: skip
+        fresh = [t["values"] for t in trials if t["state"] == "COMPLETE" and fresh_of(number, t)]
         if fresh:
             rows.append(np.mean(fresh, axis=0))
     return np.array(rows).reshape(-1, 2)
 
 
-def front_volume(name: str) -> tuple[float, int, float | None, int]:
-    """The measured hypervolume of the study's reported front and its number of complete trials; the
-    replicated hypervolume of the front's contributing points (None until each has a fresh replicate) and
-    their number."""
-    import optuna
-
-    from tsq.records import is_replicate
-    from tsq.report.pareto import pareto_trials
-
-    study = optuna.load_study(study_name=name, storage=_storage())
-    reference = _reference(study)
-    best = pareto_trials(study)
-    front = np.array([t.values for t in best]).reshape(-1, 2)
-    done = len([t for t in study.get_trials() if t.state.name == "COMPLETE" and not is_replicate(t)])
-    originals = [best[i].number for i in contributing(front, reference)]
-    again = replicated(originals, study.get_trials())
+def front_volume(study: dict[str, Any]) -> tuple[float, int, float | None, int]:
+    """The measured hypervolume of an exported study's reported front and its number of complete trials;
+    the replicated hypervolume of the front's contributing points (None until each has a fresh replicate)
+    and their number."""
+    reference = np.array(study["reference"])
+    trials = {t["number"]: t for t in study["trials"]}
+    front = np.array([trials[n]["values"] for n in study["front"]]).reshape(-1, 2)
+    done = sum(t["state"] == "COMPLETE" and not t["replicate"] for t in study["trials"])
+    originals = [study["front"][i] for i in contributing(front, reference)]
+    again = replicated(originals, study["trials"])
     volume = hypervolume(again, reference) if len(again) == len(originals) else None
     return hypervolume(front, reference), done, volume, len(originals)
+
+
+def export(samplers: Sequence[str], seeds: int) -> None:
+    """The check's studies as `real_check.json` (committed): what `table` reads."""
+    import optuna
+
+    from tsq.records import trial_records
+    from tsq.report.pareto import pareto_trials
+
+    studies = []
+    for seed in range(seeds):
+        for sampler in samplers:
+            study = optuna.load_study(study_name=study_name(sampler, seed), storage=_storage())
+            trials = []
+            for r in trial_records(study):
+                rep = r.replicate
+                trials.append({
+                    "number": r.number, "state": r.state.name, "params": r.params,
+                    "values": None if r.values is None else list(r.values), "feasible": r.feasible,
+                    "replicate": rep and {"of": rep.of, "index": rep.index, "split": rep.split,
+                                          "promoted": rep.promoted},
+                })  # fmt: skip
+            studies.append({"name": study.study_name, "sampler": sampler, "seed": seed,
+                            "reference": _reference(study).tolist(),
+                            "front": [t.number for t in pareto_trials(study)], "trials": trials})  # fmt: skip
+    EXPORT.write_text(json.dumps({"studies": studies}, indent=None) + "\n")
+    print(f"{EXPORT}: {len(studies)} studies")
 
 
 def replicate(spec: Path, samplers: Sequence[str], seeds: int, trials: int) -> None:
@@ -144,7 +169,8 @@ def replicate(spec: Path, samplers: Sequence[str], seeds: int, trials: int) -> N
 
 
 def table(samplers: Sequence[str], seeds: int) -> None:
-    volumes = {(s, seed): front_volume(study_name(s, seed)) for s in samplers for seed in range(seeds)}
+    exported = {(st["sampler"], st["seed"]): st for st in json.loads(EXPORT.read_text())["studies"]}
+    volumes = {(s, seed): front_volume(exported[s, seed]) for s in samplers for seed in range(seeds)}
     print("sampler | seed | trials | hypervolume of the reported front: measured | replicated (points)")
     for (sampler, seed), (volume, done, again, points) in volumes.items():
         shown = "not yet" if again is None else f"{again:.4f}"
@@ -164,7 +190,7 @@ def table(samplers: Sequence[str], seeds: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=["run", "replicate", "table"])
+    parser.add_argument("stage", choices=["run", "replicate", "export", "table"])
     parser.add_argument("--spec", type=Path, default=REPO / "sweeps" / "quickstart.yaml")
     parser.add_argument("--samplers", nargs="+", default=[REFERENCE, "gp"], choices=list(SAMPLERS))
     parser.add_argument("--seeds", type=int, default=5)
@@ -174,6 +200,8 @@ def main() -> None:
         run(args.spec, args.samplers, args.seeds, args.trials)
     elif args.stage == "replicate":
         replicate(args.spec, args.samplers, args.seeds, args.trials)
+    elif args.stage == "export":
+        export(args.samplers, args.seeds)
     else:
         table(args.samplers, args.seeds)
 
