@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,10 +32,6 @@ from tsq.study.objective import TrialObjective
 from tsq.study.slots import RetryRule, held_slots, surplus
 from tsq.study.storage import StorageURL
 from tsq.study.tracking import Tracker, TrackerKind
-
-# Heartbeats and stale-trial retry are what keep a killed worker's trial from staying RUNNING; Optuna still
-# flags that machinery "experimental" on every loop iteration.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=r"tsq\.study")
 
 POLL_S = 2.0
 log = logging.getLogger(__name__)
