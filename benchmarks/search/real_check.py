@@ -147,18 +147,18 @@ def export(samplers: Sequence[str], seeds: int) -> None:
 
 def replicate(spec: Path, samplers: Sequence[str], seeds: int, trials: int) -> None:
     """Run the fresh-seed replicate of each study's contributing front points (those it lacks)."""
-    import optuna
-
     from tsq.recipe import load_spec
     from tsq.report.pareto import pareto_trials
     from tsq.study.confirm import plan, run_replicates
+    from tsq.study.lifecycle import create_or_load
     from tsq.study.storage import parse_storage_url
 
     for seed in range(seeds):
         for sampler in samplers:
             name = study_name(sampler, seed)
             loaded = load_spec(write_spec(spec, sampler, seed, trials))
-            study = optuna.load_study(study_name=name, storage=_storage())
+            # tsq's storage, as `tsq sweep confirm` opens it: heartbeats, so a killed replicate is retried
+            study = create_or_load(loaded, parse_storage_url(_storage()), name)
             best = pareto_trials(study)
             front = np.array([t.values for t in best]).reshape(-1, 2)
             targets = [best[i] for i in contributing(front, _reference(study))]
