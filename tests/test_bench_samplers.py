@@ -159,3 +159,9 @@ def test_an_exported_study_is_scored_on_its_front_measured_and_replicated(check:
     study["trials"].append({"number": 4, "state": "COMPLETE", "values": [0.7, 38.0], "replicate": fresh})
     # replicated: (0.65, 32) and (0.7, 38): 0.05 x 8 + 0.05 x 2 = 0.5
     assert check.front_volume(study) == (pytest.approx(1.5), 3, pytest.approx(0.5), 2)
+
+
+def test_t_interval_by_hand(check: Any) -> None:
+    # mean 2, sd sqrt(2/3) = 0.8165 over 4 pairs: half width t(0.975, 3) x sd / 2 = 3.1824 x 0.8165 / 2 = 1.2992
+    lo, hi = check.t_interval(np.array([1.0, 2.0, 3.0, 2.0]), 0.95)
+    assert (lo, hi) == (pytest.approx(0.7008, abs=1e-4), pytest.approx(3.2992, abs=1e-4))
