@@ -162,6 +162,6 @@ def test_an_exported_study_is_scored_on_its_front_measured_and_replicated(check:
 
 
 def test_t_interval_by_hand(check: Any) -> None:
-    # mean 2, sd sqrt(2/3) = 0.8165 over 4 pairs: half width t(0.975, 3) x sd / 2 = 3.1824 x 0.8165 / 2 = 1.2992
+    # mean 2, sd sqrt(2/3) = 0.8165, 4 pairs: half width t(0.975, 3) x sd / 2 = 3.1824 x 0.8165 / 2 = 1.2992
     lo, hi = check.t_interval(np.array([1.0, 2.0, 3.0, 2.0]), 0.95)
     assert (lo, hi) == (pytest.approx(0.7008, abs=1e-4), pytest.approx(3.2992, abs=1e-4))
