@@ -38,15 +38,20 @@ def _cli(*args: str) -> str:
     return result.output
 
 
-@pytest.fixture
-def launched(tmp_path: Path, tsq_home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+def _launch(spec: Path, db: Path, tsq_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Launch `spec`'s study into SQLite file `db`; returns the storage URL."""
     # the session's TSQ_HOME: the launch's preflight resolves the (already built) tiny test model
     monkeypatch.setenv("TSQ_HOME", str(tsq_home))
     monkeypatch.setenv("TSQ_NO_PROGRESS", "1")
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    spec = _spec(tmp_path, test_split=True)
+    url = f"sqlite:///{db}"
     _cli("sweep", "launch", str(spec), "--storage", url, "--tracker", "none")
-    return spec, url
+    return url
+
+
+@pytest.fixture
+def launched(tmp_path: Path, tsq_home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    spec = _spec(tmp_path, test_split=True)
+    return spec, _launch(spec, tmp_path / "c.db", tsq_home, monkeypatch)
 
 
 def test_replicates_are_marked_not_counted_and_never_front_points(launched: tuple[Path, str]) -> None:
@@ -80,12 +85,9 @@ def test_replicates_are_marked_not_counted_and_never_front_points(launched: tupl
 def test_a_replicate_a_killed_confirm_left_running_runs_again(
     tmp_path: Path, tsq_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TSQ_HOME", str(tsq_home))
-    monkeypatch.setenv("TSQ_NO_PROGRESS", "1")
-    url = f"sqlite:///{tmp_path / 'k.db'}"
     spec = synthetic_spec(tmp_path / "k.yaml", "conf", 2,
                           heartbeat={"interval": 1, "grace_period": 2, "max_retry": 1})  # fmt: skip
-    _cli("sweep", "launch", str(spec), "--storage", url, "--tracker", "none")
+    url = _launch(spec, tmp_path / "k.db", tsq_home, monkeypatch)
     # through tsq's storage, as confirm's worker had it: heartbeats from the moment a trial runs
     storage = open_storage(parse_storage_url(url), HeartbeatSpec(interval=1, grace_period=2, max_retry=1))
     study = optuna.load_study(study_name="conf", storage=storage)

@@ -180,7 +180,7 @@ def test_monotone_full_fidelity_holds_and_a_reversed_eta_effect_does_not(
     promoted = [t for t in study.get_trials() if is_replicate(t)]
     assert len(promoted) == 2 * 4 and all(t.state == TrialState.COMPLETE for t in promoted)
     assert all(t.user_attrs["replicate_fidelity"] == {"data": {"train": {"n": 16}}} for t in promoted)
-    assert state_counts(study)[TrialState.COMPLETE] == 6  # the sweep's own, as before
+    assert state_counts(study.get_trials())[TrialState.COMPLETE] == 6  # the sweep's own, as before
     # a second promote adds nothing, and a relaunch runs no sweep trial: promoted runs are no sweep trials
     _cli(*promote)
     _cli("sweep", "launch", str(spec), "--storage", url, "--tracker", "none", "--no-summary")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -96,15 +97,15 @@ def _race_storage(tmp_path: Path) -> tuple[optuna.Study, Any]:
     return optuna.create_study(study_name="race", storage=storage), url
 
 
-def _peer_acts(monkeypatch: pytest.MonkeyPatch, *acts: Any) -> None:
+def _peer_acts(monkeypatch: pytest.MonkeyPatch, *acts: Callable[[], None]) -> None:
     """The worker's k-th count of the study in its loop is followed by what a peer does then (`acts[k]`), as
-    if the peer ran between the count and the worker's next step."""
+    if the peer ran between the worker's read of the study and its next step."""
     real = worker.state_counts
-    calls = iter([lambda _study: None, *acts])  # the first count sets the progress bar
+    calls = iter([lambda: None, *acts])  # the first count sets the progress bar
 
-    def counts_then_peer(study: optuna.Study) -> dict[TrialState, int]:
-        counts = real(study)
-        next(calls, lambda _study: None)(study)
+    def counts_then_peer(trials: Sequence[FrozenTrial]) -> dict[TrialState, int]:
+        counts = real(trials)
+        next(calls, lambda: None)()
         return counts
 
     monkeypatch.setattr(worker, "state_counts", counts_then_peer)
@@ -127,11 +128,11 @@ def test_two_workers_that_see_one_waiting_retry_run_it_once_and_nothing_more(
     study.enqueue_trial({"x": 0.25})  # 2: the retry both workers see WAITING
     storage, study_id = study._storage, study._study_id
 
-    def peer_takes_it_up(_study: optuna.Study) -> None:
+    def peer_takes_it_up() -> None:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, 2)
         assert storage.set_trial_state_values(trial_id, TrialState.RUNNING)
 
-    def peer_finishes_it(_study: optuna.Study) -> None:
+    def peer_finishes_it() -> None:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, 2)
         storage.set_trial_param(trial_id, "x", 0.25, X["x"])
         storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [0.25])
@@ -167,11 +168,11 @@ def test_a_worker_waits_for_a_stale_trials_retry_to_be_queued(
     _add(study, TrialState.COMPLETE)
     _add(study, TrialState.COMPLETE)
 
-    def peer_queues_the_retry(_study: optuna.Study) -> None:
+    def peer_queues_the_retry() -> None:
         RetryHeartbeatStaleTrialCallback(max_retry=3)(study, study.trials[0])
 
     ran: list[int] = []
-    _peer_acts(monkeypatch, lambda _study: None, peer_queues_the_retry)  # waits, then finds it queued
+    _peer_acts(monkeypatch, lambda: None, peer_queues_the_retry)  # waits, then finds it queued
     report = _run(study, url, ran)
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3

@@ -153,19 +153,20 @@ def replicate(spec: Path, samplers: Sequence[str], seeds: int, trials: int) -> N
     from tsq.study.lifecycle import create_or_load
     from tsq.study.storage import parse_storage_url
 
+    storage = parse_storage_url(_storage())
     for seed in range(seeds):
         for sampler in samplers:
             name = study_name(sampler, seed)
             loaded = load_spec(write_spec(spec, sampler, seed, trials))
             # tsq's storage, as `tsq sweep confirm` opens it: heartbeats, so a killed replicate is retried
-            study = create_or_load(loaded, parse_storage_url(_storage()), name)
+            study = create_or_load(loaded, storage, name)
             best = pareto_trials(study)
             front = np.array([t.values for t in best]).reshape(-1, 2)
             targets = [best[i] for i in contributing(front, _reference(study))]
             print(f"== {name}: replicating trials {[t.number for t in targets]}", flush=True)
             wanted = plan(loaded, targets, 1, "eval")
             params = {t.number: t.params for t in targets}
-            run_replicates(loaded, parse_storage_url(_storage()), study, wanted, params, "none")
+            run_replicates(loaded, storage, study, wanted, params, "none")
 
 
 def t_interval(diff: np.ndarray, level: float) -> tuple[float, float]:

@@ -138,7 +138,7 @@ def _wait_all(
     bar = tqdm(total=target, desc=f"study {name} ({len(procs)} workers)", unit="trial")
     try:
         while any(p.poll() is None for p in procs):
-            bar.n = state_counts(study)[TrialState.COMPLETE]
+            bar.n = state_counts(study.get_trials(deepcopy=False))[TrialState.COMPLETE]
             bar.refresh()
             time.sleep(POLL_S)
     except BaseException:  # Ctrl-C or SIGTERM: stop the workers, which close their engines on SIGTERM
@@ -148,6 +148,6 @@ def _wait_all(
             p.wait()
         raise
     finally:
-        bar.n = state_counts(study)[TrialState.COMPLETE]
+        bar.n = state_counts(study.get_trials(deepcopy=False))[TrialState.COMPLETE]
         bar.close()
     return [p.returncode for p in procs]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,11 +52,11 @@ class WorkerReport:
     stopped_reason: str = ""
 
 
-def state_counts(study: optuna.Study) -> dict[TrialState, int]:
-    """Trials by state; replicates (`tsq sweep confirm`, and `tsq sweep promote`'s runs at the promoted
-    fidelity) do not count toward the study's n_trials."""
+def state_counts(trials: Sequence[FrozenTrial]) -> dict[TrialState, int]:
+    """A study's trials by state; replicates (`tsq sweep confirm`, and `tsq sweep promote`'s runs at the
+    promoted fidelity) do not count toward the study's n_trials."""
     counts = dict.fromkeys(TrialState, 0)
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         if not is_replicate(t):
             counts[t.state] += 1
     return counts
@@ -95,7 +96,7 @@ def _run_trials(
     report = WorkerReport()
     deadline = None if timeout is None else time.monotonic() + timeout
     finished: list[FrozenTrial] = []
-    bar.update(state_counts(study)[TrialState.COMPLETE])
+    bar.update(state_counts(study.get_trials(deepcopy=False))[TrialState.COMPLETE])
     consecutive_failures = 0
     started: list[int] = []  # the number of the trial this worker took up in this round
     rule = RetryRule(storage.supports_heartbeat, spec.study.heartbeat.max_retry)
@@ -115,7 +116,8 @@ def _run_trials(
     while True:
         exit_if_stopping()  # a SIGTERM whose SystemExit was dropped: no trial after it
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, then re-queued as WAITING
-        counts = state_counts(study)
+        trials = study.get_trials(deepcopy=False)  # one read: the counts and the slots agree
+        counts = state_counts(trials)
         bar.n = counts[TrialState.COMPLETE]
         bar.refresh()
         done = n_trials is not None and counts[TrialState.COMPLETE] >= n_trials
@@ -134,7 +136,7 @@ def _run_trials(
         if (
             n_trials is not None
             and counts[TrialState.WAITING] == 0
-            and held_slots(study.get_trials(deepcopy=False), rule, datetime.now()) >= n_trials
+            and held_slots(trials, rule, datetime.now()) >= n_trials
         ):
             time.sleep(POLL_S)  # the last trials are running elsewhere: start one only if one of them fails
             continue
