@@ -171,11 +171,13 @@ def replicate(spec: Path, samplers: Sequence[str], seeds: int, trials: int) -> N
 
 def t_interval(diff: np.ndarray, level: float) -> tuple[float, float]:
     """Student's t interval for the mean of paired differences: at 5 pairs a percentile bootstrap is too
-    narrow (it cannot reach past the sample's own extremes), so the table prints both."""
-    from scipy import stats
+    narrow (it cannot reach past the sample's own extremes), so the table prints both. tsq's replicate
+    interval is exactly that t interval when no bootstrap error is given."""
+    from tsq.method.stats import aggregate_replicates
 
-    half = stats.t.ppf(0.5 + level / 2, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
-    return float(diff.mean() - half), float(diff.mean() + half)
+    estimate = aggregate_replicates(diff.tolist(), level=level)
+    assert estimate.lo is not None and estimate.hi is not None  # two or more pairs: a measured spread
+    return estimate.lo, estimate.hi
 
 
 def table(samplers: Sequence[str], seeds: int) -> None:
